@@ -1,0 +1,5 @@
+"""``python -m mlflow_nemo_judge`` runs the CLI."""
+
+from mlflow_nemo_judge.cli import main
+
+raise SystemExit(main())

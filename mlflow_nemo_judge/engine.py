@@ -1,0 +1,309 @@
+"""Local orchestration: stream rows, call the target, run judges, aggregate — with bounded concurrency.
+
+Shape of the work: one coroutine per sample; the target call, then that sample's judge calls at once
+(so judging starts the moment its output exists, not after a whole batch). HTTP concurrency is bounded
+by the client's semaphore (``params.parallelism``); the number of samples in flight is bounded too, so
+memory stays flat however large the dataset: finished samples are written, in item order, to a JSONL
+spill file and only their scores (floats) stay in memory for the statistics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from mlflow_nemo_judge.config import EvalConfig, Target, load_config, load_target
+from mlflow_nemo_judge.errors import EndpointError, EvaluationError, NemoJudgeError
+from mlflow_nemo_judge.plan import Plan, TaskPlan, build_plan, cached_output_text, item_id
+from mlflow_nemo_judge.results import (
+    NAN,
+    EvalResult,
+    MetricOutcome,
+    MetricTree,
+    SampleRecord,
+    Score,
+    ScoreStats,
+    Usage,
+)
+from mlflow_nemo_judge.stats import summarize
+from mlflow_nemo_judge.templating import build_context, render_value
+
+# (task name, samples done, samples total or None)
+ProgressCallback = Callable[[str, int, "int | None"], None]
+# Samples in flight per unit of parallelism: enough to keep every HTTP slot busy while some samples
+# wait on their judges, few enough that memory does not grow with the dataset.
+_INFLIGHT_FACTOR = 4
+
+
+@dataclass
+class RunOptions:
+    """Knobs of a local run; the config's own ``params`` win where both set something."""
+
+    cache: bool = True
+    cache_dir: Path | None = None
+    limit: int | None = None
+    parallelism: int | None = None
+    work_dir: Path | None = None
+    progress_bar: bool | None = None  # None: only when stderr is a terminal
+    on_progress: ProgressCallback | None = None
+    http_client: Any = None  # an httpx.AsyncClient to use (tests inject MockTransport clients)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _Bar:
+    """A terminal progress bar (tqdm, which huggingface_hub already brings) or nothing."""
+
+    def __init__(self, enabled: bool | None) -> None:
+        import sys
+
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self._bar: Any = None
+
+    def start(self, desc: str, total: int | None) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=total, desc=desc, unit="sample", dynamic_ncols=True, leave=True)
+
+    def update(self, n: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+class _TaskAggregator:
+    def __init__(self, tp: TaskPlan) -> None:
+        self.tp = tp
+        self.values: dict[tuple[str, str], list[float]] = {}
+        self.corpus: dict[str, tuple[list[str], list[list[str]]]] = {}
+        for m in tp.metrics:
+            for s in m.score_names:
+                if s != "corpus":
+                    self.values[(m.name, s)] = []
+            if m.type == "bleu":
+                self.corpus[m.name] = ([], [])
+
+    def add(self, rec: SampleRecord) -> None:
+        for (mname, sname), vals in self.values.items():
+            out = rec.metrics.get(mname)
+            vals.append(out.scores.get(sname, NAN) if out else NAN)
+        for mname, (cands, refs) in self.corpus.items():
+            out = rec.metrics.get(mname)
+            if out is not None and out.corpus_item is not None:
+                cands.append(out.corpus_item[0])
+                refs.append(out.corpus_item[1])
+
+    def tree(self) -> dict[str, dict[str, Score]]:
+        out: dict[str, dict[str, Score]] = {m.name: {} for m in self.tp.metrics}
+        for (mname, sname), vals in self.values.items():
+            out[mname][sname] = _score(vals)
+        for mname, (cands, refs) in self.corpus.items():
+            from mlflow_nemo_judge.scorers import bleu_corpus
+
+            # NeMo reports corpus BLEU as a value without stats.
+            out[mname]["corpus"] = Score(value=bleu_corpus(cands, refs) if cands else None)
+        return out
+
+
+def _score(values: list[float]) -> Score:
+    s = summarize(values)
+    return Score(value=s.mean, stats=ScoreStats.from_summary(s))
+
+
+class _OrderedWriter:
+    """Writes records in item order although samples finish out of order (bounded reorder buffer)."""
+
+    def __init__(self, fh: IO[str], agg: _TaskAggregator, on_record: Callable[[], None]) -> None:
+        self.fh, self.agg, self.on_record = fh, agg, on_record
+        self.pending: dict[int, SampleRecord] = {}
+        self.next = 0
+
+    def push(self, rec: SampleRecord) -> None:
+        self.pending[rec.index] = rec
+        while self.next in self.pending:
+            r = self.pending.pop(self.next)
+            self.fh.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
+            self.agg.add(r)
+            self.next += 1
+            self.on_record()
+
+
+class LocalEngine:
+    def __init__(self, plan: Plan, client: Any, usage: Usage) -> None:
+        from mlflow_nemo_judge.openai_client import Endpoint
+
+        self.plan, self.client, self.usage = plan, client, usage
+        ep = plan.target_endpoint
+        self.target = (Endpoint(url=ep.url, model_id=ep.model_id, api_key=plan.target_api_key, headers=ep.headers)
+                       if ep is not None else None)
+
+    async def sample(self, tp: TaskPlan, index: int, row: dict[str, Any]) -> SampleRecord:
+        from mlflow_nemo_judge.metrics import run_judge, run_simple
+
+        rec = SampleRecord(task=tp.name, index=index, item_id=item_id(row, index), item=row)
+        sample: dict[str, Any] | None = None
+        try:
+            if tp.calls_target:
+                assert self.target is not None and tp.template is not None
+                rendered = render_value(tp.template, build_context(row), f"{tp.path}.params.template")
+                body = {**self.plan.inference_defaults, **rendered}
+                rec.request = body
+                res = await self.client.call(self.target, body, kind=tp.kind)
+                rec.output_text, rec.finish_reason = res.text, res.finish_reason
+                sample = {"output_text": res.text or "", "response": res.raw}
+            elif tp.cached_output:
+                rec.output_text = cached_output_text(row)
+                sample = {"output_text": rec.output_text or "", "response": {}}
+        except EndpointError as exc:
+            if exc.status in (401, 403, 404):
+                raise  # wrong key/URL/model: every call would fail the same way
+            rec.target_error = str(exc)
+        except NemoJudgeError as exc:  # a template error on this row
+            rec.target_error = str(exc)
+        if rec.target_error is not None:
+            for m in tp.metrics:
+                rec.metrics[m.name] = MetricOutcome(scores={s: NAN for s in m.score_names if s != "corpus"},
+                                                    error=f"no target output: {rec.target_error}")
+            return rec
+        ctx = build_context(row, sample)
+        judges = [m for m in tp.metrics if m.judge is not None]
+        results = await asyncio.gather(*(run_judge(m, ctx, self.client) for m in judges))
+        by_name = dict(zip((m.name for m in judges), results, strict=True))
+        for m in tp.metrics:
+            rec.metrics[m.name] = by_name[m.name] if m.name in by_name else run_simple(m, ctx, rec.output_text)
+        return rec
+
+    async def run_task(self, tp: TaskPlan, fh: IO[str], bar: _Bar, on_progress: ProgressCallback | None) -> _TaskAggregator:
+        total = sum(1 for _ in tp.data.iter_rows(tp.limit))
+        agg = _TaskAggregator(tp)
+        done = 0
+        bar.start(f"{tp.name}", total)
+
+        def on_record() -> None:
+            nonlocal done
+            done += 1
+            self.usage.samples += 1
+            bar.update()
+            if on_progress is not None:
+                on_progress(tp.name, done, total)
+
+        writer = _OrderedWriter(fh, agg, on_record)
+        window = asyncio.Semaphore(max(1, self.plan.parallelism * _INFLIGHT_FACTOR))
+        inflight: set[asyncio.Task[SampleRecord]] = set()
+        fatal: list[BaseException] = []
+
+        def finished(t: asyncio.Task[SampleRecord]) -> None:
+            inflight.discard(t)
+            window.release()
+            if t.cancelled():
+                return
+            exc = t.exception()
+            if exc is not None:
+                fatal.append(exc)
+            else:
+                writer.push(t.result())
+
+        try:
+            for index, row in enumerate(tp.data.iter_rows(tp.limit)):
+                await window.acquire()
+                if fatal:
+                    window.release()
+                    break
+                t = asyncio.ensure_future(self.sample(tp, index, row))
+                inflight.add(t)
+                t.add_done_callback(finished)
+            while inflight and not fatal:
+                await asyncio.wait(set(inflight), return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            for t in list(inflight):
+                t.cancel()
+            if inflight:
+                await asyncio.gather(*inflight, return_exceptions=True)
+            bar.close()
+        if fatal:
+            raise fatal[0]
+        return agg
+
+
+async def run_plan_async(plan: Plan, options: RunOptions | None = None) -> EvalResult:
+    """Execute a validated plan against the endpoints; returns NeMo-shaped results."""
+    import httpx
+
+    from mlflow_nemo_judge.openai_client import OpenAIClient
+
+    opts = options or RunOptions()
+    usage = Usage()
+    cache = None
+    if opts.cache:
+        from mlflow_nemo_judge.cache import ResponseCache
+
+        cache = ResponseCache(opts.cache_dir / "responses.sqlite" if opts.cache_dir else None)
+    work_dir = opts.work_dir or Path(tempfile.mkdtemp(prefix="nemo-judge-"))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    samples_path = work_dir / "samples.jsonl"
+    own_http = opts.http_client is None
+    http = opts.http_client or httpx.AsyncClient(
+        limits=httpx.Limits(max_connections=plan.parallelism + 4, max_keepalive_connections=plan.parallelism + 4),
+        timeout=httpx.Timeout(plan.timeout, connect=min(10.0, plan.timeout)))
+    start = time.perf_counter()
+    aggs: list[_TaskAggregator] = []
+    bar = _Bar(opts.progress_bar)
+    try:
+        client = OpenAIClient(http, usage=usage, cache=cache, max_concurrency=plan.parallelism,
+                              max_retries=plan.max_retries, timeout=plan.timeout)
+        engine = LocalEngine(plan, client, usage)
+        with open(samples_path, "w", encoding="utf-8") as fh:
+            for tp in plan.tasks:
+                aggs.append(await engine.run_task(tp, fh, bar, opts.on_progress))
+    except EndpointError as exc:
+        raise EvaluationError(f"evaluation stopped: {exc}") from exc
+    finally:
+        usage.wall_seconds = time.perf_counter() - start
+        if own_http:
+            await http.aclose()
+        if cache is not None:
+            cache.close()
+    tasks: MetricTree = {a.tp.name: a.tree() for a in aggs}
+    groups = _groups(plan, aggs)
+    return EvalResult(tasks=tasks, groups=groups, usage=usage, samples_path=samples_path, backend="local")
+
+
+def _groups(plan: Plan, aggs: list[_TaskAggregator]) -> MetricTree:
+    """Groups pool the per-sample values of their tasks' same-named metric scores (NeMo leaves the
+    group arithmetic undocumented; pooling weighs every sample equally)."""
+    out: MetricTree = {}
+    by_task = {a.tp.name: a for a in aggs}
+    for gname, group in (plan.config.groups or {}).items():
+        pooled: dict[tuple[str, str], list[float]] = {}
+        for tname in group.tasks or []:
+            agg = by_task.get(tname)
+            if agg is None:
+                continue
+            for key, vals in agg.values.items():
+                pooled.setdefault(key, []).extend(vals)
+        tree: dict[str, dict[str, Score]] = {}
+        for (mname, sname), vals in pooled.items():
+            tree.setdefault(mname, {})[sname] = _score(vals)
+        out[gname] = tree
+    return out
+
+
+def run_local(config: EvalConfig | dict[str, Any] | str | Path, target: Target | dict[str, Any] | str | Path,
+              options: RunOptions | None = None, **kwargs: Any) -> EvalResult:
+    """Validate and run an evaluation with the local engine (blocking). ``kwargs`` set ``RunOptions``."""
+    opts = options or RunOptions(**kwargs)
+    cfg = load_config(config)
+    tgt = load_target(target)
+    plan = build_plan(cfg, tgt, limit=opts.limit, parallelism=opts.parallelism)
+    return asyncio.run(run_plan_async(plan, opts))

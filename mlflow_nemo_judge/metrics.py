@@ -1,0 +1,103 @@
+"""Compute one metric for one sample: judge calls and parsing, or the simple reference metrics.
+
+A judge call that fails (after the client's retries) or whose output does not parse yields NaN with
+the reason and the raw text kept; nothing is coerced to 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from mlflow_nemo_judge.errors import EndpointError, NemoJudgeError
+from mlflow_nemo_judge.openai_client import Endpoint, OpenAIClient
+from mlflow_nemo_judge.plan import MetricPlan
+from mlflow_nemo_judge.results import NAN, MetricOutcome
+from mlflow_nemo_judge.templating import render_value
+
+
+def judge_request(metric: MetricPlan, ctx: Mapping[str, Any]) -> dict[str, Any]:
+    """The judge request body (without ``model``): rendered template + judge inference params."""
+    judge = metric.judge
+    assert judge is not None
+    body = render_value(judge.template, ctx, f"{metric.path}.params.template")
+    if judge.system_prompt and isinstance(body.get("messages"), list):
+        # NeMo's prompt.system_prompt (e.g. "detailed thinking on") goes first, before the template's own.
+        body["messages"] = [{"role": "system", "content": judge.system_prompt}, *body["messages"]]
+    for k, v in judge.inference.items():
+        body.setdefault(k, v)
+    return dict(body)
+
+
+async def run_judge(metric: MetricPlan, ctx: Mapping[str, Any], client: OpenAIClient) -> MetricOutcome:
+    from mlflow_nemo_judge.parsing import parse_score, strip_reasoning
+
+    judge = metric.judge
+    assert judge is not None
+    body = judge_request(metric, ctx)
+    endpoint = Endpoint(url=judge.endpoint.url, model_id=judge.endpoint.model_id, api_key=judge.api_key,
+                        headers=judge.endpoint.headers)
+    try:
+        result = await client.call(endpoint, body, kind=judge.kind, timeout=judge.timeout,
+                                   max_retries=judge.max_retries)
+    except EndpointError as exc:
+        if exc.status in (401, 403, 404):
+            raise  # a wrong key, URL or model id fails every call: stop rather than NaN every sample
+        return MetricOutcome(scores={s.name: NAN for s in metric.scores}, raw=None,
+                             error=f"judge call failed: {exc}")
+    raw = result.text
+    text, reason_err = strip_reasoning(raw, judge.end_token)
+    scores: dict[str, float] = {}
+    errors: list[str] = []
+    if reason_err:
+        scores = {s.name: NAN for s in metric.scores}
+        errors.append(reason_err)
+    else:
+        for s in metric.scores:
+            parsed = parse_score(text, s.parser, s.type)
+            scores[s.name] = parsed.value
+            if parsed.error:
+                errors.append(f"{s.name}: {parsed.error}" if len(metric.scores) > 1 else parsed.error)
+    if not raw:
+        errors.append(f"empty judge output (finish_reason={result.finish_reason})")
+    return MetricOutcome(scores=scores, raw=raw, error="; ".join(errors) or None)
+
+
+def run_simple(metric: MetricPlan, ctx: Mapping[str, Any], output_text: str | None) -> MetricOutcome:
+    """string-check, number-check, em, f1, bleu (sentence; corpus is aggregated later), rouge."""
+    from mlflow_nemo_judge import scorers
+
+    mtype, params, path = metric.type, metric.params, f"{metric.path}.params"
+    try:
+        if mtype == "string-check":
+            left, op, right = render_value(params["check"], ctx, f"{path}.check")
+            return MetricOutcome(scores={"string-check": scorers.string_check(str(left), str(op), str(right))})
+        if mtype == "number-check":
+            rendered = render_value(params["check"], ctx, f"{path}.check")
+            value, err = scorers.number_check(rendered)
+            return MetricOutcome(scores={"number-check": value}, error=err)
+        candidate = _candidate(params, ctx, path, output_text)
+        if candidate is None:
+            return MetricOutcome(scores={n: NAN for n in metric.score_names},
+                                 error="no candidate text (the target produced no output)")
+        if mtype == "bleu":
+            refs = [str(r) for r in render_value(params["references"], ctx, f"{path}.references")]
+            # 'corpus' has no per-sample value; it is computed over all samples at aggregation.
+            return MetricOutcome(scores={"sentence": scorers.bleu_sentence(candidate, refs)},
+                                 corpus_item=(candidate, refs))
+        reference = str(render_value(params["reference"], ctx, f"{path}.reference"))
+        if mtype == "em":
+            return MetricOutcome(scores={"em": scorers.exact_match(candidate, reference)})
+        if mtype == "f1":
+            return MetricOutcome(scores={"f1": scorers.token_f1(candidate, reference)})
+        if mtype == "rouge":
+            return MetricOutcome(scores=dict(scorers.rouge_scores(candidate, reference)))
+    except NemoJudgeError as exc:
+        return MetricOutcome(scores={n: NAN for n in metric.score_names}, error=str(exc))
+    raise AssertionError(f"unhandled metric type {mtype}")  # plan validation makes this unreachable
+
+
+def _candidate(params: Mapping[str, Any], ctx: Mapping[str, Any], path: str, output_text: str | None) -> str | None:
+    if isinstance(params.get("candidate"), str):
+        return str(render_value(params["candidate"], ctx, f"{path}.candidate"))
+    return output_text

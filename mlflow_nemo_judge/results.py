@@ -1,0 +1,216 @@
+"""The one output shape both backends return.
+
+``EvalResult`` holds the aggregate tree in NeMo Evaluator's results shape
+(``tasks → metrics → scores → {value, stats}``), usage figures, and the per-sample records. Samples are
+kept in a JSONL spill file rather than in memory, so a 100k-row evaluation costs disk, not RAM;
+``iter_samples()`` streams them back in item order.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from mlflow_nemo_judge.stats import Summary
+
+NAN = float("nan")
+
+
+def _num(v: float | None) -> float | None:
+    """JSON-safe number: NaN/inf become None (JSON has no NaN)."""
+    if v is None:
+        return None
+    f = float(v)
+    return f if math.isfinite(f) else None
+
+
+@dataclass
+class ScoreStats:
+    """NeMo's ``ScoreStats`` plus our 95% CI; every field optional as NeMo servers may omit them."""
+
+    count: int | None = None
+    sum: float | None = None
+    mean: float | None = None
+    min: float | None = None
+    max: float | None = None
+    stddev: float | None = None
+    variance: float | None = None
+    stderr: float | None = None
+    sum_squared: float | None = None
+    nan_count: int | None = None
+    ci95_low: float | None = None
+    ci95_high: float | None = None
+
+    @classmethod
+    def from_summary(cls, s: Summary) -> ScoreStats:
+        return cls(count=s.count, sum=s.sum, mean=s.mean, min=s.min, max=s.max, stddev=s.stddev,
+                   variance=s.variance, stderr=s.stderr, sum_squared=s.sum_squared,
+                   nan_count=s.nan_count, ci95_low=s.ci95_low, ci95_high=s.ci95_high)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> ScoreStats | None:
+        if not d:
+            return None
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in asdict(self).items():
+            if v is None:
+                continue
+            out[k] = v if isinstance(v, int) and not isinstance(v, bool) else _num(v)
+        return out
+
+
+@dataclass
+class Score:
+    """One aggregated score: ``value`` is the mean of the non-NaN samples (None if all were NaN)."""
+
+    value: float | None
+    stats: ScoreStats | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"value": _num(self.value)}
+        if self.stats is not None:
+            d["stats"] = self.stats.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Score:
+        v = d.get("value")
+        return cls(value=None if v is None else float(v), stats=ScoreStats.from_dict(d.get("stats")))
+
+
+# task/group name -> metric name -> score name -> Score
+MetricTree = dict[str, dict[str, dict[str, Score]]]
+
+
+@dataclass
+class MetricOutcome:
+    """One metric's verdict on one sample: scores (NaN when unparseable), judge text, error."""
+
+    scores: dict[str, float] = field(default_factory=dict)
+    raw: str | None = None
+    error: str | None = None
+    # (candidate, references) for corpus-level metrics (bleu 'corpus'); used in aggregation, not stored.
+    corpus_item: tuple[str, list[str]] | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scores": {k: _num(v) for k, v in self.scores.items()}, "raw": self.raw,
+                "error": self.error}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MetricOutcome:
+        scores = {k: (NAN if v is None else float(v)) for k, v in (d.get("scores") or {}).items()}
+        return cls(scores=scores, raw=d.get("raw"), error=d.get("error"))
+
+
+@dataclass
+class SampleRecord:
+    """Everything about one evaluated item, kept so any score can be traced to its raw judge text."""
+
+    task: str
+    index: int
+    item_id: str
+    item: dict[str, Any]
+    output_text: str | None = None
+    finish_reason: str | None = None
+    target_error: str | None = None
+    metrics: dict[str, MetricOutcome] = field(default_factory=dict)
+    # Rendered inputs the target saw (the request body minus model), for the per-sample table.
+    request: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"task": self.task, "index": self.index, "item_id": self.item_id, "item": self.item,
+                "output_text": self.output_text, "finish_reason": self.finish_reason,
+                "target_error": self.target_error, "request": self.request,
+                "metrics": {k: m.to_dict() for k, m in self.metrics.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SampleRecord:
+        return cls(task=d["task"], index=int(d["index"]), item_id=str(d["item_id"]), item=d.get("item") or {},
+                   output_text=d.get("output_text"), finish_reason=d.get("finish_reason"),
+                   target_error=d.get("target_error"), request=d.get("request"),
+                   metrics={k: MetricOutcome.from_dict(m) for k, m in (d.get("metrics") or {}).items()})
+
+
+@dataclass
+class Usage:
+    """Run-level figures, logged under ``usage/…``."""
+
+    requests: int = 0
+    retries: int = 0
+    cache_hits: int = 0
+    failed_requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    samples: int = 0
+    truncated_outputs: int = 0
+    empty_outputs: int = 0
+    wall_seconds: float = 0.0
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.samples / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, float]:
+        d: dict[str, float] = {k: v for k, v in asdict(self).items()}
+        d["samples_per_second"] = self.samples_per_second
+        return d
+
+
+@dataclass
+class EvalResult:
+    """Aggregate results (NeMo shape), usage, and a stream of per-sample records."""
+
+    tasks: MetricTree
+    groups: MetricTree = field(default_factory=dict)
+    usage: Usage = field(default_factory=Usage)
+    samples_path: Path | None = None
+    backend: str = "local"
+    job: dict[str, Any] | None = None
+    # Run ids are filled in by tracking (evaluate()); empty when run without MLflow.
+    run_ids: list[str] = field(default_factory=list)
+
+    def to_nemo_dict(self) -> dict[str, Any]:
+        """The results document in NeMo Evaluator's ``EvaluationResult`` shape (tasks/groups)."""
+
+        def tree(t: MetricTree) -> dict[str, Any]:
+            return {name: {"metrics": {m: {"scores": {s: sc.to_dict() for s, sc in scores.items()}}
+                                       for m, scores in metrics.items()}}
+                    for name, metrics in t.items()}
+
+        return {"tasks": tree(self.tasks), "groups": tree(self.groups)}
+
+    @classmethod
+    def from_nemo_dict(cls, d: dict[str, Any], **kw: Any) -> EvalResult:
+        def tree(t: dict[str, Any] | None) -> MetricTree:
+            out: MetricTree = {}
+            for name, node in (t or {}).items():
+                metrics = (node or {}).get("metrics") or {}
+                out[name] = {m: {s: Score.from_dict(sc) for s, sc in ((mv or {}).get("scores") or {}).items()}
+                             for m, mv in metrics.items()}
+            return out
+
+        return cls(tasks=tree(d.get("tasks")), groups=tree(d.get("groups")), **kw)
+
+    def scores(self) -> Iterator[tuple[str, str, str, Score]]:
+        """Yield ``(task, metric, score_name, Score)`` for every task score."""
+        for task, metrics in self.tasks.items():
+            for metric, scores in metrics.items():
+                for name, sc in scores.items():
+                    yield task, metric, name, sc
+
+    def iter_samples(self) -> Iterator[SampleRecord]:
+        """Stream the per-sample records (in task, item order)."""
+        if self.samples_path is None or not Path(self.samples_path).exists():
+            return
+        with open(self.samples_path, encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    yield SampleRecord.from_dict(json.loads(line))
