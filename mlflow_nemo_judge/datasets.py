@@ -709,7 +709,10 @@ def _json_wrapped_array(scanner: _JsonScanner, name: str) -> Iterator[dict[str, 
             else:
                 raise scanner.fail("',' or '}' after an object member")
     if list_key is None:
+        # A second value after the object means JSON Lines content in a .json file: say so.
+        hint = (" (JSON Lines? name the file .jsonl or set the dataset format to jsonl)"
+                if scanner.peek() != "" else "")
         raise DatasetError(
             f"{name}:{start_line}: expected a JSON array of objects (or an object with one list of objects), "
-            f"got an object without a list"
+            f"got an object without a list{hint}"
         )

@@ -304,7 +304,7 @@ _MARKER_RE = re.compile(
 )
 _JSON_WORD_RE = re.compile(r"\bjson\b", re.IGNORECASE)
 _JSON_KEY_RE = re.compile(r'"([A-Za-z_][\w -]{0,40})"\s*:\s*([^,}\n]*)')
-_NUMERIC_VALUE_RE = re.compile(r"^\s*(?:-?\d|<\s*" + _PLACEHOLDER + r"\s*>)", re.IGNORECASE)
+_NUMERIC_VALUE_RE = re.compile(r"^\s*(?:-?\d|<[^>\n]*>|\[[^\]\n]*\])")
 _SCORE_KEY_RE = re.compile(r"score|rating|grade|rank|value", re.IGNORECASE)
 _REASON_KEY_RE = re.compile(r"reason|explanation|rationale|justification|comment|feedback", re.I)
 _SCALE_RE = re.compile(r"\b([01])\s*(?:to|-|–|—|through|and)\s*(\d{1,3})\b", re.IGNORECASE)
@@ -340,11 +340,14 @@ def _split_judge_prompt(system: str, user: str) -> _JudgeInput:
     for index, match in enumerate(matches):
         end = matches[index + 1].start() if index + 1 < len(matches) else len(user)
         segment = user[match.end() : end]
-        if index + 1 == len(matches):
-            # Instructions written after the last segment (no system prompt) must not count as its text.
+        if index + 1 == len(matches) and not system.strip():
+            # Without a system prompt the format instructions may follow the last segment; they must not
+            # count as its text. Only a marker line, or an instruction after a blank line, ends it, so a
+            # summary line such as "Return to clinic in 2 weeks." stays in the summary.
             lines = segment.splitlines(keepends=True)
             for line_no, line in enumerate(lines[1:], start=1):
-                if _INSTRUCTION_LINE_RE.search(line) or _MARKER_RE.search(line):
+                after_blank = not lines[line_no - 1].strip()
+                if _MARKER_RE.search(line) or (after_blank and _INSTRUCTION_LINE_RE.search(line)):
                     instruction_parts.append("".join(lines[line_no:]))
                     segment = "".join(lines[:line_no])
                     break
@@ -399,14 +402,17 @@ def _verdict(ratio: float) -> str:
 
 def _judge_answer(score: int, reason: str, instructions: str) -> str:
     """Answer in the format the prompt asks for: a JSON object, or a ``MARKER: <n>`` line."""
-    if _JSON_WORD_RE.search(instructions):
-        keys = [(m.group(1), m.group(2)) for m in _JSON_KEY_RE.finditer(instructions)]
-        score_key = next((k for k, v in keys if _SCORE_KEY_RE.search(k) or _NUMERIC_VALUE_RE.match(v)), None)
+    markers = _MARKER_RE.findall(instructions)
+    keys = [(m.group(1), m.group(2)) for m in _JSON_KEY_RE.finditer(instructions)]
+    # "JSON" alone is not enough when a RATING-style marker is asked for ("do not answer in JSON").
+    if _JSON_WORD_RE.search(instructions) and (keys or not markers):
+        score_key = next((k for k, _ in keys if _SCORE_KEY_RE.search(k)), None)
         if score_key is None:
-            score_key = keys[0][0] if keys else "score"
+            score_key = next(
+                (k for k, v in keys if _NUMERIC_VALUE_RE.match(v)), keys[0][0] if keys else "score"
+            )
         reason_key = next((k for k, _ in keys if k != score_key and _REASON_KEY_RE.search(k)), "reason")
         return json.dumps({score_key: score, reason_key: reason})
-    markers = _MARKER_RE.findall(instructions)
     marker = markers[-1] if markers else "RATING"  # the last one: format lines close a prompt
     return f"{reason}\n{marker}: {score}"
 
@@ -457,6 +463,7 @@ class _BadRequest(Exception):
 _PHRASES = {status.value: status.phrase for status in HTTPStatus}
 _MODEL_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 _JSON_SEPARATORS = (",", ":")
+_NO_FAULTS = FaultConfig()
 
 
 def _json_reply(status: int, payload: Any, headers: tuple[tuple[str, str], ...] = ()) -> _Reply:
@@ -683,7 +690,15 @@ class MockLLMServer:
                         )
                     )
                     return
-                reply, keep_alive = await self._handle_request(head, reader, writer)
+                try:
+                    reply, keep_alive = await self._handle_request(head, reader, writer)
+                except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+                    raise
+                except Exception as exc:
+                    # A bug in the mock must surface as a 500 the test can see, not a silent hang-up.
+                    logger.exception("mock LLM server failed on a request")
+                    reply = _error_reply(500, f"mock LLM server bug: {exc!r}", "server_error")
+                    keep_alive = False
                 if reply is None:  # the "drop" fault: close without a byte of response
                     writer.transport.abort()
                     return
@@ -810,25 +825,26 @@ class MockLLMServer:
             "model_not_found",
         )
 
-    def _draw_fault(self, model: str, resolved: str) -> str | None:
+    def _draw_fault(self, model: str, resolved: str) -> tuple[str | None, FaultConfig]:
+        """-> (fault name or None, the config it was drawn from, whose retry/timeout settings apply)."""
         faults, rng = self._fault_state
         if faults is None:
-            return None
+            return None, _NO_FAULTS
         if (
             faults.only_models is not None
             and model not in faults.only_models
             and resolved not in faults.only_models
         ):
-            return None
+            return None, faults
         if faults.error_rate > 0:
             draw, threshold = rng.random(), 0.0
             for name in _ERROR_FAULTS:
                 threshold += getattr(faults, name)
                 if draw < threshold:
-                    return name
+                    return name, faults
         if faults.think > 0 and rng.random() < faults.think:
-            return "think"
-        return None
+            return "think", faults
+        return None, faults
 
     async def _completion(self, path: str, raw: bytes) -> _Reply | None:
         try:
@@ -862,10 +878,9 @@ class MockLLMServer:
             self._record(path, model, body, exc.status, None)
             return _error_reply(exc.status, str(exc), exc.kind)
 
-        fault = self._draw_fault(model, resolved)
+        fault, faults = self._draw_fault(model, resolved)
         if self._latency > 0:
             await asyncio.sleep(self._latency)
-        faults = self._fault_state[0] or FaultConfig()
         if fault == "rate_limit":
             self._record(path, model, body, 429, fault)
             wait = faults.retry_after

@@ -1,0 +1,429 @@
+"""The mock LLM server: OpenAI shapes, deterministic mock models, the mock judge, faults, concurrency.
+
+Every test talks HTTP to a loopback server, as the package's clients will.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+import socket
+import statistics
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from mlflow_nemo_judge.testing.mock_llm import (
+    MOCK_MODELS,
+    OWNED_BY,
+    FaultConfig,
+    MockLLMServer,
+    start_subprocess,
+)
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "doctor_consults_with_summaries.jsonl"
+
+TARGET_SYSTEM = "Given a full medical consultation, please provide a 50 word summary of the consultation."
+COMPLETENESS_SYSTEM = (
+    "\nYou are a judge. Rate how complete the summary is \non a scale from 1 to 5:\n"
+    "1 = missing critical information … 5 = fully complete\nPlease respond with RATING: <number>\n"
+)
+CORRECTNESS_SYSTEM = (
+    "\nYou are a judge. Rate the summary's correctness \n(no false info) on a scale 1-5:\n"
+    "1 = many inaccuracies … 5 = completely accurate\nPlease respond with RATING: <number>\n"
+)
+DOCUMENT = (
+    "Date: 2025-04-01\n"
+    "Chief Complaint (CC): Cough and fever\n"
+    "History of Present Illness (HPI): three-day history of productive cough with yellow sputum and "
+    "low-grade fevers peaking at 38.5 C. He denies pleuritic chest pain but reports mild shortness of "
+    "breath while climbing stairs.\n"
+    "Past Medical History (PMH): Essential hypertension well-controlled on lisinopril.\n"
+    "Physical Examination (PE): T 38.1 C, HR 96 bpm. Lungs: bronchial breath sounds with crackles at "
+    "right base.\n"
+    "Assessment & Plan: Discussed likely community-acquired pneumonia. Initiated amoxicillin-clavulanate "
+    "875 mg twice daily for 10 days, advised rest and hydration.\n"
+    "Labs / Imaging Ordered: CBC with differential, chest radiograph."
+)
+RATING_RE = re.compile(r"RATING:\s*(\d+)")
+
+
+def judge_user(document: str, summary: str) -> str:
+    return f"\nFull Consult: {document}\nSummary: {summary}\n"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[MockLLMServer]:
+    with MockLLMServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def srv(server: MockLLMServer) -> Iterator[MockLLMServer]:
+    """The shared server with a clean log and no faults or latency left over from another test."""
+    server.set_faults(None)
+    server.set_latency(0.0)
+    server.clear_log()
+    yield server
+
+
+@pytest.fixture
+def client(srv: MockLLMServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=srv.base_url, timeout=10.0) as c:
+        yield c
+
+
+def chat(client: httpx.Client, model: str, user: str, system: str | None = None, **params: Any) -> httpx.Response:
+    messages = ([{"role": "system", "content": system}] if system is not None else []) + [
+        {"role": "user", "content": user}
+    ]
+    return client.post("/chat/completions", json={"model": model, "messages": messages, **params})
+
+
+def content(response: httpx.Response) -> str:
+    assert response.status_code == 200, response.text
+    text: str = response.json()["choices"][0]["message"]["content"]
+    return text
+
+
+def words(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z]{3,}", text.lower())}
+
+
+# ---------------------------------------------------------------------------------- protocol basics
+
+
+def test_server_identifies_itself_as_a_mock(client: httpx.Client, srv: MockLLMServer) -> None:
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/v1", srv.base_url) and srv.port > 0
+    models = client.get("/models").json()
+    assert models["object"] == "list"
+    assert {m["id"] for m in models["data"]} == set(MOCK_MODELS)
+    assert all(m["owned_by"] == OWNED_BY == "mlflow-nemo-judge-mock" for m in models["data"])
+    assert client.get(f"{srv.base_url[:-3]}/health").json()["status"] == "ok"
+
+    response = chat(client, "mock/echo", "hello there world")
+    body = response.json()
+    assert body["system_fingerprint"] == "mock"
+    assert body["id"].startswith("chatcmpl-mock-")
+    assert body["object"] == "chat.completion" and body["model"] == "mock/echo"
+    assert isinstance(body["created"], int)
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": "hello there world"}
+    assert body["choices"][0]["finish_reason"] == "stop"
+    assert body["usage"] == {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}
+    assert "mock" in response.headers["server"]
+
+
+def test_errors_are_openai_shaped(client: httpx.Client) -> None:
+    missing = client.get("/nowhere")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["type"] == "not_found"
+
+    bad_json = client.post("/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
+    assert bad_json.status_code == 400
+    assert bad_json.json()["error"]["type"] == "invalid_request_error"
+
+    for model in ("gpt-4o", "mock/does-not-exist"):
+        unknown = chat(client, model, "hi")
+        assert unknown.status_code == 404
+        assert f"The model `{model}` does not exist" in unknown.json()["error"]["message"]
+
+    assert client.get("/chat/completions").status_code == 405
+    assert client.post("/chat/completions", json={"model": "mock/echo", "messages": []}).status_code == 400
+
+
+def test_keep_alive_serves_several_requests_on_one_connection(srv: MockLLMServer) -> None:
+    body = json.dumps({"model": "mock/echo", "messages": [{"role": "user", "content": "ping"}]}).encode()
+    request = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as sock:
+        sock.sendall(request + request)  # pipelined on one connection
+        received = b""
+        while received.count(b'"content":"ping"') < 2:
+            chunk = sock.recv(65536)
+            assert chunk, f"server closed a keep-alive connection early: {received!r}"
+            received += chunk
+    assert received.count(b"HTTP/1.1 200 OK") == 2
+    assert b"Connection: keep-alive" in received
+
+
+# ----------------------------------------------------------------------------------- mock summarizers
+
+
+def test_faithful_summary_copies_the_document_and_poor_summary_does_not(client: httpx.Client) -> None:
+    user = f"Full Consult: {DOCUMENT}"
+    faithful = content(chat(client, "mock/faithful-summarizer", user, TARGET_SYSTEM, max_tokens=200))
+    assert 20 <= len(faithful.split()) <= 60
+    assert faithful.startswith("Chief Complaint (CC): Cough and fever")
+    assert "Full Consult" not in faithful
+    for line in faithful.splitlines():
+        assert line in DOCUMENT, f"not verbatim: {line!r}"
+    assert "pneumonia" in faithful
+
+    poor = content(chat(client, "mock/poor-summarizer", user, TARGET_SYSTEM))
+    assert len(poor.split()) < 30
+    overlap = len(words(poor) & words(DOCUMENT)) / len(words(poor))
+    assert overlap < 0.3, poor
+
+    assert content(chat(client, "mock/echo", user)) == user
+    # Deterministic: the same request gets the same text.
+    assert content(chat(client, "mock/faithful-summarizer", user, TARGET_SYSTEM)) == faithful
+
+
+def test_max_tokens_truncates_with_finish_reason_length(client: httpx.Client) -> None:
+    response = chat(client, "mock/echo", "one two three four five six", max_tokens=4).json()
+    assert response["choices"][0]["message"]["content"] == "one two three four"
+    assert response["choices"][0]["finish_reason"] == "length"
+    assert response["usage"]["completion_tokens"] == 4
+
+    completion = client.post(
+        "/completions", json={"model": "mock/faithful-summarizer", "prompt": DOCUMENT, "max_tokens": 5}
+    ).json()
+    assert completion["object"] == "text_completion"
+    assert completion["id"].startswith("cmpl-mock-") and completion["system_fingerprint"] == "mock"
+    assert len(completion["choices"][0]["text"].split()) == 5
+    assert completion["choices"][0]["finish_reason"] == "length"
+
+
+def test_streaming_yields_the_same_text_as_a_plain_response(client: httpx.Client) -> None:
+    user = f"Full Consult: {DOCUMENT}"
+    plain = content(chat(client, "mock/faithful-summarizer", user, TARGET_SYSTEM))
+    streamed = chat(client, "mock/faithful-summarizer", user, TARGET_SYSTEM, stream=True)
+    assert streamed.headers["content-type"].startswith("text/event-stream")
+    events = [line[len("data: ") :] for line in streamed.text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == plain
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+# ---------------------------------------------------------------------------------------- mock judge
+
+
+def rating(client: httpx.Client, system: str, document: str, summary: str, model: str = "mock/judge") -> int:
+    match = RATING_RE.search(content(chat(client, model, judge_user(document, summary), system)))
+    assert match, "no RATING marker"
+    return int(match.group(1))
+
+
+@pytest.mark.skipif(not DATA.exists(), reason=f"shared dataset not found at {DATA} (kept outside the repo)")
+def test_judge_separates_good_and_useless_summaries_on_the_seed_dataset(client: httpx.Client) -> None:
+    rows = [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert len(rows) == 50
+    scores: dict[str, dict[str, list[int]]] = {
+        kind: {"completeness": [], "correctness": []} for kind in ("faithful", "poor", "reference")
+    }
+    reference_by_id: dict[str, tuple[int, int]] = {}
+    for row in rows:
+        target_user = f"Full Consult: {row['content']}"
+        candidates = {
+            "faithful": content(chat(client, "mock/faithful-summarizer", target_user, TARGET_SYSTEM, max_tokens=200)),
+            "poor": content(chat(client, "mock/poor-summarizer", target_user, TARGET_SYSTEM, max_tokens=200)),
+            "reference": row["summary"],
+        }
+        for kind, summary in candidates.items():
+            complete = rating(client, COMPLETENESS_SYSTEM, row["content"], summary)
+            correct = rating(client, CORRECTNESS_SYSTEM, row["content"], summary)
+            scores[kind]["completeness"].append(complete)
+            scores[kind]["correctness"].append(correct)
+        reference_by_id[row["ID"]] = (scores["reference"]["completeness"][-1], scores["reference"]["correctness"][-1])
+
+    useful = [pair for row_id, pair in reference_by_id.items() if row_id not in {"C001", "C011", "C021", "C031", "C041"}]
+    for row_id in ("C001", "C011"):
+        complete, correct = reference_by_id[row_id]
+        assert complete <= 2 and correct <= 2, (row_id, complete, correct)
+        assert complete < min(c for c, _ in useful) and correct < min(c for _, c in useful)
+
+    others = [i for i, row in enumerate(rows) if row["ID"] not in {"C001", "C011"}]
+    for metric in ("completeness", "correctness"):
+        high = sum(scores["faithful"][metric][i] >= 4 for i in others)
+        assert high >= 0.8 * len(others), (metric, scores["faithful"][metric])
+        faithful_mean = statistics.mean(scores["faithful"][metric][:25])
+        poor_mean = statistics.mean(scores["poor"][metric][:25])
+        assert faithful_mean - poor_mean >= 1.5, (metric, faithful_mean, poor_mean)
+        assert all(1 <= s <= 5 for kind in scores for s in scores[kind][metric])
+
+
+def test_judge_scores_an_empty_summary_at_the_minimum(client: httpx.Client) -> None:
+    assert rating(client, COMPLETENESS_SYSTEM, DOCUMENT, "") == 1
+    assert rating(client, CORRECTNESS_SYSTEM, DOCUMENT, "") == 1
+    ten_point = COMPLETENESS_SYSTEM.replace("from 1 to 5", "from 0 to 10")
+    assert rating(client, ten_point, DOCUMENT, "") == 0
+    assert rating(client, ten_point, DOCUMENT, DOCUMENT) == 10
+
+
+def test_judge_follows_the_requested_answer_format(client: httpx.Client) -> None:
+    summary = "Chief Complaint (CC): Cough and fever. Discussed likely community-acquired pneumonia."
+    json_system = (
+        "You are a judge. Rate how complete the summary is on a scale 1-5. "
+        'Answer only with JSON like {"completeness": <n>, "explanation": "<why>"}.'
+    )
+    answer = json.loads(content(chat(client, "mock/judge", judge_user(DOCUMENT, summary), json_system)))
+    assert set(answer) == {"completeness", "explanation"} and 1 <= answer["completeness"] <= 5
+
+    score_marker = COMPLETENESS_SYSTEM.replace("RATING: <number>", "Score: <n>")
+    text = content(chat(client, "mock/judge", judge_user(DOCUMENT, summary), score_marker))
+    assert re.search(r"^Score: [1-5]$", text, re.M) and "RATING" not in text
+
+    thinking = content(chat(client, "mock/judge-think", judge_user(DOCUMENT, summary), CORRECTNESS_SYSTEM))
+    assert re.fullmatch(r"<think>.+</think>\n.*\nRATING: 5", thinking, re.S), thinking
+    plain = content(chat(client, "mock/judge", judge_user(DOCUMENT, summary), CORRECTNESS_SYSTEM))
+    assert RATING_RE.search(plain) and "<think>" not in plain
+
+    # No system prompt: the instructions after the summary are read, and not scored as summary text.
+    inline = judge_user(DOCUMENT, summary) + "\nRate how complete the summary is from 1 to 10.\nRATING: <number>"
+    assert re.search(r"\nRATING: (10|[1-9])$", content(chat(client, "mock/judge", inline)))
+
+    malformed = content(chat(client, "mock/judge-malformed", judge_user(DOCUMENT, summary), CORRECTNESS_SYSTEM))
+    assert "RATING" not in malformed and not re.search(r"\d", malformed)
+
+
+# -------------------------------------------------------------------------------------------- faults
+
+
+def test_rate_limit_fault_sends_retry_after(client: httpx.Client, srv: MockLLMServer) -> None:
+    srv.set_faults(FaultConfig(rate_limit=1.0, retry_after=0.05))
+    for _ in range(5):
+        response = chat(client, "mock/echo", "hi")
+        assert response.status_code == 429
+        assert response.headers["retry-after"] == "0.05"
+        assert response.headers["retry-after-ms"] == "50"
+        assert response.json()["error"]["code"] == "rate_limit_exceeded"
+    assert [(e.status, e.fault) for e in srv.requests] == [(429, "rate_limit")] * 5
+
+
+def test_server_error_drop_and_malformed_faults(client: httpx.Client, srv: MockLLMServer) -> None:
+    srv.set_faults(FaultConfig(server_error=1.0))
+    response = chat(client, "mock/echo", "hi")
+    assert response.status_code == 500 and response.json()["error"]["type"] == "server_error"
+
+    srv.set_faults(FaultConfig(drop=1.0))
+    with pytest.raises(httpx.TransportError):
+        chat(client, "mock/echo", "hi")
+    assert srv.requests[-1].status == 0 and srv.requests[-1].fault == "drop"
+
+    srv.set_faults(FaultConfig(malformed=1.0))
+    response = chat(client, "mock/echo", "hi")
+    assert response.status_code == 200
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(response.text)
+
+    srv.set_faults(FaultConfig(think=1.0))
+    assert content(chat(client, "mock/echo", "hi")) == "<think>some reasoning</think>\nhi"
+
+    srv.set_faults(None)
+    assert content(chat(client, "mock/echo", "hi")) == "hi"
+
+
+def test_timeout_fault_outlasts_the_client_timeout(srv: MockLLMServer) -> None:
+    srv.set_faults(FaultConfig(timeout=1.0, timeout_seconds=5.0))
+    with httpx.Client(base_url=srv.base_url, timeout=0.3) as short, pytest.raises(httpx.ReadTimeout):
+        chat(short, "mock/echo", "hi")
+    assert srv.requests[-1].fault == "timeout" and srv.requests[-1].status == 0
+
+
+def test_transient_faults_hit_about_their_rate_and_are_reproducible(srv: MockLLMServer) -> None:
+    def run() -> list[str | None]:
+        srv.set_faults(FaultConfig.transient(0.2))
+        srv.clear_log()
+        transport = httpx.HTTPTransport(retries=0)
+        with httpx.Client(base_url=srv.base_url, timeout=10.0, transport=transport) as c:
+            for _ in range(200):
+                try:
+                    chat(c, "mock/echo", "hi")
+                except httpx.TransportError:
+                    pass  # the drop fault
+        return [e.fault for e in srv.requests]
+
+    first = run()
+    assert len(first) == 200
+    faulted = sum(f is not None for f in first)
+    assert 20 <= faulted <= 60, faulted
+    assert {f for f in first if f} == {"rate_limit", "server_error", "drop"}
+    assert run() == first  # same seed, same config: the same faults on the same requests
+
+
+def test_only_models_limits_faults(client: httpx.Client, srv: MockLLMServer) -> None:
+    srv.set_faults(FaultConfig(server_error=1.0, only_models=["mock/judge"]))
+    assert chat(client, "mock/echo", "hi").status_code == 200
+    assert chat(client, "mock/judge", judge_user(DOCUMENT, "cough")).status_code == 500
+
+
+def test_fault_config_validates() -> None:
+    with pytest.raises(ValueError, match="probability"):
+        FaultConfig(drop=1.5)
+    with pytest.raises(ValueError, match="sum"):
+        FaultConfig(drop=0.6, server_error=0.6)
+    with pytest.raises(ValueError, match="unknown"):
+        FaultConfig.from_dict({"dropp": 0.1})
+    split = FaultConfig.transient(0.3)
+    assert split.rate_limit == split.server_error == split.drop == pytest.approx(0.1)
+
+
+# ------------------------------------------------------------------------------ concurrency and admin
+
+
+def test_latency_does_not_serialise_concurrent_requests(srv: MockLLMServer) -> None:
+    srv.set_latency(0.2)
+
+    async def burst() -> list[int]:
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        async with httpx.AsyncClient(base_url=srv.base_url, timeout=10.0, limits=limits) as c:
+            payload = {"model": "mock/echo", "messages": [{"role": "user", "content": "hi"}]}
+            responses = await asyncio.gather(*(c.post("/chat/completions", json=payload) for _ in range(64)))
+            return [r.status_code for r in responses]
+
+    started = time.perf_counter()
+    statuses = asyncio.run(burst())
+    elapsed = time.perf_counter() - started
+    assert statuses == [200] * 64
+    assert 0.2 <= elapsed < 1.5, elapsed
+
+
+def test_request_log_and_admin_config(client: httpx.Client, srv: MockLLMServer) -> None:
+    chat(client, "mock/echo", "logged", max_tokens=7)
+    chat(client, "nope", "unknown")
+    entries = srv.requests
+    assert [(e.path, e.model, e.status, e.fault) for e in entries] == [
+        ("/v1/chat/completions", "mock/echo", 200, None),
+        ("/v1/chat/completions", "nope", 404, None),
+    ]
+    assert entries[0].body["max_tokens"] == 7 and entries[0].body["messages"][0]["content"] == "logged"
+    assert entries[0].time <= entries[1].time <= time.time()
+
+    remote = client.get(f"{srv.base_url[:-3]}/mock/requests").json()
+    assert remote["total"] == 2 and remote["requests"][0]["model"] == "mock/echo"
+
+    admin = f"{srv.base_url[:-3]}/mock/config"
+    updated = client.post(admin, json={"latency": 0.3, "faults": {"rate_limit": 0.5}})
+    assert updated.status_code == 200 and updated.json()["latency"] == 0.3
+    assert srv.latency == 0.3 and srv.faults == FaultConfig(rate_limit=0.5)
+    started = time.perf_counter()
+    client.post(admin, json={"faults": None})
+    chat(client, "mock/echo", "slow")
+    assert time.perf_counter() - started >= 0.3
+    assert client.post(admin, json={"latency": -1}).status_code == 400
+    assert client.post(admin, json={"faults": {"bogus": 1}}).status_code == 400
+    srv.clear_log()
+    assert srv.requests == [] and srv.request_count == 0
+
+
+def test_subprocess_mode_serves_until_sigterm() -> None:
+    process, base_url = start_subprocess(latency=0.0, rate_limit=0.0)
+    try:
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/v1", base_url)
+        with httpx.Client(base_url=base_url, timeout=10.0) as c:
+            assert content(chat(c, "mock/echo", "from a child process")) == "from a child process"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

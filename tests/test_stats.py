@@ -1,0 +1,51 @@
+import math
+
+import pytest
+from scipy import stats as sps
+
+from mlflow_nemo_judge.stats import ci_from_stats, paired_compare, summarize
+
+NAN = float("nan")
+
+
+def test_nan_excluded_and_counted_never_zero():
+    s = summarize([5.0, NAN, 3.0, NAN, 4.0])
+    assert s.count == 3 and s.nan_count == 2
+    assert s.mean == pytest.approx(4.0) and s.sum == pytest.approx(12.0)
+    assert s.min == 3.0 and s.max == 5.0
+    assert s.variance == pytest.approx(2 / 3)  # population, as NeMo
+    assert s.stddev == pytest.approx(math.sqrt(2 / 3))
+    assert s.stderr == pytest.approx(1.0 / math.sqrt(3))  # sample sd (1.0) / sqrt(n)
+
+
+def test_ci_matches_scipy_t_interval():
+    vals = [1.0, 2.0, 2.0, 3.0, 5.0, 4.0, 4.0]
+    s = summarize(vals)
+    lo, hi = sps.t.interval(0.95, len(vals) - 1, loc=sps.tmean(vals), scale=sps.sem(vals))
+    assert s.ci95_low == pytest.approx(lo) and s.ci95_high == pytest.approx(hi)
+    assert ci_from_stats(s.mean or 0, s.count, stddev=s.stddev) == pytest.approx((lo, hi))
+
+
+def test_all_nan_and_single_value():
+    s = summarize([NAN, NAN])
+    assert s.count == 0 and s.nan_count == 2 and s.mean is None
+    one = summarize([3.0])
+    assert one.mean == 3.0 and one.stderr is None and one.ci95_low is None
+
+
+def test_paired_t_test_matches_scipy_and_drops_nan_pairs():
+    a = [3.0, 4.0, 2.0, 5.0, NAN, 3.0]
+    b = [4.0, 5.0, 2.0, 5.0, 1.0, 5.0]
+    res = paired_compare(a, b)
+    keep_a, keep_b = [3.0, 4.0, 2.0, 5.0, 3.0], [4.0, 5.0, 2.0, 5.0, 5.0]
+    assert res.n == 5
+    assert res.mean_diff == pytest.approx(0.8)
+    assert res.p_value == pytest.approx(sps.ttest_rel(keep_b, keep_a).pvalue)
+    assert res.ci95_low is not None and res.ci95_low < 0.8 < (res.ci95_high or 0)
+
+
+def test_paired_identical_runs():
+    res = paired_compare([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
+    assert res.mean_diff == 0.0 and res.p_value == 1.0
+    with pytest.raises(ValueError):
+        paired_compare([1.0], [1.0, 2.0])
