@@ -29,7 +29,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Generator, Iterator
-from contextlib import closing
+from contextlib import closing, suppress
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -135,7 +135,7 @@ def describe(source: DatasetSource) -> str:
         return f"{url} via {where}{suffix}"
     if scheme not in ("", "file"):
         return f"unsupported dataset location {url!r}"
-    raw = _file_url_path(url[match.end():]) if match else url
+    raw = _file_url_path(url[match.end() :]) if match else url
     if not raw:
         return f"unsupported dataset location {url!r}"
     path = _local_path(source, raw)
@@ -199,7 +199,7 @@ def _plan(source: DatasetSource) -> list[_DataFile]:
     if match is None:
         return _plan_local(source, url, plain=True)
     scheme = match.group(1).lower()
-    rest = url[match.end():]
+    rest = url[match.end() :]
     if scheme == "file":
         raw = _file_url_path(rest)
         if not raw:
@@ -217,7 +217,10 @@ def _file_url_path(rest: str) -> str:
 
 
 def _local_path(source: DatasetSource, raw: str) -> Path:
-    path = Path(raw).expanduser()
+    path = Path(raw)
+    # "~user" with no such user (or no home) raises: keep the literal path, which is then reported missing.
+    with suppress(RuntimeError):
+        path = path.expanduser()
     if not path.is_absolute():
         path = (source.base_dir or Path.cwd()) / path
     # abspath normalises "..", but unlike resolve() keeps symlinks, so messages show what the user wrote.
@@ -347,12 +350,14 @@ def _plan_hf(source: DatasetSource, url: str, rest: str) -> list[_DataFile]:
         return [remote(loc.path, source.format or _format_from_name(loc.path, url))]
     under = f"{loc.path}/" if loc.path else ""
     selected = sorted(
-        f for f in all_files if f.startswith(under) and _is_data_name(f[len(under):], source.format)
+        f for f in all_files if f.startswith(under) and _is_data_name(f[len(under) :], source.format)
     )
     if not selected:
         if under and not any(f.startswith(under) for f in all_files):
-            raise DatasetError(f"dataset not found: {url} (no such file or folder in {loc.repo_id} "
-                               f"at {_shown_endpoint(endpoint)})")
+            raise DatasetError(
+                f"dataset not found: {url} (no such file or folder in {loc.repo_id} "
+                f"at {_shown_endpoint(endpoint)})"
+            )
         wanted = f"*.{source.format}" if source.format else "*.jsonl, *.json or *.csv"
         raise DatasetError(f"dataset is empty: no {wanted} files in {url} at {_shown_endpoint(endpoint)}")
     return [remote(f, _EXTENSION_FORMATS[PurePosixPath(f).suffix.lower()]) for f in selected]
@@ -482,7 +487,7 @@ def _decoded_lines(fh: IO[bytes], name: str) -> Iterator[tuple[int, str]]:
     """(line number, text) per physical line; decoding per line makes UTF-8 errors name the exact line."""
     for lineno, raw in enumerate(fh, start=1):
         if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
-            raw = raw[len(codecs.BOM_UTF8):]
+            raw = raw[len(codecs.BOM_UTF8) :]
         try:
             yield lineno, raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -518,32 +523,38 @@ def _jsonl_rows(fh: IO[bytes], name: str) -> Iterator[dict[str, Any]]:
         yield value
 
 
+def _csv_records(fh: IO[bytes], name: str) -> Iterator[tuple[int, list[str]]]:
+    """(first line, fields) per non-blank CSV record; a quoted field may span several lines."""
+    # csv.reader over our own decoded lines (instead of DictReader over a text file) gives exact line
+    # numbers for UTF-8 errors and lets short/long rows be errors rather than None keys or missing values.
+    # strict: a broken quoted field (e.g. an unclosed quote swallowing the rest of the file) is an error.
+    reader = csv.reader((text for _, text in _decoded_lines(fh, name)), strict=True)
+    while True:
+        start = reader.line_num + 1
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise DatasetError(f"{name}:{start}: invalid CSV: {exc}") from None
+        if record:  # csv yields [] for a blank line
+            yield start, record
+
+
 def _csv_rows(fh: IO[bytes], name: str) -> Iterator[dict[str, Any]]:
-    lines = _decoded_lines(fh, name)
-    # csv.reader over our own decoded lines (instead of DictReader over a text file): exact line numbers
-    # for UTF-8 errors, and short/long rows become errors instead of None keys or silently missing values.
-    reader = csv.reader(text for _, text in lines)
-    try:
-        header = next(reader, None)
-        while header is not None and not header:  # leading blank lines
-            header = next(reader, None)
-        if header is None or not any(column.strip() for column in header):
-            raise DatasetError(f"{name}:{max(reader.line_num, 1)}: CSV file has no header row naming the columns")
-        seen: set[str] = set()
-        for column in header:
-            if column in seen:
-                raise DatasetError(f"{name}:{reader.line_num}: CSV header repeats the column {column!r}")
-            seen.add(column)
-        for record in reader:
-            if not record:
-                continue  # blank line
-            if len(record) != len(header):
-                raise DatasetError(
-                    f"{name}:{reader.line_num}: CSV row has {len(record)} fields but the header has {len(header)}"
-                )
-            yield dict(zip(header, record, strict=True))
-    except csv.Error as exc:
-        raise DatasetError(f"{name}:{reader.line_num}: invalid CSV: {exc}") from None
+    records = _csv_records(fh, name)
+    line, header = next(records, (1, []))
+    if not any(column.strip() for column in header):
+        raise DatasetError(f"{name}:{line}: CSV file has no header row naming the columns")
+    if len(set(header)) != len(header):
+        repeated = next(column for i, column in enumerate(header) if column in header[:i])
+        raise DatasetError(f"{name}:{line}: CSV header repeats the column {repeated!r}")
+    for line, record in records:
+        if len(record) != len(header):
+            raise DatasetError(
+                f"{name}:{line}: CSV row has {len(record)} fields but the header has {len(header)}"
+            )
+        yield dict(zip(header, record, strict=True))
 
 
 class _JsonScanner:
@@ -565,20 +576,29 @@ class _JsonScanner:
         self._buf = ""
         self._pos = 0
         self._lines_before = 0  # newlines in text already dropped from the buffer, for line numbers
+        # Newlines in buf[:_counted_to]: line() is asked once per row, so it counts on from the last
+        # position instead of rescanning the buffer from its start (which made parsing quadratic per chunk).
+        self._counted_to = 0
+        self._counted_lines = 0
         self._eof = False
 
     def line(self, pos: int | None = None) -> int:
         at = self._pos if pos is None else pos
-        return self._lines_before + self._buf.count("\n", 0, at) + 1
+        if at < self._counted_to:
+            self._counted_to = self._counted_lines = 0
+        self._counted_lines += self._buf.count("\n", self._counted_to, at)
+        self._counted_to = at
+        return self._lines_before + self._counted_lines + 1
 
     def _fill(self) -> bool:
         """Drop consumed text and append more; False once the file is exhausted."""
         if self._eof:
             return False
         if self._pos:
-            self._lines_before += self._buf.count("\n", 0, self._pos)
-            self._buf = self._buf[self._pos:]
+            self._lines_before = self.line(self._pos) - 1
+            self._buf = self._buf[self._pos :]
             self._pos = 0
+            self._counted_to = self._counted_lines = 0
         # Read at least as much as is buffered: a huge single row then costs O(log n) re-parses, not O(n).
         data = self._fh.read(max(_CHUNK, len(self._buf)))
         try:
@@ -615,9 +635,11 @@ class _JsonScanner:
                 # An error near the buffer end (or an open string) may only mean the value continues in the
                 # next chunk; anything else is a real syntax error and is reported without reading further.
                 truncated = exc.pos >= len(self._buf) - 16 or exc.msg.startswith("Unterminated string")
+                offset = exc.pos - start  # _fill() shifts the buffer, so keep the position value-relative
                 if truncated and self._fill():
                     continue
-                raise DatasetError(f"{self._name}:{self.line(exc.pos)}: invalid JSON: {exc.msg}") from None
+                line = self.line(self._pos + offset)
+                raise DatasetError(f"{self._name}:{line}: invalid JSON: {exc.msg}") from None
             if end >= len(self._buf) and self._fill():
                 continue  # a number or literal ending exactly at the buffer end may continue
             self._pos = end
@@ -659,7 +681,9 @@ def _json_array(scanner: _JsonScanner, name: str, where: str) -> Iterator[dict[s
             raise scanner.fail("an array element")
         value, line = scanner.value()
         if not isinstance(value, dict):
-            raise DatasetError(f"{name}:{line}: element {index}{where} is {_kind(value)}, expected a JSON object")
+            raise DatasetError(
+                f"{name}:{line}: element {index}{where} is {_kind(value)}, expected a JSON object"
+            )
         yield value
         index += 1
         following = scanner.peek()
@@ -710,8 +734,11 @@ def _json_wrapped_array(scanner: _JsonScanner, name: str) -> Iterator[dict[str, 
                 raise scanner.fail("',' or '}' after an object member")
     if list_key is None:
         # A second value after the object means JSON Lines content in a .json file: say so.
-        hint = (" (JSON Lines? name the file .jsonl or set the dataset format to jsonl)"
-                if scanner.peek() != "" else "")
+        hint = (
+            " (JSON Lines? name the file .jsonl or set the dataset format to jsonl)"
+            if scanner.peek() != ""
+            else ""
+        )
         raise DatasetError(
             f"{name}:{start_line}: expected a JSON array of objects (or an object with one list of objects), "
             f"got an object without a list{hint}"

@@ -286,8 +286,16 @@ def _metric_plan(tpath: str, name: str, metric: Any, resolve_secrets: bool) -> M
                     compile_regex(pattern)
                 except ValueError as exc:
                     raise ConfigError(f"{spath}.parser.pattern", str(exc)) from None
-            elif not isinstance(parser.get("json_path"), str) or not parser.get("json_path"):
-                raise ConfigError(f"{spath}.parser.json_path", "required: the key (path) holding the score")
+            else:
+                from mlflow_nemo_judge.parsing import parse_json_path
+
+                json_path = parser.get("json_path")
+                if not isinstance(json_path, str) or not json_path:
+                    raise ConfigError(f"{spath}.parser.json_path", "required: the key (path) holding the score")
+                try:
+                    parse_json_path(json_path)
+                except ValueError as exc:
+                    raise ConfigError(f"{spath}.parser.json_path", str(exc)) from None
             plan.scores.append(ScoreSpec(name=str(sname), type=str(stype), parser=dict(parser)))
     elif mtype in ("string-check", "number-check"):
         check = params.get("check")
@@ -295,11 +303,12 @@ def _metric_plan(tpath: str, name: str, metric: Any, resolve_secrets: bool) -> M
             raise ConfigError(f"{mpath}.params.check", "required: a list such as ['{{sample.output_text}}', 'equals', "
                                                        "'{{item.expected}}']")
         if mtype == "string-check":
-            from mlflow_nemo_judge.scorers import STRING_CHECK_OPS
+            from mlflow_nemo_judge.scorers import validate_string_check
 
-            if len(check) != 3 or check[1] not in STRING_CHECK_OPS:
-                raise ConfigError(f"{mpath}.params.check", "must be [left, operator, right] with operator one of "
-                                                           f"{', '.join(sorted(STRING_CHECK_OPS))}")
+            try:
+                validate_string_check(check)
+            except ValueError as exc:
+                raise ConfigError(f"{mpath}.params.check", str(exc)) from None
         else:
             from mlflow_nemo_judge.scorers import validate_number_check
 

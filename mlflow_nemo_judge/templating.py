@@ -53,7 +53,7 @@ class _Undefined(StrictUndefined):
     __slots__ = ()
 
     @property
-    def _undefined_message(self) -> str:  # type: ignore[override]
+    def _undefined_message(self) -> str:
         obj, name = self._undefined_obj, self._undefined_name
         if isinstance(obj, Mapping) and name is not None:
             avail = ", ".join(sorted(str(k) for k in obj)) or "(none)"

@@ -6,6 +6,7 @@ Every test talks HTTP to a loopback server, as the package's clients will.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import signal
@@ -79,7 +80,9 @@ def client(srv: MockLLMServer) -> Iterator[httpx.Client]:
         yield c
 
 
-def chat(client: httpx.Client, model: str, user: str, system: str | None = None, **params: Any) -> httpx.Response:
+def chat(
+    client: httpx.Client, model: str, user: str, system: str | None = None, **params: Any
+) -> httpx.Response:
     messages = ([{"role": "system", "content": system}] if system is not None else []) + [
         {"role": "user", "content": user}
     ]
@@ -124,7 +127,9 @@ def test_errors_are_openai_shaped(client: httpx.Client) -> None:
     assert missing.status_code == 404
     assert missing.json()["error"]["type"] == "not_found"
 
-    bad_json = client.post("/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
+    bad_json = client.post(
+        "/chat/completions", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert bad_json.status_code == 400
     assert bad_json.json()["error"]["type"] == "invalid_request_error"
 
@@ -224,7 +229,9 @@ def test_judge_separates_good_and_useless_summaries_on_the_seed_dataset(client: 
     for row in rows:
         target_user = f"Full Consult: {row['content']}"
         candidates = {
-            "faithful": content(chat(client, "mock/faithful-summarizer", target_user, TARGET_SYSTEM, max_tokens=200)),
+            "faithful": content(
+                chat(client, "mock/faithful-summarizer", target_user, TARGET_SYSTEM, max_tokens=200)
+            ),
             "poor": content(chat(client, "mock/poor-summarizer", target_user, TARGET_SYSTEM, max_tokens=200)),
             "reference": row["summary"],
         }
@@ -233,9 +240,16 @@ def test_judge_separates_good_and_useless_summaries_on_the_seed_dataset(client: 
             correct = rating(client, CORRECTNESS_SYSTEM, row["content"], summary)
             scores[kind]["completeness"].append(complete)
             scores[kind]["correctness"].append(correct)
-        reference_by_id[row["ID"]] = (scores["reference"]["completeness"][-1], scores["reference"]["correctness"][-1])
+        reference_by_id[row["ID"]] = (
+            scores["reference"]["completeness"][-1],
+            scores["reference"]["correctness"][-1],
+        )
 
-    useful = [pair for row_id, pair in reference_by_id.items() if row_id not in {"C001", "C011", "C021", "C031", "C041"}]
+    useful = [
+        pair
+        for row_id, pair in reference_by_id.items()
+        if row_id not in {"C001", "C011", "C021", "C031", "C041"}
+    ]
     for row_id in ("C001", "C011"):
         complete, correct = reference_by_id[row_id]
         assert complete <= 2 and correct <= 2, (row_id, complete, correct)
@@ -278,10 +292,14 @@ def test_judge_follows_the_requested_answer_format(client: httpx.Client) -> None
     assert RATING_RE.search(plain) and "<think>" not in plain
 
     # No system prompt: the instructions after the summary are read, and not scored as summary text.
-    inline = judge_user(DOCUMENT, summary) + "\nRate how complete the summary is from 1 to 10.\nRATING: <number>"
+    inline = (
+        judge_user(DOCUMENT, summary) + "\nRate how complete the summary is from 1 to 10.\nRATING: <number>"
+    )
     assert re.search(r"\nRATING: (10|[1-9])$", content(chat(client, "mock/judge", inline)))
 
-    malformed = content(chat(client, "mock/judge-malformed", judge_user(DOCUMENT, summary), CORRECTNESS_SYSTEM))
+    malformed = content(
+        chat(client, "mock/judge-malformed", judge_user(DOCUMENT, summary), CORRECTNESS_SYSTEM)
+    )
     assert "RATING" not in malformed and not re.search(r"\d", malformed)
 
 
@@ -336,10 +354,8 @@ def test_transient_faults_hit_about_their_rate_and_are_reproducible(srv: MockLLM
         transport = httpx.HTTPTransport(retries=0)
         with httpx.Client(base_url=srv.base_url, timeout=10.0, transport=transport) as c:
             for _ in range(200):
-                try:
+                with contextlib.suppress(httpx.TransportError):  # the drop fault
                     chat(c, "mock/echo", "hi")
-                except httpx.TransportError:
-                    pass  # the drop fault
         return [e.fault for e in srv.requests]
 
     first = run()

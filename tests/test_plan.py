@@ -77,7 +77,7 @@ CASES = [
     ("judge without scores", lambda d: _metric(d).update(scores={}), f"{M}.params.scores", "at least one"),
     ("bad string-check op", lambda d: d["tasks"]["consult_summary_eval"]["metrics"].update(
         sc={"type": "string-check", "params": {"check": ["{{ sample.output_text }}", "matches", "x"]}}),
-     f"{T}.metrics.sc.params.check", "operator"),
+     f"{T}.metrics.sc.params.check", "unknown string-check operator"),
     ("bad number-check", lambda d: d["tasks"]["consult_summary_eval"]["metrics"].update(
         nc={"type": "number-check", "params": {"check": ["absolute difference", "1", "2", "epsilon", "x"]}}),
      f"{T}.metrics.nc.params.check", ""),

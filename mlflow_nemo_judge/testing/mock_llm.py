@@ -17,9 +17,14 @@ Mock model ids:
 * ``mock/judge-think`` is the judge with its reasoning wrapped in ``<think>...</think>``.
 * ``mock/judge-malformed`` never emits a score marker, to exercise unparseable judge output.
 
+Endpoints: ``POST /v1/chat/completions``, ``POST /v1/completions`` (both also with ``stream``),
+``GET /v1/models[/{id}]``, ``GET /health``; admin: ``GET|DELETE /mock/requests`` (the request log),
+``GET|POST /mock/config`` (``{"latency": s, "faults": {...}}``). Token counts are whitespace words.
+
 The server is pure-stdlib asyncio HTTP/1.1 with keep-alive, run on its own event loop in a daemon
 thread (``MockLLMServer``) or as a process (``python -m mlflow_nemo_judge.testing.mock_llm``,
-``start_subprocess``). ``FaultConfig`` injects seeded, per-request transient faults.
+``start_subprocess``); the process keeps the server off the caller's GIL for benchmarks.
+``FaultConfig`` injects seeded, per-request transient faults.
 """
 
 from __future__ import annotations
@@ -143,7 +148,10 @@ class FaultConfig:
 
 @dataclass
 class RequestLogEntry:
-    """One request to a model endpoint; ``status`` is 0 when the server dropped it or let it time out."""
+    """One request to a model endpoint, ``time`` being its arrival (``time.time()``).
+
+    ``status`` is 0 when the server dropped the request or let it time out.
+    """
 
     path: str
     model: str | None
@@ -210,10 +218,11 @@ def _strip_leading_label(text: str) -> str:
 
 
 def _faithful_summary(system: str, user: str) -> str:
-    """Extractive summary: greedily pick the sentences adding the most new informative tokens.
+    """Extractive summary: greedily pick the sentences adding the most new informative tokens per word.
 
-    Copying sentences verbatim keeps it faithful by construction; the word budget follows an
-    "N word summary" request in the system prompt (with 20% slack, as a model would overshoot a bit).
+    Copying sentences verbatim keeps it faithful by construction. Section weights put the chief
+    complaint first and favour the assessment and plan, as a clinician's summary would. The word budget
+    follows an "N word summary" request in the system prompt (with 20% slack, as models overshoot).
     """
     budget_match = _WORD_BUDGET_RE.search(system)
     budget = 60
@@ -238,7 +247,7 @@ def _faithful_summary(system: str, user: str) -> str:
     chosen: set[int] = set()
     remaining = budget
     while True:
-        best, best_gain = -1, 0.0
+        best, best_gain = -1, 1.0  # a sentence must add real content, not just a date, to be worth words
         for index, (_, _, words, toks, weight) in enumerate(units):
             if index in chosen or words > remaining:
                 continue
@@ -250,7 +259,7 @@ def _faithful_summary(system: str, user: str) -> str:
         chosen.add(best)
         covered |= units[best][3]
         remaining -= units[best][2]
-    if not chosen:  # one sentence longer than the budget: its opening words are still verbatim
+    if not chosen:  # no sentence fits (or none has content): the opening words are still verbatim
         return _truncate_words(document, budget)
     lines: dict[int, list[str]] = {}
     for index in sorted(chosen):
@@ -664,9 +673,15 @@ class MockLLMServer:
             self._total_requests = 0
 
     def _record(
-        self, path: str, model: str | None, body: dict[str, Any], status: int, fault: str | None
+        self,
+        path: str,
+        model: str | None,
+        body: dict[str, Any],
+        status: int,
+        fault: str | None,
+        received: float,
     ) -> None:
-        entry = RequestLogEntry(path, model, body, status, fault, time.time())
+        entry = RequestLogEntry(path, model, body, status, fault, received)
         with self._log_lock:
             self._log.append(entry)
             self._total_requests += 1
@@ -707,6 +722,10 @@ class MockLLMServer:
                 if not keep_alive:
                     return
         except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        except asyncio.CancelledError:
+            # Only stop() cancels a connection. Ending the task normally matters: Python 3.11's
+            # start_server callback calls task.exception() on it, which raises on a cancelled task.
             return
         finally:
             if task is not None:
@@ -847,21 +866,22 @@ class MockLLMServer:
         return None, faults
 
     async def _completion(self, path: str, raw: bytes) -> _Reply | None:
+        received = time.time()
         try:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
-            self._record(path, None, {}, 400, None)
+            self._record(path, None, {}, 400, None, received)
             return _error_reply(400, f"Request body is not valid JSON: {exc}", "invalid_request_error")
         if not isinstance(body, dict):
-            self._record(path, None, {}, 400, None)
+            self._record(path, None, {}, 400, None, received)
             return _error_reply(400, "Request body must be a JSON object", "invalid_request_error")
         model = body.get("model")
         if not isinstance(model, str) or not model:
-            self._record(path, None, body, 400, None)
+            self._record(path, None, body, 400, None, received)
             return _error_reply(400, "you must provide a `model` parameter", "invalid_request_error")
         resolved = self.aliases.get(model, model)
         if resolved not in MOCK_MODELS:
-            self._record(path, model, body, 404, None)
+            self._record(path, model, body, 404, None, received)
             return self._unknown_model(model)
         try:
             chat = path == "/v1/chat/completions"
@@ -875,14 +895,14 @@ class MockLLMServer:
             if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
                 raise _BadRequest(400, "`stop` must be a string or a list of strings")
         except _BadRequest as exc:
-            self._record(path, model, body, exc.status, None)
+            self._record(path, model, body, exc.status, None, received)
             return _error_reply(exc.status, str(exc), exc.kind)
 
         fault, faults = self._draw_fault(model, resolved)
         if self._latency > 0:
             await asyncio.sleep(self._latency)
         if fault == "rate_limit":
-            self._record(path, model, body, 429, fault)
+            self._record(path, model, body, 429, fault, received)
             wait = faults.retry_after
             return _json_reply(
                 429,
@@ -897,22 +917,22 @@ class MockLLMServer:
                 headers=(("Retry-After", f"{wait:g}"), ("retry-after-ms", str(round(wait * 1000)))),
             )
         if fault == "server_error":
-            self._record(path, model, body, 500, fault)
+            self._record(path, model, body, 500, fault, received)
             return _error_reply(
                 500,
                 "The mock server had an error while processing your request (mock fault injection).",
                 "server_error",
             )
         if fault == "drop":
-            self._record(path, model, body, 0, fault)
+            self._record(path, model, body, 0, fault, received)
             return None
         if fault == "timeout":
-            self._record(path, model, body, 0, fault)
+            self._record(path, model, body, 0, fault, received)
             await asyncio.sleep(faults.timeout_seconds)  # the client's timeout fires first
 
         request_id = next(self._ids)
         if fault == "malformed":
-            self._record(path, model, body, 200, fault)
+            self._record(path, model, body, 200, fault, received)
             return _Reply(
                 200,
                 f'{{"id":"chatcmpl-mock-{request_id}","object":"chat.completion","choices":[{{"index":0,"message":{{"content":"'.encode(),
@@ -929,7 +949,7 @@ class MockLLMServer:
             for _ in range(n):
                 choices.append({"text": text, "finish_reason": finish})
         if fault != "timeout":
-            self._record(path, model, body, 200, fault)
+            self._record(path, model, body, 200, fault, received)
         usage = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
@@ -1081,6 +1101,15 @@ _FAULT_FLAGS = (
 _LISTENING_RE = re.compile(r"listening on (http://\S+)")
 
 
+def _alias_arg(text: str) -> tuple[str, str]:
+    name, sep, target = text.partition("=")
+    if not sep or not name or target not in MOCK_MODELS:
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=MOCK_ID with MOCK_ID one of {', '.join(MOCK_MODELS)}"
+        )
+    return name, target
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m mlflow_nemo_judge.testing.mock_llm",
@@ -1097,7 +1126,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=float, default=None)
     parser.add_argument("--only-models", nargs="+", default=None, help="apply faults only to these model ids")
     parser.add_argument(
-        "--alias", action="append", default=[], metavar="NAME=MOCK_ID", help="serve NAME as a mock model"
+        "--alias",
+        action="append",
+        default=[],
+        type=_alias_arg,
+        metavar="NAME=MOCK_ID",
+        help="serve NAME as a mock model",
     )
     parser.add_argument("--log-limit", type=int, default=100_000, help="request log entries kept in memory")
     return parser.parse_args(argv)
@@ -1114,7 +1148,7 @@ def _faults_from_args(args: argparse.Namespace) -> FaultConfig | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve until SIGTERM/SIGINT; print the one startup line on stdout for the parent to parse."""
     args = _parse_args(argv)
-    aliases = dict(item.split("=", 1) for item in args.alias)
+    aliases = dict(args.alias)
     server = MockLLMServer(
         latency=args.latency,
         faults=_faults_from_args(args),
@@ -1181,12 +1215,21 @@ def start_subprocess(
     package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
-    assert process.stdout is not None
     lines: queue.Queue[str] = queue.Queue()
-    # readline() blocks without a timeout; a helper thread lets a dead or hung child fail fast here.
-    threading.Thread(
-        target=lambda: lines.put(process.stdout.readline() if process.stdout else ""), daemon=True
-    ).start()
+
+    def read_stdout() -> None:
+        # readline() has no timeout, so it runs here and a dead or hung child fails fast below. The
+        # thread then drains stdout to EOF, so the child can never block on a full pipe, and closes it.
+        stream = process.stdout
+        if stream is None:
+            lines.put("")
+            return
+        with stream:
+            lines.put(stream.readline())
+            for _ in stream:
+                pass
+
+    threading.Thread(target=read_stdout, name="mock-llm-stdout", daemon=True).start()
     try:
         line = lines.get(timeout=startup_timeout)
     except queue.Empty:

@@ -1,0 +1,416 @@
+"""Synchronous HTTP clients for NeMo Evaluator, Entity Store and Data Store (the v1 REST API).
+
+Sync ``httpx`` on purpose: the nemo backend spends its life waiting on a remote job, runs in its own
+thread of control, and is tested with ``httpx.MockTransport`` without an event loop.
+
+Where each call goes (NeMo reference §1-§4): the Evaluator (``/v1/evaluation/*``), the Entity Store
+(``/v1/namespaces``, ``/v1/datasets``) and the Data Store (``/v1/datastore/namespaces`` plus a Hugging
+Face Hub compatible API at ``/v1/hf``) may be separate hosts; each base URL comes from the constructor,
+else ``NEMO_EVALUATOR_URL`` / ``NEMO_ENTITY_STORE_URL`` / ``NEMO_DATASTORE_URL``, the last two defaulting
+to the evaluator URL (a single ingress serving all three is the common Helm layout).
+
+The API itself has no auth; gateways in front of it often do, so an optional bearer token
+(``NEMO_API_TOKEN``) and extra headers are sent with every call. Every non-2xx answer becomes a
+``NemoServiceError`` carrying the URL, status and the service's ``detail`` (its plain string, or the 422
+list flattened to ``loc: msg`` pairs). 429 and 5xx answers, and connections that never reached the
+server, are retried with bounded exponential backoff that honours ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from mlflow_nemo_judge.errors import ConfigError, NemoServiceError
+
+log = logging.getLogger(__name__)
+
+ENV_EVALUATOR = "NEMO_EVALUATOR_URL"
+ENV_DATASTORE = "NEMO_DATASTORE_URL"
+ENV_ENTITY_STORE = "NEMO_ENTITY_STORE_URL"
+ENV_TOKEN = "NEMO_API_TOKEN"
+
+# Statuses worth another try: rate limiting and server-side trouble. 409 is deliberately absent (the
+# SDK retries it, but for NeMo a 409 means "already exists", which the idempotent creates handle).
+_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Duplicate creates answer 409 or 422 depending on the service and version (reference §10.2).
+EXISTS_STATUSES = frozenset({409, 422})
+_DETAIL_LIMIT = 1000
+
+
+def _base(url: str | None, *suffixes: str) -> str | None:
+    """Normalise a base URL: no trailing slash, and no API suffix a user pasted along with the host."""
+    if url is None or not url.strip():
+        return None
+    out = url.strip().rstrip("/")
+    for suffix in suffixes:
+        if out.endswith(suffix):
+            out = out[: -len(suffix)]
+            break
+    return out
+
+
+def format_detail(detail: Any) -> str:
+    """The service's ``detail`` as one readable line.
+
+    Only ``loc`` and ``msg`` of 422 entries are used: FastAPI also echoes the offending ``input``, which
+    can be a whole request body with API keys in it.
+    """
+    if isinstance(detail, str):
+        return detail
+    if isinstance(detail, list):
+        parts = []
+        for entry in detail:
+            if isinstance(entry, Mapping) and "msg" in entry:
+                loc = ".".join(str(p) for p in entry.get("loc") or [])
+                parts.append(f"{loc}: {entry['msg']}" if loc else str(entry["msg"]))
+            else:
+                parts.append(entry if isinstance(entry, str) else json.dumps(entry, default=str))
+        return "; ".join(parts)
+    return json.dumps(detail, default=str)
+
+
+def error_detail(response: httpx.Response) -> str:
+    """Extract the error text of a NeMo response (``{"detail": ...}``), falling back to the raw body."""
+    try:
+        body = response.json()
+    except ValueError:
+        text = response.text.strip()
+        return text[:_DETAIL_LIMIT] if text else (response.reason_phrase or f"HTTP {response.status_code}")
+    if isinstance(body, Mapping):
+        for key in ("detail", "message", "error"):
+            if body.get(key) is not None:
+                return format_detail(body[key])[:_DETAIL_LIMIT]
+    return json.dumps(body, default=str)[:_DETAIL_LIMIT]
+
+
+def query_params(prefix: str, value: Any) -> list[tuple[str, str]]:
+    """Encode nested filters the way the service expects: ``filter[created_at][gt]=...``, lists comma-joined."""
+    if isinstance(value, Mapping):
+        out: list[tuple[str, str]] = []
+        for key, sub in value.items():
+            out.extend(query_params(f"{prefix}[{key}]", sub))
+        return out
+    if isinstance(value, (list, tuple)):
+        return [(prefix, ",".join(str(v) for v in value))]
+    if isinstance(value, bool):
+        return [(prefix, "true" if value else "false")]
+    return [(prefix, str(value))]
+
+
+class NemoClient:
+    """One client for the three services; see the module docstring for URLs, auth, errors and retries."""
+
+    def __init__(self, evaluator_url: str | None = None, datastore_url: str | None = None,
+                 entity_store_url: str | None = None, *, token: str | None = None,
+                 headers: Mapping[str, str] | None = None, timeout: float = 60.0, max_retries: int = 4,
+                 backoff: float = 0.5, max_backoff: float = 8.0, http: httpx.Client | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        evaluator = _base(evaluator_url or os.environ.get(ENV_EVALUATOR), "/v1")
+        if evaluator is None:
+            raise ConfigError("nemo.evaluator_url", f"no NeMo Evaluator URL: pass evaluator_url or set {ENV_EVALUATOR}")
+        self.evaluator_url = evaluator
+        self.entity_store_url = _base(entity_store_url or os.environ.get(ENV_ENTITY_STORE), "/v1") or evaluator
+        self.datastore_url = _base(datastore_url or os.environ.get(ENV_DATASTORE), "/v1/hf", "/v1") or evaluator
+        self._token = token if token is not None else (os.environ.get(ENV_TOKEN) or None)
+        self._headers = {"Accept": "application/json", "User-Agent": "mlflow-nemo-judge"}
+        if self._token:
+            self._headers["Authorization"] = f"Bearer {self._token}"
+        self._headers.update(headers or {})
+        self.max_retries = max(0, int(max_retries))
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self._sleep = sleep
+        self._own_http = http is None
+        self.http = http or httpx.Client(timeout=httpx.Timeout(timeout, connect=min(5.0, timeout)))
+
+    def __repr__(self) -> str:  # no token, no headers: reprs end up in logs
+        return f"NemoClient(evaluator_url={self.evaluator_url!r})"
+
+    def close(self) -> None:
+        if self._own_http:
+            self.http.close()
+
+    def __enter__(self) -> NemoClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def hf_endpoint(self) -> str:
+        """The Data Store's Hugging Face compatible API root."""
+        return f"{self.datastore_url}/v1/hf"
+
+    # ------------------------------------------------------------------------------------------ transport
+
+    def _delay(self, attempt: int, response: httpx.Response | None) -> float:
+        if response is not None:
+            after = response.headers.get("retry-after")
+            if after:
+                try:
+                    return min(self.max_backoff, max(0.0, float(after)))
+                except ValueError:
+                    pass  # an HTTP-date: fall back to our own schedule
+        # Jitter de-synchronises clients that were throttled together; the 0.5 floor keeps growth exponential.
+        return min(self.max_backoff, self.backoff * 2 ** attempt) * random.uniform(0.5, 1.0)
+
+    def request(self, method: str, url: str, *, json_body: Any = None, data: Mapping[str, str] | None = None,
+                params: list[tuple[str, str]] | Mapping[str, Any] | None = None,
+                accept: str | None = None, allow: frozenset[int] = frozenset(),
+                timeout: float | None = None) -> httpx.Response:
+        """Send one call with retries; non-2xx statuses not in ``allow`` raise ``NemoServiceError``."""
+        headers = dict(self._headers)
+        if accept:
+            headers["Accept"] = accept
+        extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+        attempt = 0
+        while True:
+            try:
+                response = self.http.request(method, url, json=json_body, data=data, params=params,
+                                             headers=headers, **extra)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                # The request never reached the server, so even a POST is safe to repeat.
+                if attempt >= self.max_retries:
+                    raise NemoServiceError(url, None, f"cannot connect: {exc}") from exc
+                delay = self._delay(attempt, None)
+            except httpx.TransportError as exc:
+                # Sent but no answer (read timeout, dropped connection): repeating a POST could create a
+                # second job, so only reads are retried.
+                if method.upper() != "GET" or attempt >= self.max_retries:
+                    raise NemoServiceError(url, None, f"{type(exc).__name__}: {exc}") from exc
+                delay = self._delay(attempt, None)
+            else:
+                status = response.status_code
+                if status < 300 or status in allow:
+                    return response
+                if status not in _RETRY_STATUSES or attempt >= self.max_retries:
+                    raise NemoServiceError(url, status, error_detail(response))
+                delay = self._delay(attempt, response)
+                response.close()
+            attempt += 1
+            log.debug("retrying %s %s in %.2fs (attempt %d of %d)", method, url, delay, attempt, self.max_retries)
+            self._sleep(delay)
+
+    def _json(self, method: str, url: str, **kw: Any) -> Any:
+        response = self.request(method, url, **kw)
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise NemoServiceError(url, response.status_code, f"expected JSON, got: {response.text[:200]!r}") from exc
+
+    def _ev(self, path: str) -> str:
+        return f"{self.evaluator_url}/v1/evaluation{path}"
+
+    def _es(self, path: str) -> str:
+        return f"{self.entity_store_url}/v1{path}"
+
+    def _pages(self, url: str, *, filter: Mapping[str, Any] | None = None, search: Mapping[str, Any] | None = None,
+               sort: str | None = None, page_size: int = 100, max_pages: int | None = None) -> Iterator[dict[str, Any]]:
+        """Walk the page envelope (``data`` + ``pagination``) until a page is empty or the last one is read."""
+        page = 1
+        while max_pages is None or page <= max_pages:
+            params = [("page", str(page)), ("page_size", str(page_size))]
+            if sort:
+                params.append(("sort", sort))
+            if filter:
+                params += query_params("filter", filter)
+            if search:
+                params += query_params("search", search)
+            body = self._json("GET", url, params=params) or {}
+            data = body.get("data") or []
+            yield from data
+            total_pages = (body.get("pagination") or {}).get("total_pages")
+            if not data or (isinstance(total_pages, int) and page >= total_pages):
+                return
+            page += 1
+
+    # ---------------------------------------------------------------------------------- Entity Store
+
+    def create_namespace(self, namespace: str, **fields: Any) -> dict[str, Any]:
+        """Create an Entity Store namespace; an existing one is fetched and returned instead."""
+        url = self._es("/namespaces")
+        response = self.request("POST", url, json_body={"id": namespace, **fields}, allow=EXISTS_STATUSES)
+        if response.status_code in EXISTS_STATUSES:
+            return self.get_namespace(namespace)
+        return dict(response.json())
+
+    def get_namespace(self, namespace: str) -> dict[str, Any]:
+        return dict(self._json("GET", self._es(f"/namespaces/{namespace}")))
+
+    def list_namespaces(self, **kw: Any) -> Iterator[dict[str, Any]]:
+        return self._pages(self._es("/namespaces"), **kw)
+
+    def create_dataset(self, name: str, namespace: str, files_url: str, **fields: Any) -> dict[str, Any]:
+        """Register a dataset in the Entity Store; an existing one (same namespace/name) is returned."""
+        body = {"name": name, "namespace": namespace, "files_url": files_url, **fields}
+        response = self.request("POST", self._es("/datasets"), json_body=body, allow=EXISTS_STATUSES)
+        if response.status_code in EXISTS_STATUSES:
+            try:
+                return self.get_dataset(namespace, name)
+            except NemoServiceError as exc:
+                if exc.status != 404:
+                    raise
+                # 422 was a real validation error, not a duplicate: report the service's own words.
+                raise NemoServiceError(str(response.request.url), response.status_code,
+                                       error_detail(response)) from None
+        return dict(response.json())
+
+    def get_dataset(self, namespace: str, name: str) -> dict[str, Any]:
+        return dict(self._json("GET", self._es(f"/datasets/{namespace}/{name}")))
+
+    def list_datasets(self, **kw: Any) -> Iterator[dict[str, Any]]:
+        return self._pages(self._es("/datasets"), **kw)
+
+    def delete_dataset(self, namespace: str, name: str) -> None:
+        self.request("DELETE", self._es(f"/datasets/{namespace}/{name}"))
+
+    # ------------------------------------------------------------------------------------ Data Store
+
+    def create_datastore_namespace(self, namespace: str) -> None:
+        """Create a Data Store namespace (form-encoded, unlike every other call); existing is fine."""
+        self.request("POST", f"{self.datastore_url}/v1/datastore/namespaces", data={"namespace": namespace},
+                     allow=EXISTS_STATUSES)
+
+    def ensure_namespace(self, namespace: str) -> None:
+        """Namespaces must exist in both stores before data can be uploaded and registered (quirk §10.1)."""
+        self.create_namespace(namespace)
+        self.create_datastore_namespace(namespace)
+
+    def upload_files(self, namespace: str, repo: str, files: list[tuple[Path, str]]) -> str:
+        """Upload ``(local path, path in repo)`` pairs to Data Store repo ``namespace/repo``; returns its hf:// URL.
+
+        Uses ``huggingface_hub`` against the Data Store's HF API, exactly as NVIDIA's examples do.
+        """
+        from huggingface_hub import CommitOperationAdd, HfApi
+
+        extra = {k: v for k, v in self._headers.items() if k.lower() not in ("accept", "authorization", "user-agent")}
+        # token=False, not None: None would make huggingface_hub send the user's saved Hub token to the
+        # Data Store, a secret that belongs to huggingface.co only.
+        api = HfApi(endpoint=self.hf_endpoint, token=self._token or False, library_name="mlflow-nemo-judge",
+                    headers=extra or None)
+        repo_id = f"{namespace}/{repo}"
+        try:
+            api.create_repo(repo_id, repo_type="dataset", exist_ok=True)
+            api.create_commit(repo_id, repo_type="dataset",
+                              operations=[CommitOperationAdd(path_in_repo=dest, path_or_fileobj=str(src))
+                                          for src, dest in files],
+                              commit_message=f"Upload {len(files)} file(s) with mlflow-nemo-judge")
+        except Exception as exc:  # huggingface_hub raises many version-dependent types; name URL and status
+            status = getattr(getattr(exc, "response", None), "status_code", None)
+            raise NemoServiceError(f"{self.hf_endpoint} ({repo_id})", status,
+                                   f"dataset upload failed: {' '.join(str(exc).split())[:_DETAIL_LIMIT]}") from exc
+        return f"hf://datasets/{repo_id}"
+
+    # ------------------------------------------------------------------------------------- Evaluator
+
+    def create_job(self, config: Mapping[str, Any] | str, target: Mapping[str, Any] | str,
+                   **fields: Any) -> dict[str, Any]:
+        """Create an evaluation job; ``config``/``target`` are inline dicts or ``"namespace/name"`` references.
+
+        ``fields`` are the optional job fields (``namespace``, ``description``, ``project``,
+        ``custom_fields``, ``output_files_url``, ``ownership``); None values are not sent.
+        """
+        body = {"config": config, "target": target, **{k: v for k, v in fields.items() if v is not None}}
+        return dict(self._json("POST", self._ev("/jobs"), json_body=body))
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        return dict(self._json("GET", self._ev(f"/jobs/{job_id}")))
+
+    def job_status(self, job_id: str) -> dict[str, Any]:
+        return dict(self._json("GET", self._ev(f"/jobs/{job_id}/status")))
+
+    def job_results(self, job_id: str) -> dict[str, Any]:
+        return dict(self._json("GET", self._ev(f"/jobs/{job_id}/results")))
+
+    def download_results(self, job_id: str) -> bytes:
+        """The job's result directory as ZIP bytes (configs, logs, per-sample ``results.json``)."""
+        return self.request("GET", self._ev(f"/jobs/{job_id}/download-results"), accept="application/zip").content
+
+    def job_logs(self, job_id: str) -> str:
+        """The job's logs as text; versions differ (plain text or a ZIP of log files), both are handled."""
+        response = self.request("GET", self._ev(f"/jobs/{job_id}/logs"), accept="*/*")
+        content = response.content
+        if content[:4] == b"PK\x03\x04":
+            import io
+            import zipfile
+
+            with zipfile.ZipFile(io.BytesIO(content)) as zf:
+                return "\n".join(f"==> {name} <==\n{zf.read(name).decode('utf-8', 'replace')}"
+                                 for name in sorted(zf.namelist()) if not name.endswith("/"))
+        ctype = response.headers.get("content-type", "")
+        if "json" in ctype:
+            try:
+                body = response.json()
+            except ValueError:
+                return response.text
+            return body if isinstance(body, str) else json.dumps(body, indent=2, default=str)
+        return response.text
+
+    def cancel_job(self, job_id: str, timeout: float | None = None) -> Any:
+        return self._json("POST", self._ev(f"/jobs/{job_id}/cancel"), timeout=timeout)
+
+    def delete_job(self, job_id: str) -> None:
+        self.request("DELETE", self._ev(f"/jobs/{job_id}"), accept="*/*")
+
+    def list_jobs(self, **kw: Any) -> Iterator[dict[str, Any]]:
+        """All jobs matching ``filter``/``search`` (nested dicts), newest first unless ``sort`` says otherwise."""
+        kw.setdefault("sort", "-created_at")
+        return self._pages(self._ev("/jobs"), **kw)
+
+    def get_result(self, result_id: str) -> dict[str, Any]:
+        return dict(self._json("GET", self._ev(f"/results/{result_id}")))
+
+    # Configs and targets share one CRUD shape keyed by "namespace/name".
+
+    def _create(self, kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(self._json("POST", self._ev(f"/{kind}"), json_body=dict(body)))
+
+    def _get(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
+        return dict(self._json("GET", self._ev(f"/{kind}/{namespace}/{name}")))
+
+    def _update(self, kind: str, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(self._json("PATCH", self._ev(f"/{kind}/{namespace}/{name}"), json_body=dict(body)))
+
+    def _delete(self, kind: str, namespace: str, name: str) -> Any:
+        return self._json("DELETE", self._ev(f"/{kind}/{namespace}/{name}"))
+
+    def create_config(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self._create("configs", body)
+
+    def get_config(self, namespace: str, name: str) -> dict[str, Any]:
+        return self._get("configs", namespace, name)
+
+    def update_config(self, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self._update("configs", namespace, name, body)
+
+    def delete_config(self, namespace: str, name: str) -> Any:
+        return self._delete("configs", namespace, name)
+
+    def list_configs(self, **kw: Any) -> Iterator[dict[str, Any]]:
+        return self._pages(self._ev("/configs"), **kw)
+
+    def create_target(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self._create("targets", body)
+
+    def get_target(self, namespace: str, name: str) -> dict[str, Any]:
+        return self._get("targets", namespace, name)
+
+    def update_target(self, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self._update("targets", namespace, name, body)
+
+    def delete_target(self, namespace: str, name: str) -> Any:
+        return self._delete("targets", namespace, name)
+
+    def list_targets(self, **kw: Any) -> Iterator[dict[str, Any]]:
+        return self._pages(self._ev("/targets"), **kw)

@@ -1,0 +1,254 @@
+"""Leaderboards and paired tests across evaluation runs, read back from MLflow.
+
+``leaderboard`` gives one row per run (per target) with every score's mean, 95% CI, sample count and
+NaN count, straight from the run metrics; ``paired`` compares two runs item by item (the per-sample
+tables, aligned on task and item id) with a paired t-test, which is far more sensitive than comparing
+two independent CIs when both runs judged the same items. mlflow is reached only through ``tracking``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlflow_nemo_judge import tracking
+from mlflow_nemo_judge.results import EvalResult
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+ID_COLUMNS = ("target", "run_id", "run_name", "status", "config")
+# Per score key K the leaderboard has K (the mean) and these K/<stat> columns.
+SCORE_COLUMNS = ("ci95_low", "ci95_high", "count", "nan_count")
+PAIRED_COLUMNS = ("metric", "n", "mean_a", "mean_b", "mean_diff", "ci95_low", "ci95_high", "p_value", "test")
+
+
+@dataclass
+class Entry:
+    """One leaderboard row before it becomes a DataFrame row."""
+
+    target: str
+    run_id: str
+    run_name: str = ""
+    status: str = ""
+    config: str = ""
+    scores: dict[str, dict[str, float | None]] = field(default_factory=dict)
+
+
+def _selected(key: str, patterns: Sequence[str] | None) -> bool:
+    """``metrics`` entries are exact keys or shell patterns (``consult_summary_eval/*``)."""
+    if not patterns:
+        return True
+    return any(key == p or fnmatch.fnmatchcase(key, p) for p in patterns)
+
+
+def entries_from_runs(runs: Iterable[tracking.RunSummary]) -> list[Entry]:
+    """Score keys are recognised structurally: every metric that is not ``usage/…``/``progress`` and not
+    a ``<key>/<stat>`` of another logged key."""
+    out: list[Entry] = []
+    for r in runs:
+        if r.tags.get(tracking.TAG_ROLE) == "parent":
+            continue
+        keys = set(r.metrics)
+        scores: dict[str, dict[str, float | None]] = {}
+        for k in sorted(keys):
+            if k.startswith("usage/") or k == "progress":
+                continue
+            head, _, last = k.rpartition("/")
+            if last in tracking.STATS and head in keys:
+                continue
+            scores[k] = {"mean": r.metrics[k], **{s: r.metrics.get(f"{k}/{s}") for s in SCORE_COLUMNS}}
+        out.append(Entry(target=r.tags.get(tracking.TAG_TARGET, ""), run_id=r.run_id, run_name=r.run_name,
+                         status=r.status, config=r.tags.get(tracking.TAG_CONFIG_NAME, ""), scores=scores))
+    return out
+
+
+def entries_from_results(items: Iterable[tuple[str, str, EvalResult]]) -> list[Entry]:
+    """Leaderboard rows for results still in memory (the parent run's comparison), keyed like metrics."""
+    out: list[Entry] = []
+    for label, run_id, res in items:
+        metrics = {m.key: m.value for m in tracking.score_metrics(res)}
+        heads = [m.key for m in tracking.score_metrics(res) if m.headline]
+        scores = {k: {"mean": metrics[k], **{s: metrics.get(f"{k}/{s}") for s in SCORE_COLUMNS}} for k in heads}
+        out.append(Entry(target=label, run_id=run_id, status="FINISHED", scores=scores))
+    return out
+
+
+def frame(entries: Sequence[Entry], metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """Wide DataFrame: identity columns, then per score key its mean and ``/ci95_low``, ``/ci95_high``,
+    ``/count``, ``/nan_count``; sorted by the first score's mean, best first (NaN last)."""
+    import pandas as pd
+
+    keys: list[str] = []
+    for e in entries:
+        for k in e.scores:
+            if k not in keys and _selected(k, metrics):
+                keys.append(k)
+    rows = []
+    for e in entries:
+        row: dict[str, Any] = {"target": e.target, "run_id": e.run_id, "run_name": e.run_name,
+                               "status": e.status, "config": e.config}
+        for k in keys:
+            sc = e.scores.get(k, {})
+            row[k] = _f(sc.get("mean"))
+            for s in SCORE_COLUMNS:
+                row[f"{k}/{s}"] = _f(sc.get(s))
+        rows.append(row)
+    columns = list(ID_COLUMNS) + [c for k in keys for c in (k, *(f"{k}/{s}" for s in SCORE_COLUMNS))]
+    df = pd.DataFrame(rows, columns=columns)
+    if keys and len(df):
+        df = df.sort_values(keys[0], ascending=False, na_position="last", kind="stable").reset_index(drop=True)
+    return df
+
+
+def _f(v: Any) -> float:
+    return float("nan") if v is None else float(v)
+
+
+def score_keys(df: pd.DataFrame) -> list[str]:
+    return [c for c in df.columns if f"{c}/ci95_low" in df.columns]
+
+
+def leaderboard(experiment: str | None = None, *, run_ids: Sequence[str] | None = None,
+                metrics: Sequence[str] | None = None, tracking_uri: str | None = None) -> pd.DataFrame:
+    """One row per evaluation run of ``experiment`` (or of ``run_ids``): scores with CIs and counts."""
+    runs = tracking.fetch_runs(experiment, run_ids, tracking_uri)
+    return frame(entries_from_runs(runs), metrics)
+
+
+# ----------------------------------------------------------------------------------------- paired
+
+
+def _aligned(df: pd.DataFrame, task: str, column: str) -> dict[tuple[str, int], float]:
+    """``(item_id, occurrence) -> value`` for one task; the occurrence number keeps duplicate ids (a
+    dataset may repeat an id) paired in order instead of silently collapsing them."""
+    out: dict[tuple[str, int], float] = {}
+    if column not in df.columns:
+        return out
+    sub = df[df["task"].astype(str) == task] if "task" in df.columns else df
+    seen: dict[str, int] = {}
+    for item_id, value in zip(sub["item_id"].astype(str), sub[column], strict=True):
+        n = seen.get(item_id, 0)
+        seen[item_id] = n + 1
+        out[(item_id, n)] = float("nan") if value is None or (isinstance(value, float) and math.isnan(value)) \
+            else float(value)
+    return out
+
+
+def paired(run_a: str, run_b: str, *, metrics: Sequence[str] | None = None,
+           tracking_uri: str | None = None) -> pd.DataFrame:
+    """Per score: mean difference ``b − a`` over the items both runs judged, its 95% CI and the p-value
+    of a paired t-test (pairs where either side is NaN are dropped and not counted in ``n``)."""
+    import pandas as pd
+
+    from mlflow_nemo_judge.stats import paired_compare
+
+    tree_a = tracking.load_results_tree(run_a, tracking_uri)
+    tree_b = tracking.load_results_tree(run_b, tracking_uri)
+    in_b = {(t, m, s) for t, m, s, _ in tree_b.scores()}
+    triples = [(t, m, s) for t, m, s, _ in tree_a.scores() if (t, m, s) in in_b]
+    fa = tracking.load_samples_frame(run_a, tracking_uri)
+    fb = tracking.load_samples_frame(run_b, tracking_uri)
+    rows = []
+    for t, m, s in triples:
+        key = tracking.sanitize_key(f"{t}/{m}/{s}")
+        if not _selected(key, metrics):
+            continue
+        da, db = _aligned(fa, t, f"{m}/{s}"), _aligned(fb, t, f"{m}/{s}")
+        shared = [k for k in da if k in db]
+        pc = paired_compare([da[k] for k in shared], [db[k] for k in shared])
+        rows.append({"metric": key, "n": pc.n, "mean_a": pc.mean_a, "mean_b": pc.mean_b, "mean_diff": pc.mean_diff,
+                     "ci95_low": pc.ci95_low, "ci95_high": pc.ci95_high, "p_value": pc.p_value, "test": pc.test})
+    df = pd.DataFrame(rows, columns=list(PAIRED_COLUMNS))
+    df.attrs.update({"run_a": run_a, "run_b": run_b})
+    return df
+
+
+# ------------------------------------------------------------------------------------- rendering
+
+
+def _num(v: Any) -> str:
+    if v is None:
+        return "-"
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    if math.isnan(f):
+        return "NaN"
+    if f == int(f) and abs(f) < 1e15:
+        return str(int(f))
+    return f"{f:.4g}"
+
+
+def _render(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> str:
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in
+                         enumerate(zip(cells, widths, strict=True))).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def format_table(df: pd.DataFrame) -> str:
+    """A fixed-width text table. A leaderboard prints one line per (target, score): mean, 95% CI, n and
+    NaN count, which stays readable however many scores a config has; other frames print as they are."""
+    keys = score_keys(df)
+    if not len(df):
+        return "(no runs)" if keys or "target" in df.columns else "(no rows)"
+    if keys:
+        headers = ["target", "run", "score", "mean", "95% CI", "n", "NaN"]
+        rows = []
+        for _, r in df.iterrows():
+            for k in keys:
+                lo, hi = r.get(f"{k}/ci95_low"), r.get(f"{k}/ci95_high")
+                ci = f"[{_num(lo)}, {_num(hi)}]" if not (_isnan(lo) or _isnan(hi)) else "-"
+                rows.append([str(r["target"]), str(r["run_id"])[:8], k, _num(r[k]), ci,
+                             _num(r.get(f"{k}/count")), _num(r.get(f"{k}/nan_count"))])
+        return _render(headers, rows, {3, 5, 6})
+    headers = [str(c) for c in df.columns]
+    numeric = {i for i, c in enumerate(df.columns) if df[c].dtype.kind in "iuf"}
+    return _render(headers, [[_num(v) if i in numeric else str(v) for i, v in enumerate(r)]
+                             for r in df.itertuples(index=False)], numeric)
+
+
+def _isnan(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _intervals(df: pd.DataFrame) -> dict[str, list[Any]]:
+    from mlflow_nemo_judge.plots import Interval
+
+    panels: dict[str, list[Any]] = {}
+    if "mean_diff" in df.columns:  # a paired frame: one panel of differences
+        panels["mean difference (b − a), 95% CI"] = [
+            Interval(str(r["metric"]), None if _isnan(r["mean_diff"]) else float(r["mean_diff"]),
+                     None if _isnan(r["ci95_low"]) else float(r["ci95_low"]),
+                     None if _isnan(r["ci95_high"]) else float(r["ci95_high"])) for _, r in df.iterrows()]
+        return panels
+    labels = [str(t) for t in df["target"]]
+    dup = {x for x in labels if labels.count(x) > 1}
+    labels = [f"{t} ({str(rid)[:6]})" if t in dup else t for t, rid in zip(labels, df["run_id"], strict=True)]
+    for k in score_keys(df):
+        panels[k] = [Interval(lab, None if _isnan(r[k]) else float(r[k]),
+                              None if _isnan(r[f"{k}/ci95_low"]) else float(r[f"{k}/ci95_low"]),
+                              None if _isnan(r[f"{k}/ci95_high"]) else float(r[f"{k}/ci95_high"]))
+                     for lab, (_, r) in zip(labels, df.iterrows(), strict=True)]
+    return panels
+
+
+def write_chart(df: pd.DataFrame, path: str | Path, title: str | None = None) -> Path:
+    """PNG of a leaderboard (mean with 95% CI per score per target) or of a paired frame."""
+    from mlflow_nemo_judge.plots import comparison_chart
+
+    return comparison_chart(_intervals(df), path, title=title)
+
+
+def headline(entry_scores: Mapping[str, Mapping[str, float | None]]) -> dict[str, str]:
+    """Registry version tags: each score's mean as text (registry tags are strings)."""
+    return {k: _num(v.get("mean")) for k, v in entry_scores.items()}

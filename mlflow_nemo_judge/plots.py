@@ -1,0 +1,112 @@
+"""PNG charts for runs and comparisons: score distributions and means with 95% confidence intervals.
+
+matplotlib is imported lazily (it costs ~0.5 s) and only through its object-oriented API with the Agg
+canvas: no ``pyplot`` global state, no GUI backend, so charts render the same in a headless CI job, a
+notebook or a thread, and never change the backend a caller's own pyplot session uses.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Interval:
+    """One bar of a comparison chart: a label's mean and 95% CI for one score (None when unknown)."""
+
+    label: str
+    mean: float | None
+    low: float | None
+    high: float | None
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _finite(values: Sequence[float | None]) -> tuple[list[float], int]:
+    ok: list[float] = []
+    nan = 0
+    for v in values:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            nan += 1
+        else:
+            ok.append(float(v))
+    return ok, nan
+
+
+def score_distribution(title: str, scores: Mapping[str, Sequence[float | None]], path: str | Path) -> Path:
+    """One panel per score of a metric: counts per value (a bar per distinct value when the scores are
+    few distinct numbers, as judge ratings are; a histogram otherwise), with the NaN count shown, since
+    unparseable judge output is part of the distribution a reader must see."""
+    path = Path(path)
+    names = list(scores) or ["(no scores)"]
+    fig = _figure(max(4.0, 3.6 * len(names)), 3.2)
+    axes = fig.subplots(1, len(names), squeeze=False)[0]
+    for ax, name in zip(axes, names, strict=True):
+        values, nan = _finite(scores.get(name, []))
+        distinct = sorted(set(values))
+        if values and len(distinct) <= 12:
+            counts = [values.count(v) for v in distinct]
+            labels = [f"{v:g}" for v in distinct]
+            ax.bar(range(len(distinct)), counts, color="#4c72b0")
+            ax.set_xticks(range(len(distinct)), labels)
+        elif values:
+            ax.hist(values, bins=min(30, max(5, int(math.sqrt(len(values))))), color="#4c72b0")
+        else:
+            ax.text(0.5, 0.5, "no parseable scores", ha="center", va="center", transform=ax.transAxes)
+        mean = sum(values) / len(values) if values else None
+        subtitle = f"n={len(values)}  NaN={nan}" + (f"  mean={mean:.3g}" if mean is not None else "")
+        ax.set_title(f"{name}\n{subtitle}", fontsize=9)
+        ax.set_ylabel("samples")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
+def comparison_chart(panels: Mapping[str, Sequence[Interval]], path: str | Path, title: str | None = None) -> Path:
+    """One panel per score key, one row per target: the mean as a dot with its 95% CI as error bars,
+    so overlapping intervals (no clear winner) are visible at a glance."""
+    path = Path(path)
+    keys = list(panels) or ["(no scores)"]
+    n_labels = max((len(v) for v in panels.values()), default=1)
+    fig = _figure(max(5.0, 4.2 * min(len(keys), 3)), 0.5 + (0.45 * n_labels + 1.0) * math.ceil(len(keys) / 3))
+    cols = min(len(keys), 3)
+    rows = math.ceil(len(keys) / cols)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for i, key in enumerate(keys):
+        ax = axes[i // cols][i % cols]
+        items = list(panels.get(key, []))
+        ys = list(range(len(items)))
+        for y, it in zip(ys, items, strict=True):
+            if it.mean is None:
+                ax.text(0.02, y, "no scores", va="center", fontsize=8, transform=ax.get_yaxis_transform())
+                continue
+            lo = it.mean - it.low if it.low is not None else 0.0
+            hi = it.high - it.mean if it.high is not None else 0.0
+            ax.errorbar([it.mean], [y], xerr=[[lo], [hi]], fmt="o", capsize=4, color="#4c72b0")
+            ax.annotate(f"{it.mean:.3g}", (it.mean, y), textcoords="offset points", xytext=(0, 6),
+                        ha="center", fontsize=7)
+        ax.set_yticks(ys, [it.label for it in items], fontsize=8)
+        ax.set_ylim(-0.7, max(len(items) - 0.3, 0.7))
+        ax.set_title(key, fontsize=8)
+        ax.grid(axis="x", alpha=0.3)
+    for j in range(len(keys), rows * cols):
+        axes[j // cols][j % cols].set_visible(False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path

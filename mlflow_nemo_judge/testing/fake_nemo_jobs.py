@@ -1,0 +1,357 @@
+"""Entities and job execution of the FAKE NeMo service (a test double; see ``fake_nemo``).
+
+Entity expansion mimics what NeMo Evaluator echoes back for inline configs and targets (ids,
+``schema_version``, ``type_prefix``, unset fields as null, ``format`` defaulting to ``"nim"``) as
+captured in NVIDIA's notebooks. Jobs are computed for real by this package's own local engine
+(``build_plan`` + ``run_plan_async``) in a worker thread, after the job's ``hf://`` datasets are read
+back from the fake's own Data Store with ``huggingface_hub``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import io
+import json
+import logging
+import math
+import threading
+import time
+import uuid
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("mlflow_nemo_judge.testing.fake_nemo")
+
+_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+# The ScoreStats fields NeMo defines; our ci95_* are not among them.
+NEMO_STATS = ("count", "sum", "mean", "min", "max", "stddev", "variance", "stderr", "sum_squared", "nan_count")
+MINIMAL_STATS = ("count", "sum", "mean")  # what the 2025-05 server in the seed notebook returned
+
+
+def new_id(prefix: str) -> str:
+    """``<prefix>-base58(uuid4)``, NeMo's id scheme."""
+    n = uuid.uuid4().int
+    out = ""
+    while n:
+        n, r = divmod(n, 58)
+        out = _B58[r] + out
+    return f"{prefix}-{out}"
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None).isoformat()
+
+
+def entity(prefix: str | None, body: Mapping[str, Any], namespace: str | None = None,
+           versioned: bool = False) -> dict[str, Any]:
+    """The common entity envelope NeMo wraps around stored objects, then the object's own fields."""
+    eid = new_id(prefix or "dataset")
+    ts = now()
+    out: dict[str, Any] = {"schema_version": "1.0", "id": eid, "description": body.get("description"),
+                           "type_prefix": prefix, "namespace": body.get("namespace") or namespace or "default",
+                           "project": body.get("project"), "created_at": ts, "updated_at": ts,
+                           "custom_fields": body.get("custom_fields") or {}, "ownership": body.get("ownership"),
+                           "name": body.get("name") or eid}
+    if versioned:
+        out.update({"version_id": "main", "version_tags": []})
+    return out
+
+
+def _with(base: dict[str, Any], body: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    for k, v in defaults.items():
+        base[k] = body.get(k, v)
+    for k, v in body.items():  # unknown fields pass through, as NeMo keeps them
+        base.setdefault(k, v)
+    return base
+
+
+def expand_dataset(ds: Any, namespace: str) -> Any:
+    if not isinstance(ds, Mapping):
+        return ds  # a "namespace/name" reference stays a string
+    return _with(entity(None, ds, namespace, versioned=True), ds,
+                 {"format": None, "files_url": None, "hf_endpoint": None, "split": None, "limit": None})
+
+
+def expand_config(body: Mapping[str, Any], namespace: str) -> dict[str, Any]:
+    tasks = {}
+    for name, task in (body.get("tasks") or {}).items():
+        t = dict(task or {})
+        tasks[name] = {"type": t.get("type"), "params": t.get("params"), "metrics": t.get("metrics"),
+                       "dataset": expand_dataset(t.get("dataset"), namespace),
+                       **{k: v for k, v in t.items() if k not in ("type", "params", "metrics", "dataset")}}
+    out = _with(entity("eval-config", body, namespace), body, {"type": None, "params": None, "groups": None})
+    out["tasks"] = tasks if body.get("tasks") is not None else None
+    return out
+
+
+def expand_model(model: Any, namespace: str) -> Any:
+    if not isinstance(model, Mapping):
+        return model
+    out = _with(entity("model", model, namespace, versioned=True), model,
+                {"spec": None, "artifact": None, "base_model": None, "api_endpoint": None, "peft": None,
+                 "prompt": None, "guardrails": None})
+    ep = out.get("api_endpoint")
+    if isinstance(ep, Mapping):
+        # Observed quirk (§10.5): an omitted format is stored as "nim".
+        out["api_endpoint"] = {**ep, "format": ep.get("format") or "nim"}
+    return out
+
+
+def expand_target(body: Mapping[str, Any], namespace: str) -> dict[str, Any]:
+    out = _with(entity("eval-target", body, namespace), body,
+                {"type": None, "cached_outputs": None, "model": None, "retriever": None, "rag": None,
+                 "rows": None, "dataset": None})
+    out["model"] = expand_model(body.get("model"), namespace)
+    out["dataset"] = expand_dataset(body.get("dataset"), namespace)
+    return out
+
+
+def nemo_tree(tree: Mapping[str, Any], minimal: bool) -> dict[str, Any]:
+    """Results in the service's own shape: only NeMo's ScoreStats fields (optionally only count/sum/mean)."""
+    keep = MINIMAL_STATS if minimal else NEMO_STATS
+    out: dict[str, Any] = {}
+    for name, node in tree.items():
+        metrics = {}
+        for m, mv in (node.get("metrics") or {}).items():
+            scores = {}
+            for s, sc in (mv.get("scores") or {}).items():
+                entry: dict[str, Any] = {"value": sc.get("value")}
+                if sc.get("stats") is not None:
+                    entry["stats"] = {k: v for k, v in sc["stats"].items() if k in keep}
+                scores[s] = entry
+            metrics[m] = {"scores": scores}
+        out[name] = {"metrics": metrics}
+    return out
+
+
+def per_sample_record(rec: Mapping[str, Any], model_id: str | None) -> dict[str, Any]:
+    """A local ``SampleRecord`` dict in the per-sample ``results.json`` shape (reference §7.3)."""
+    response = {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion", "model": model_id,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": rec.get("output_text")},
+                             "finish_reason": rec.get("finish_reason")}]}
+    metrics = {m: {"scores": {s: {"value": v if isinstance(v, (int, float)) and math.isfinite(v) else None,
+                                  "stats": None}
+                              for s, v in (out.get("scores") or {}).items()}}
+               for m, out in (rec.get("metrics") or {}).items()}
+    requests = []
+    if rec.get("request") is not None:
+        requests.append({"request": {"model": model_id, **rec["request"]}, "response": response})
+    return {"item": rec.get("item"), "sample": {"output_text": rec.get("output_text"), "response": response},
+            "metrics": metrics, "requests": requests}
+
+
+@dataclass
+class FakeJob:
+    """A job's record (with secrets: read-backs are redacted by the server) and its runtime state."""
+
+    record: dict[str, Any]
+    logs: list[str] = field(default_factory=list)
+    result_zip: bytes | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    loop: asyncio.AbstractEventLoop | None = None
+    task: asyncio.Future[Any] | None = None
+    thread: threading.Thread | None = None
+
+    @property
+    def id(self) -> str:
+        return str(self.record["id"])
+
+    def log(self, level: str, message: str) -> None:
+        self.logs.append(f"{datetime.datetime.now(datetime.timezone.utc).isoformat()} {level} {message}")
+
+
+class _Cancelled(Exception):
+    pass
+
+
+class JobRunner:
+    """Runs one fake job to a terminal status. ``store`` is the owning service (locks, stores, options)."""
+
+    def __init__(self, store: Any, job: FakeJob) -> None:
+        self.store = store
+        self.job = job
+
+    def _update(self, status: str | None = None, **details: Any) -> None:
+        with self.store.lock:
+            rec = self.job.record
+            if status in ("pending", "running") and self.job.cancel.is_set():
+                raise _Cancelled  # a cancel arrived between two steps: never un-cancel the job
+            if status is not None:
+                rec["status"] = status
+            rec["status_details"].update(details)
+            rec["updated_at"] = now()
+
+    def _pause(self, seconds: float) -> None:
+        if self.job.cancel.wait(seconds):
+            raise _Cancelled
+
+    def run(self) -> None:
+        job = self.job
+        try:
+            self._pause(self.store.queue_delay)
+            self._update("pending")
+            job.log("INFO", f"Job {job.id} scheduled")
+            self._pause(self.store.queue_delay)
+            tasks = list((job.record["config"].get("tasks") or {}))
+            self._update("running", progress=0.0, samples_processed=0, task_status={t: "pending" for t in tasks})
+            job.log("INFO", f"Job {job.id} running")
+            while self.store.hold_jobs.is_set():  # tests freeze jobs here to attach or cancel mid-run
+                self._pause(0.02)
+            if self.store.take_failure():
+                raise RuntimeError("simulated failure requested by the test (fail_next_job): the evaluation "
+                                   "could not be completed")
+            self._evaluate(tasks)
+        except _Cancelled:
+            job.log("INFO", f"Job {job.id} cancelled")
+            self._update("cancelled", message="Job cancelled by the user.")
+        except BaseException as exc:  # a worker thread has no caller: every failure becomes the job's status
+            message = " ".join(str(exc).split()) or type(exc).__name__
+            job.log("ERROR", f"Job {job.id} failed: {type(exc).__name__}: {message}")
+            with self.store.lock:
+                ts = {t: ("failed" if s != "completed" else s)
+                      for t, s in (job.record["status_details"].get("task_status") or {}).items()}
+            self._update("failed", message=message, task_status=ts)
+
+    def _materialize(self, ds: Any, work: Path) -> Any:
+        """Turn an Entity Store reference or an hf:// URL on this fake's Data Store into a local path."""
+        if isinstance(ds, str):
+            ns, _, name = ds.partition("/")
+            found = self.store.get_es_dataset(ns, name)
+            if found is None:
+                raise RuntimeError(f"dataset {ds!r} not found in the Entity Store")
+            ds = {"files_url": found["files_url"]}
+        if not isinstance(ds, Mapping) or not str(ds.get("files_url", "")).startswith("hf://datasets/"):
+            return ds
+        if ds.get("hf_endpoint") not in (None, "", self.store.hf_url):
+            return ds  # another hub: left to the engine
+        from huggingface_hub import HfApi, hf_hub_download
+
+        parts = str(ds["files_url"])[len("hf://datasets/"):].split("/", 2)
+        repo_id, sub = f"{parts[0]}/{parts[1]}", (parts[2] if len(parts) > 2 else "").strip("/")
+        api = HfApi(endpoint=self.store.hf_url, token=False)
+        files = [f for f in api.list_repo_files(repo_id, repo_type="dataset")
+                 if not sub or f == sub or f.startswith(sub + "/")]
+        if not files:
+            raise RuntimeError(f"{ds['files_url']}: no such files in the Data Store")
+        local = None
+        for f in files:
+            local = Path(hf_hub_download(repo_id, f, repo_type="dataset", endpoint=self.store.hf_url,
+                                         token=False, cache_dir=str(work / "hf-cache")))
+        assert local is not None
+        snapshot = local
+        for _ in Path(files[-1]).parts:
+            snapshot = snapshot.parent
+        return {**{k: v for k, v in ds.items() if k != "hf_endpoint"}, "files_url": str(snapshot / sub)}
+
+    def _evaluate(self, tasks: list[str]) -> None:
+        from mlflow_nemo_judge.config import load_config, load_target
+        from mlflow_nemo_judge.engine import RunOptions, run_plan_async
+        from mlflow_nemo_judge.plan import build_plan
+
+        job = self.job
+        work = self.store.work_dir / job.id
+        work.mkdir(parents=True, exist_ok=True)
+        cfg = json.loads(json.dumps(job.record["config"]))
+        tgt = json.loads(json.dumps(job.record["target"]))
+        for task in (cfg.get("tasks") or {}).values():
+            if task.get("dataset") is not None:
+                task["dataset"] = self._materialize(task["dataset"], work)
+        for key in ("dataset", "cached_outputs"):
+            if tgt.get(key) is not None:
+                tgt[key] = self._materialize(tgt[key], work)
+        plan = build_plan(load_config(cfg), load_target(tgt))
+        totals = {tp.name: sum(1 for _ in tp.data.iter_rows(tp.limit)) for tp in plan.tasks}
+        grand = max(1, sum(totals.values()))
+        done: dict[str, int] = {}
+
+        def on_progress(task: str, n: int, total: int | None) -> None:
+            done[task] = n
+            processed = sum(done.values())
+            status = {t: ("completed" if done.get(t, 0) >= totals[t] else "running" if t in done else "pending")
+                      for t in totals}
+            self._update(progress=round(100.0 * processed / grand, 2), samples_processed=processed,
+                         task_status=status)
+            if self.store.sample_delay:
+                time.sleep(self.store.sample_delay)
+
+        async def main() -> Any:
+            fut = asyncio.ensure_future(run_plan_async(plan, RunOptions(cache=False, work_dir=work,
+                                                                       progress_bar=False, on_progress=on_progress)))
+            with self.store.lock:
+                job.loop, job.task = asyncio.get_running_loop(), fut
+            if job.cancel.is_set():
+                fut.cancel()
+            try:
+                return await fut
+            except asyncio.CancelledError:
+                raise _Cancelled from None
+
+        for tp in plan.tasks:
+            job.log("INFO", f"Running task {tp.name} on {totals[tp.name]} samples")
+        result = asyncio.run(main())
+        model_id = plan.target_endpoint.model_id if plan.target_endpoint else None
+        samples: dict[str, list[dict[str, Any]]] = {t: [] for t in totals}
+        for rec in result.iter_samples():
+            d = rec.to_dict()
+            samples.setdefault(rec.task, []).append(per_sample_record(d, model_id))
+            for m, out in d["metrics"].items():
+                for s, v in out["scores"].items():
+                    job.log("INFO", f"Computed metric {rec.index} {m}: score={s} value={v}")
+        nemo = result.to_nemo_dict()
+        result_id = new_id("evaluation_result")
+        ts = now()
+        files_url = f"hf://datasets/evaluation-results/{job.id}"
+        entity_doc = {"created_at": ts, "updated_at": ts, "id": result_id, "job": job.id,
+                      "tasks": nemo_tree(nemo["tasks"], self.store.minimal_stats),
+                      "groups": nemo_tree(nemo["groups"], self.store.minimal_stats),
+                      "namespace": job.record.get("namespace") or "default", "files_url": files_url,
+                      "custom_fields": {}, "description": None, "project": None, "ownership": None}
+        job.log("INFO", "Job completed successfully.")
+        job.result_zip = self._zip(entity_doc, samples if self.store.include_samples else None)
+        self.store.put_result(entity_doc)
+        self._update("completed", message="Job completed successfully.", progress=100.0,
+                     samples_processed=sum(len(v) for v in samples.values()),
+                     task_status={t: "completed" for t in totals})
+        with self.store.lock:
+            job.record.update(result=result_id, output_files_url=files_url)
+
+    def _zip(self, aggregate: dict[str, Any], samples: dict[str, list[dict[str, Any]]] | None) -> bytes:
+        from mlflow_nemo_judge.config import redact
+
+        buf = io.BytesIO()
+        root = f"{self.job.id}/"
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr(root + "evaluation_result.json", json.dumps(aggregate, indent=2))
+            if samples is not None:
+                zf.writestr(root + "results/results.json", json.dumps(samples, ensure_ascii=False))
+            zf.writestr(root + "config.json", json.dumps(redact(self.job.record["config"]), indent=2))
+            zf.writestr(root + "logs/job.log", "\n".join(self.job.logs) + "\n")
+        return buf.getvalue()
+
+
+def start_job(store: Any, job: FakeJob, on_done: Callable[[], None] | None = None) -> None:
+    def target() -> None:
+        JobRunner(store, job).run()
+        if on_done is not None:
+            on_done()
+
+    job.thread = threading.Thread(target=target, name=f"fake-nemo-{job.id}", daemon=True)
+    job.thread.start()
+
+
+def request_cancel(store: Any, job: FakeJob) -> None:
+    with store.lock:
+        job.cancel.set()
+        loop, task = job.loop, job.task
+        if job.record["status"] in ("created", "pending", "running"):
+            job.record["status"] = "cancelling"
+            job.record["updated_at"] = now()
+    if loop is not None and task is not None:
+        try:
+            loop.call_soon_threadsafe(task.cancel)
+        except RuntimeError:
+            pass  # the loop already finished: the job is past the point of cancelling
