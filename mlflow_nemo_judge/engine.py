@@ -241,6 +241,7 @@ async def run_plan_async(plan: Plan, options: RunOptions | None = None) -> EvalR
     import httpx
 
     from mlflow_nemo_judge.openai_client import OpenAIClient
+    from mlflow_nemo_judge.transport import ShardedAsyncClient
 
     opts = options or RunOptions()
     usage = Usage()
@@ -253,9 +254,8 @@ async def run_plan_async(plan: Plan, options: RunOptions | None = None) -> EvalR
     work_dir.mkdir(parents=True, exist_ok=True)
     samples_path = work_dir / "samples.jsonl"
     own_http = opts.http_client is None
-    http = opts.http_client or httpx.AsyncClient(
-        limits=httpx.Limits(max_connections=plan.parallelism + 4, max_keepalive_connections=plan.parallelism + 4),
-        timeout=httpx.Timeout(plan.timeout, connect=min(10.0, plan.timeout)))
+    http = opts.http_client or ShardedAsyncClient(plan.parallelism,
+                                                  httpx.Timeout(plan.timeout, connect=min(10.0, plan.timeout)))
     start = time.perf_counter()
     aggs: list[_TaskAggregator] = []
     bar = _Bar(opts.progress_bar)

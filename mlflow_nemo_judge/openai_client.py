@@ -27,7 +27,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -193,6 +193,12 @@ def _well_formed(data: Any) -> bool:
     return isinstance(choices, list) and len(choices) > 0
 
 
+class HTTPPoster(Protocol):
+    """What the client needs of an HTTP client: ``httpx.AsyncClient`` or the engine's sharded one."""
+
+    async def post(self, url: str, **kwargs: Any) -> httpx.Response: ...
+
+
 class OpenAIClient:
     """Bounded-concurrency, retrying, caching caller of OpenAI-compatible endpoints.
 
@@ -200,7 +206,7 @@ class OpenAIClient:
     sets default headers on it, so one endpoint's key is never sent to another.
     """
 
-    def __init__(self, http: httpx.AsyncClient, *, usage: Usage, cache: ResponseCache | None = None,
+    def __init__(self, http: HTTPPoster, *, usage: Usage, cache: ResponseCache | None = None,
                  max_concurrency: int = 8, max_retries: int = 5, timeout: float = 60.0,
                  backoff_base: float = 0.5, backoff_max: float = 30.0, rng_seed: int | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:

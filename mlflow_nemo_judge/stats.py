@@ -16,15 +16,76 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction for the regularised incomplete beta function (modified Lentz)."""
+    tiny, eps = 1e-300, 1e-15
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 400):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < eps:
+            break
+    return h
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularised incomplete beta I_x(a, b)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    lbeta = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+    front = math.exp(lbeta + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def t_sf(t: float, df: float) -> float:
+    """Upper tail P(T > t) of Student's t with ``df`` degrees of freedom."""
+    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
+    return tail if t >= 0 else 1.0 - tail
+
+
+@lru_cache(maxsize=1024)
 def t_quantile_975(df: int) -> float:
-    """Two-sided 95% Student t critical value for ``df`` degrees of freedom."""
+    """Two-sided 95% Student t critical value for ``df`` degrees of freedom.
+
+    Computed here (bisection on the exact tail via the incomplete beta function) rather than with
+    scipy, whose import alone costs about a second: aggregation should not wait on it.
+    """
     if df <= 0:
         raise ValueError("degrees of freedom must be positive")
-    from scipy.stats import t  # lazy: scipy is heavy and only needed at aggregation time
-
-    return float(t.ppf(0.975, df))
+    lo, hi = 0.0, 1.0
+    while t_sf(hi, df) > 0.025:
+        hi *= 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if t_sf(mid, df) > 0.025:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-13 * max(1.0, hi):
+            break
+    return 0.5 * (lo + hi)
 
 
 @dataclass
@@ -127,9 +188,7 @@ def paired_compare(a: Sequence[float], b: Sequence[float]) -> PairedComparison:
         p = 1.0 if md == 0.0 else 0.0
         return PairedComparison(n, mean_a, mean_b, md, md, md, p, "paired t-test")
     se = sd / math.sqrt(n)
-    from scipy.stats import t
-
     tstat = md / se
-    p = float(2.0 * t.sf(abs(tstat), n - 1))
+    p = min(1.0, 2.0 * t_sf(abs(tstat), n - 1))
     half = t_quantile_975(n - 1) * se
     return PairedComparison(n, mean_a, mean_b, md, md - half, md + half, p, "paired t-test")

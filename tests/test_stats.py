@@ -49,3 +49,12 @@ def test_paired_identical_runs():
     assert res.mean_diff == 0.0 and res.p_value == 1.0
     with pytest.raises(ValueError):
         paired_compare([1.0], [1.0, 2.0])
+
+
+@pytest.mark.parametrize("df", [1, 2, 3, 4, 7, 24, 49, 120, 999, 100000])
+def test_t_quantile_and_tail_match_scipy(df):
+    from mlflow_nemo_judge.stats import t_quantile_975, t_sf
+
+    assert t_quantile_975(df) == pytest.approx(sps.t.ppf(0.975, df), rel=1e-9)
+    for t in (0.0, 0.3, 1.7, 4.2, -2.5, 30.0):
+        assert t_sf(t, df) == pytest.approx(sps.t.sf(t, df), rel=1e-8, abs=1e-300)
