@@ -97,7 +97,9 @@ def run_demo(*, backend: str = "local", limit: int | None = None, experiment: st
             backend_options = {"evaluator_url": fake.base_url}
             say(f"backend nemo: jobs go to the loopback NeMo-compatible FAKE service at {fake.base_url}")
         try:
-            say(f"evaluating {len(targets)} mock targets on {config['tasks']['consult_summary_eval']['dataset']}")
+            ds = config["tasks"]["consult_summary_eval"]["dataset"]
+            say(f"evaluating {len(targets)} mock targets on {ds['files_url']}"
+                + (f" (first {ds['limit']} rows)" if "limit" in ds else ""))
             ev = evaluate(config, targets, backend=backend, experiment=experiment, tracking_uri=tracking_uri,
                           tracking=tracking, backend_options=backend_options or None)
         finally:
@@ -121,11 +123,17 @@ def run_demo(*, backend: str = "local", limit: int | None = None, experiment: st
         print()
         uri = tracking_uri or _current_tracking_uri()
         say(f"Logged to MLflow experiment '{experiment}' (parent run {ev.parent_run_id}) at {uri}.")
-        say(f"Open the MLflow UI on these runs:  mlflow ui --backend-store-uri {uri}")
+        say(f"Open the MLflow UI on these runs:  {_mlflow_exe()} ui --backend-store-uri {uri}")
     say("To evaluate real models instead of mocks, point a target at your endpoint, e.g.:")
     say("  mlflow-nemo-judge run examples/doctor_consults/config.yaml "
         "--target examples/doctor_consults/targets/llama-3.1-70b.yaml   (needs OPENAI_API_KEY, NVIDIA_API_KEY)")
     return 0
+
+
+def _mlflow_exe() -> str:
+    """The ``mlflow`` command of this environment (a newcomer's venv may not be on PATH)."""
+    exe = Path(sys.executable).parent / "mlflow"
+    return str(exe) if exe.exists() else "mlflow"
 
 
 def _current_tracking_uri() -> str:
