@@ -1,4 +1,4 @@
-"""Evaluate two summarisers on the doctor-consult config in one call, compare them, register the best.
+"""Evaluate two summarisers on the doctor-consult config in one call, compare them, register them.
 
 By default both targets and the judge are MOCK models: deterministic test doubles served on loopback by
 the package's mock LLM server, started by this script. No keys, no network; the scores only show that
@@ -13,11 +13,10 @@ MLflow logs go wherever MLFLOW_TRACKING_URI points (MLflow's default otherwise).
 from __future__ import annotations
 
 import argparse
-import contextlib
 from pathlib import Path
 
 from mlflow_nemo_judge import EvalConfig, Target, evaluate, load_config, load_target
-from mlflow_nemo_judge.compare import leaderboard
+from mlflow_nemo_judge.compare import format_table, leaderboard
 from mlflow_nemo_judge.testing.mock_llm import MockLLMServer
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "doctor_consults"
@@ -26,13 +25,14 @@ MOCK_BASE = "http://127.0.0.1:8765/v1"  # where the example's mock files expect 
 
 def point_at(server_base: str, config: EvalConfig, targets: list[Target]) -> None:
     """Rewrite the mock URLs of the judge (config) and the targets to the port our server got."""
-    for task in config.tasks.values():
+    for task in (config.tasks or {}).values():
         for metric in (task.metrics or {}).values():
             endpoint = (metric.params or {}).get("model", {}).get("api_endpoint")
             if endpoint:
                 endpoint["url"] = endpoint["url"].replace(MOCK_BASE, server_base)
     for target in targets:
-        target.endpoint.url = target.endpoint.url.replace(MOCK_BASE, server_base)
+        if target.endpoint:
+            target.endpoint.url = target.endpoint.url.replace(MOCK_BASE, server_base)
 
 
 def start_mock_server() -> MockLLMServer:
@@ -40,6 +40,19 @@ def start_mock_server() -> MockLLMServer:
         return MockLLMServer(port=8765).start()
     except OSError:  # ... unless it is taken (e.g. by a mock server you started yourself)
         return MockLLMServer().start()
+
+
+def compare_and_register(config: EvalConfig, targets: list[Target], experiment: str) -> None:
+    # One call: both targets are run and judged, each as an MLflow run under one parent run. Each
+    # target's model becomes a version of "consult-summarizer"; "champion" points at the best one.
+    ev = evaluate(config, targets, experiment=experiment, register_model="consult-summarizer", alias="champion")
+    for target, run_id, result in zip(targets, ev.run_ids, ev.results, strict=True):
+        scores = result.tasks["consult_summary_eval"]
+        means = {m: scores[m][m].value for m in ("completeness", "correctness")}  # None if all were NaN
+        print(f"{target.display_name:28s} run {run_id}  "
+              + "  ".join(f"{m} {'n/a' if v is None else f'{v:.2f}'}" for m, v in means.items()))
+    print(f"parent run: {ev.parent_run_id}\n")
+    print(format_table(leaderboard(experiment)))
 
 
 def main() -> None:
@@ -50,31 +63,17 @@ def main() -> None:
 
     if args.real:
         config = load_config(EXAMPLE / "config.yaml")
-        names = ("llama-3.1-70b.yaml", "llama-3.1-8b.yaml")
-        server = contextlib.nullcontext()
-    else:
-        config = load_config(EXAMPLE / "config.mock.yaml")
-        names = ("mock-faithful.yaml", "mock-poor.yaml")
-        server = start_mock_server()
-    targets = [load_target(EXAMPLE / "targets" / name) for name in names]
+        targets = [load_target(EXAMPLE / "targets" / f) for f in ("llama-3.1-70b.yaml", "llama-3.1-8b.yaml")]
+        compare_and_register(config, targets, args.experiment)
+        return
 
-    with server:
-        if not args.real:
-            point_at(server.base_url, config, targets)
-            print(f"Using MOCK models (test doubles, not LLMs) served on {server.base_url}: "
-                  "targets mock/faithful-summarizer and mock/poor-summarizer, judge mock/judge.")
-        # One call: both targets are run and judged, each as an MLflow run under one parent run; the
-        # best-scoring one is registered as a version of "consult-summarizer" with alias "champion".
-        ev = evaluate(config, targets, experiment=args.experiment,
-                      register_model="consult-summarizer", alias="champion")
-
-    for target, run_id, result in zip(targets, ev.run_ids, ev.results):
-        scores = result.tasks["consult_summary_eval"]
-        means = {m: scores[m][m].value for m in ("completeness", "correctness")}  # None if all were NaN
-        print(f"{target.display_name:28s} run {run_id}  "
-              + "  ".join(f"{m} {'n/a' if v is None else f'{v:.2f}'}" for m, v in means.items()))
-    print(f"parent run: {ev.parent_run_id}\n")
-    print(leaderboard(args.experiment).to_string())
+    config = load_config(EXAMPLE / "config.mock.yaml")
+    targets = [load_target(EXAMPLE / "targets" / f) for f in ("mock-faithful.yaml", "mock-poor.yaml")]
+    with start_mock_server() as server:
+        point_at(server.base_url, config, targets)
+        print(f"Using MOCK models (test doubles, not LLMs) served on {server.base_url}: "
+              "targets mock/faithful-summarizer and mock/poor-summarizer, judge mock/judge.")
+        compare_and_register(config, targets, args.experiment)
 
 
 if __name__ == "__main__":
