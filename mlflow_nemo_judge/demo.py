@@ -18,22 +18,12 @@ DEMO_EXPERIMENT = "mlflow-nemo-judge-demo"
 TARGET_MODELS = ("mock/faithful-summarizer", "mock/poor-summarizer")
 JUDGE_MODEL = "mock/judge"
 
-_COMPLETENESS = """
-You are a judge. Rate how complete the summary is 
-on a scale from 1 to 5:
-1 = missing critical information … 5 = fully complete
-Please respond with RATING: <number>
-"""
-_CORRECTNESS = """
-You are a judge. Rate the summary's correctness 
-(no false info) on a scale 1-5:
-1 = many inaccuracies … 5 = completely accurate
-Please respond with RATING: <number>
-"""
-_USER = """
-Full Consult: {{ item.content }}
-Summary: {{ sample.output_text }}
-"""
+# The seed notebook's judge prompts, character for character (including its trailing spaces).
+_COMPLETENESS = ("\nYou are a judge. Rate how complete the summary is \non a scale from 1 to 5:\n"
+                 "1 = missing critical information … 5 = fully complete\nPlease respond with RATING: <number>\n")
+_CORRECTNESS = ("\nYou are a judge. Rate the summary's correctness \n(no false info) on a scale 1-5:\n"
+                "1 = many inaccuracies … 5 = completely accurate\nPlease respond with RATING: <number>\n")
+_USER = "\nFull Consult: {{ item.content }}\nSummary: {{ sample.output_text }}\n"
 
 
 def demo_dataset() -> Path:
@@ -106,9 +96,10 @@ def run_demo(*, backend: str = "local", limit: int | None = None, experiment: st
             if fake is not None:
                 fake.stop()
     if output == "json":
+        run_ids: list[str | None] = list(ev.run_ids) or [None] * len(TARGET_MODELS)
         print(json.dumps({"experiment": experiment, "parent_run_id": ev.parent_run_id, "runs": [
             {"target": m, "run_id": rid, "results": r.to_nemo_dict()}
-            for m, rid, r in zip(TARGET_MODELS, ev.run_ids or [None] * len(TARGET_MODELS), ev.results, strict=False)]},
+            for m, rid, r in zip(TARGET_MODELS, run_ids, ev.results, strict=False)]},
             indent=2))
         return 0
     for model, res in zip(TARGET_MODELS, ev.results, strict=True):

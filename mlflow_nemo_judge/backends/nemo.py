@@ -292,9 +292,10 @@ class NemoBackend:
             if t0 is not None and t1 is not None and t1 >= t0:
                 wall = (t1 - t0).total_seconds()
         work_dir = (self.work_dir / job_id) if self.work_dir else Path(tempfile.mkdtemp(prefix=f"nemo-judge-{job_id}-"))
-        groups = {g: list((v or {}).get("tasks") or [])
-                  for g, v in ((job.get("config") or {}).get("groups") or {}).items()} \
-            if isinstance(job.get("config"), Mapping) else {}
+        # Group scores are pooled from their tasks' samples, as locally; the job's config names the members.
+        config = job.get("config")
+        config = config if isinstance(config, Mapping) else {}
+        groups = {g: list((v or {}).get("tasks") or []) for g, v in (config.get("groups") or {}).items()}
         sd = job.get("status_details") or {}
         return build_result(results, samples, work_dir=work_dir, job=redact(job), group_tasks=groups,
                             samples_processed=sd.get("samples_processed"), wall_seconds=wall)
@@ -328,12 +329,13 @@ class NemoBackend:
             status = str(job.get("status"))
             if status != last_status:
                 log.info("NeMo job %s: %s", job_id, status)
-                last_status = status
             report = self._progress(job, status)
-            changed = report is not None and report != last
-            if changed and progress is not None and report is not None:
+            moved = report is not None and report != last
+            changed = moved or status != last_status
+            if moved and progress is not None and report is not None:
                 progress(label, report[0], report[1])
             last = report if report is not None else last
+            last_status = status
             if status in TERMINAL:
                 return job
             if status not in ACTIVE and status not in warned:

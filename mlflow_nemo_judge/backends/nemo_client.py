@@ -164,7 +164,7 @@ class NemoClient:
         return min(self.max_backoff, self.backoff * 2 ** attempt) * random.uniform(0.5, 1.0)
 
     def request(self, method: str, url: str, *, json_body: Any = None, data: Mapping[str, str] | None = None,
-                params: list[tuple[str, str]] | Mapping[str, Any] | None = None,
+                params: list[tuple[str, str]] | None = None,
                 accept: str | None = None, allow: frozenset[int] = frozenset(),
                 timeout: float | None = None) -> httpx.Response:
         """Send one call with retries; non-2xx statuses not in ``allow`` raise ``NemoServiceError``."""
@@ -175,7 +175,9 @@ class NemoClient:
         attempt = 0
         while True:
             try:
-                response = self.http.request(method, url, json=json_body, data=data, params=params,
+                # A tuple, not the list: httpx's parameter type is an invariant list of wider tuples.
+                response = self.http.request(method, url, json=json_body, data=data,
+                                             params=tuple(params) if params is not None else None,
                                              headers=headers, **extra)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 # The request never reached the server, so even a POST is safe to repeat.

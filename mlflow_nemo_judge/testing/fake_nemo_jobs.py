@@ -10,6 +10,7 @@ back from the fake's own Data Store with ``huggingface_hub``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import io
 import json
@@ -196,7 +197,7 @@ class JobRunner:
             self._update("pending")
             job.log("INFO", f"Job {job.id} scheduled")
             self._pause(self.store.queue_delay)
-            tasks = list((job.record["config"].get("tasks") or {}))
+            tasks = list(job.record["config"].get("tasks") or {})
             self._update("running", progress=0.0, samples_processed=0, task_status={t: "pending" for t in tasks})
             job.log("INFO", f"Job {job.id} running")
             while self.store.hold_jobs.is_set():  # tests freeze jobs here to attach or cancel mid-run
@@ -351,7 +352,6 @@ def request_cancel(store: Any, job: FakeJob) -> None:
             job.record["status"] = "cancelling"
             job.record["updated_at"] = now()
     if loop is not None and task is not None:
-        try:
+        # RuntimeError: the loop already finished, the job is past the point of cancelling.
+        with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(task.cancel)
-        except RuntimeError:
-            pass  # the loop already finished: the job is past the point of cancelling
