@@ -42,6 +42,8 @@ ConfigLike = EvalConfig | Mapping[str, Any] | str | os.PathLike[str]
 TargetLike = Target | Mapping[str, Any] | str | os.PathLike[str]
 
 TRACE_SAMPLES_ENV = "NEMO_JUDGE_TRACE_SAMPLES"
+# Module-level alias: inside evaluate() the name ``tracking`` is its boolean parameter.
+_TABLE_MAX_ROWS = tracking.DEFAULT_TABLE_MAX_ROWS
 
 
 @dataclass
@@ -82,10 +84,7 @@ class _Settings:
 
 
 def _targets(targets: TargetLike | Sequence[TargetLike]) -> list[Target]:
-    if isinstance(targets, (list, tuple)):
-        items = list(targets)
-    else:
-        items = [targets]  # type: ignore[list-item]
+    items: list[Any] = list(targets) if isinstance(targets, (list, tuple)) else [targets]
     if not items:
         raise ConfigError("targets", "at least one target is required")
     return [load_target(t) for t in items]
@@ -98,12 +97,23 @@ def _options(options: RunOptions | None, run_options: Mapping[str, Any]) -> RunO
         raise TypeError(f"unknown run option: {exc}") from None
 
 
+def _default_experiment(config: EvalConfig) -> str | None:
+    """Without --experiment, MLflow's env settings win; else the config's name, so runs of one
+    evaluation gather in one experiment and ``compare --experiment <config name>`` finds them."""
+    if os.environ.get("MLFLOW_EXPERIMENT_ID") or os.environ.get("MLFLOW_EXPERIMENT_NAME"):
+        return None
+    return config.name
+
+
 def _backend(name: str, options: RunOptions, backend_options: Mapping[str, Any] | None) -> Backend:
     from mlflow_nemo_judge import backends
 
     if name == "local":
         return backends.get_backend(name, options=options, **dict(backend_options or {}))
-    return backends.get_backend(name, **dict(backend_options or {}))
+    extra = dict(backend_options or {})
+    # The nemo backend applies the same row limit (by rewriting the submitted config's dataset limits).
+    extra.setdefault("limit", options.limit)
+    return backends.get_backend(name, **extra)
 
 
 def _trace_samples(value: int | None) -> int:
@@ -248,15 +258,23 @@ class _Outcome:
 
 
 def _execute(tracker: RunTracker, s: _Settings, config: EvalConfig, job: _Job,
-             existing_params: Mapping[str, str] | None = None, setup_done: bool = False) -> EvalResult:
-    """Setup, run, finish — and on any way out, the matching MLflow status."""
+             existing_params: Mapping[str, str] | None = None, setup_done: bool = False,
+             attach_job_id: str | None = None) -> EvalResult:
+    """Setup, run, finish — and on any way out, the matching MLflow status.
+
+    ``attach_job_id``: the run already submitted this remote job (nemo backend); wait for it instead of
+    submitting the evaluation again."""
     try:
         params = tracking.build_params(config, job.target, backend=s.backend_name, limit=s.options.limit,
                                        parallelism=s.options.parallelism, datasets=job.datasets)
         tracker.log_setup(config=config, target=job.target, params=params, datasets=job.datasets,
                           model=tracking.model_spec(job.target), existing_params=existing_params,
                           setup_done=setup_done)
-        result = s.backend.run(config, job.target, progress=tracker.progress_callback(), on_job=tracker.on_job)
+        attach = getattr(s.backend, "attach", None)
+        if attach_job_id and attach is not None:
+            result = attach(attach_job_id, progress=tracker.progress_callback())
+        else:
+            result = s.backend.run(config, job.target, progress=tracker.progress_callback(), on_job=tracker.on_job)
         tracker.finish(result, config=config, datasets=job.datasets, table_max_rows=s.table_max_rows,
                        trace_samples=s.trace_samples, judge_models=_judge_models(config))
     except KeyboardInterrupt:
@@ -327,14 +345,15 @@ def evaluate(config: ConfigLike, targets: TargetLike | Sequence[TargetLike], *, 
              force: bool = False, register_model: str | None = None, alias: str | None = None,
              run_name: str | None = None, options: RunOptions | None = None,
              backend_options: dict[str, Any] | None = None, trace_samples: int | None = None,
-             **run_options: Any) -> Evaluation:
+             table_max_rows: int | None = None, **run_options: Any) -> Evaluation:
     """Evaluate ``config`` against each target and record every evaluation as an MLflow run.
 
     ``targets`` is one target or a list (then a parent run holds one child run per target, plus a
     comparison table and chart). ``tracking=False`` runs the backend only. ``force`` re-runs an
     evaluation that already finished; ``register_model`` registers each target's LoggedModel (``alias``
     on the best). ``run_options`` set ``RunOptions`` fields (``limit``, ``parallelism``, ``cache``...);
-    ``trace_samples`` caps the per-sample traces (default 200, env ``NEMO_JUDGE_TRACE_SAMPLES``).
+    ``trace_samples`` caps the per-sample traces (default 200, env ``NEMO_JUDGE_TRACE_SAMPLES``, 0 = none);
+    runs with more than ``table_max_rows`` samples (default 20 000) log their rows as JSONL, not a table.
     """
     cfg = load_config(config)
     tlist = _targets(targets)
@@ -346,12 +365,13 @@ def evaluate(config: ConfigLike, targets: TargetLike | Sequence[TargetLike], *, 
         be.validate(cfg, t)  # every config/target error surfaces before any run or model call
     if not tracking:
         return Evaluation(results=[be.run(cfg, t) for t in tlist], reused=[False] * len(tlist))
-    s = _Settings(backend, be, opts, _trace_samples(trace_samples))
+    s = _Settings(backend, be, opts, _trace_samples(trace_samples),
+                  table_max_rows if table_max_rows is not None else _TABLE_MAX_ROWS)
     from mlflow_nemo_judge import tracking as trk
 
     with trk.tracking_scope(tracking_uri):
         cl = trk.client(tracking_uri)
-        exp_id = trk.resolve_experiment(cl, experiment)
+        exp_id = trk.resolve_experiment(cl, experiment or _default_experiment(cfg))
         jobs = []
         for t in tlist:
             ds = describe_datasets(cfg, t, backend=backend, limit=opts.limit, parallelism=opts.parallelism)
@@ -442,7 +462,7 @@ def _masked_paths(obj: Any, path: str = "") -> list[str]:
     return [path] if obj == MASK else []
 
 
-def _reload(cl: Any, run: Any, what: str, given: Any) -> Any:
+def _reload(cl: Any, run: Any, what: str, given: Any, allow_masked: bool = False) -> Any:
     """The config or target a run was started with: the one passed (must be the same, by sha256), or
     the redacted artifact, which works when every secret comes from ``api_key_env``."""
     run_id = run.info.run_id
@@ -460,7 +480,7 @@ def _reload(cl: Any, run: Any, what: str, given: Any) -> Any:
     doc = tracking.download_json(cl, run_id, art)
     if doc is None:
         raise TrackingError(f"MLflow run {run_id} has no {art}; pass {what}= (--{what}) to resume it")
-    masked = _masked_paths(doc)
+    masked = [] if allow_masked else _masked_paths(doc)
     if masked:
         raise TrackingError(f"MLflow run {run_id} was started with literal secrets in its {what} ({', '.join(masked)}), "
                             f"which are redacted in {art}; pass the original {what} ({what}= in Python, --{what} on the "
@@ -475,15 +495,19 @@ def _reload(cl: Any, run: Any, what: str, given: Any) -> Any:
 
 
 def _resume_run(cl: Any, run: Any, *, config: Any, target: Any, options: RunOptions | None,
-                trace_samples: int | None) -> _Outcome:
+                trace_samples: int | None, backend_options: dict[str, Any] | None = None) -> _Outcome:
     if run.info.status == "FINISHED":
         found = _reuse(cl, run)
         if found is None:
             raise TrackingError(f"MLflow run {run.info.run_id} is FINISHED but has no {tracking.ART_RESULTS}")
         return found
     tags = run.data.tags
-    cfg = _reload(cl, run, "config", config)
-    tgt = _reload(cl, run, "target", target)
+    backend_name = tags.get(tracking.TAG_BACKEND, "local")
+    # A nemo run that got as far as submitting its job is re-attached to that job; the job already
+    # holds the keys, so redacted ones in the stored config/target do not matter.
+    job_id = tags.get(tracking.TAG_JOB_ID) if backend_name == "nemo" else None
+    cfg = _reload(cl, run, "config", config, allow_masked=bool(job_id))
+    tgt = _reload(cl, run, "target", target, allow_masked=bool(job_id))
     recorded_limit = None if tags.get(tracking.TAG_LIMIT, "none") == "none" else int(tags[tracking.TAG_LIMIT])
     opts = options or RunOptions()
     if opts.limit is not None and opts.limit != recorded_limit:
@@ -494,9 +518,9 @@ def _resume_run(cl: Any, run: Any, *, config: Any, target: Any, options: RunOpti
         opts, limit=recorded_limit,
         parallelism=opts.parallelism or (int(par) if par.isdigit() else None),
         cache_dir=opts.cache_dir or (Path(tags[tracking.TAG_CACHE_DIR]) if tags.get(tracking.TAG_CACHE_DIR) else None))
-    backend_name = tags.get(tracking.TAG_BACKEND, "local")
-    be = _backend(backend_name, opts, None)
-    be.validate(cfg, tgt)  # e.g. an api_key_env variable not set in this shell fails here, clearly
+    be = _backend(backend_name, opts, backend_options)
+    if not job_id:
+        be.validate(cfg, tgt)  # e.g. an api_key_env variable not set in this shell fails here, clearly
     datasets = describe_datasets(cfg, tgt, backend=backend_name, limit=opts.limit, parallelism=opts.parallelism)
     if _combined_digest(datasets) != tags.get(tracking.TAG_DATASET_DIGEST):
         raise TrackingError(f"the dataset of MLflow run {run.info.run_id} changed since the run started (digest "
@@ -506,13 +530,14 @@ def _resume_run(cl: Any, run: Any, *, config: Any, target: Any, options: RunOpti
     tracker = RunTracker.reopen(cl, run, secrets=tracking.collect_secrets(cfg, tgt), n_tasks=len(cfg.tasks or {}))
     job = _Job(tgt, datasets, _identity(cfg, tgt, datasets, backend_name, opts.limit))
     result = _execute(tracker, s, cfg, job, existing_params=run.data.params,
-                      setup_done=tags.get(tracking.TAG_SETUP) == "true")
+                      setup_done=tags.get(tracking.TAG_SETUP) == "true",
+                      attach_job_id=job_id)
     return _Outcome(result, tracker.run_id, False, tracker.model_id)
 
 
 def resume(run_id: str, *, tracking_uri: str | None = None, config: ConfigLike | None = None,
            target: TargetLike | Sequence[TargetLike] | None = None, options: RunOptions | None = None,
-           trace_samples: int | None = None) -> Evaluation:
+           trace_samples: int | None = None, backend_options: dict[str, Any] | None = None) -> Evaluation:
     """Continue an interrupted run (left RUNNING by a killed process, or FAILED/KILLED) in place.
 
     Config and target are re-read from the run's artifacts; keys come from their ``api_key_env``
@@ -532,23 +557,47 @@ def resume(run_id: str, *, tracking_uri: str | None = None, config: ConfigLike |
             return _resume_parent(cl, run, config=config, targets=target, options=options,
                                   trace_samples=trace_samples)
         if isinstance(target, (list, tuple)):
-            raise TrackingError(f"MLflow run {run_id} evaluated one target; pass one target=")
-        o = _resume_run(cl, run, config=config, target=target, options=options, trace_samples=trace_samples)
+            if len(target) != 1:
+                raise TrackingError(f"MLflow run {run_id} evaluated one target; pass one target=")
+            target = target[0]
+        o = _resume_run(cl, run, config=config, target=target, options=options, trace_samples=trace_samples,
+                        backend_options=backend_options)
         return Evaluation([o.result], [o.run_id], tags.get("mlflow.parentRunId"), exp_id, [o.reused])
+
+
+def attach(job_id: str, *, tracking_uri: str | None = None, backend_options: dict[str, Any] | None = None,
+           trace_samples: int | None = None) -> Evaluation:
+    """Re-attach to a NeMo Evaluator job after the submitting process died.
+
+    If an MLflow run recorded this job (tag ``nemo_judge.job_id``), that run is resumed and completed;
+    otherwise the job is waited for and its results returned without tracking."""
+    from mlflow_nemo_judge import tracking as trk
+
+    with trk.tracking_scope(tracking_uri):
+        cl = trk.client(tracking_uri)
+        exp_ids = [e.experiment_id for e in cl.search_experiments()]
+        runs = list(cl.search_runs(exp_ids, f"tags.`{trk.TAG_JOB_ID}` = {trk._quote(job_id)}", max_results=1,
+                                   order_by=["attributes.start_time DESC"])) if exp_ids else []
+    if runs:
+        return resume(runs[0].info.run_id, tracking_uri=tracking_uri, trace_samples=trace_samples,
+                      backend_options=backend_options)
+    be = _backend("nemo", RunOptions(), backend_options)
+    result = be.attach(job_id)  # type: ignore[attr-defined]
+    return Evaluation([result], [], None, None, [False])
 
 
 def _resume_parent(cl: Any, prun: Any, *, config: Any, targets: Any, options: RunOptions | None,
                    trace_samples: int | None) -> Evaluation:
     pid, exp_id = prun.info.run_id, prun.info.experiment_id
-    if prun.info.status == "FINISHED":
-        kids = _children(cl, exp_id, pid)
-        found = [_reuse(cl, r) for r in kids.values()]
-        outs = [f for f in found if f is not None]
-        return Evaluation([o.result for o in outs], [o.run_id for o in outs], pid, exp_id, [True] * len(outs))
-    cfg = _reload(cl, prun, "config", config)
     docs = tracking.download_json(cl, pid, tracking.ART_TARGETS)
     if not isinstance(docs, list):
         raise TrackingError(f"MLflow run {pid} has no {tracking.ART_TARGETS}; cannot tell which targets it evaluated")
+    if prun.info.status == "FINISHED":
+        finished = _children(cl, exp_id, pid)
+        found = [_reuse(cl, finished[sha]) if (sha := sha256_json(d)) in finished else None for d in docs]
+        outs = [f for f in found if f is not None]  # in the order the targets were given
+        return Evaluation([o.result for o in outs], [o.run_id for o in outs], pid, exp_id, [True] * len(outs))
+    cfg = _reload(cl, prun, "config", config)
     given = {t.sha256(): t for t in (_targets(targets) if targets is not None else [])}
     kids = _children(cl, exp_id, pid, status=None)
     opts = options or RunOptions()

@@ -45,8 +45,29 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _add_tracking(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--experiment", help="MLflow experiment name (default: the config's name)")
+    p.add_argument("--experiment", help="MLflow experiment name (default: MLFLOW_EXPERIMENT_NAME if set, else "
+                                           "the config's name)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or MLflow's default)")
+
+
+def _add_nemo(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("nemo backend (default: the NEMO_* environment variables)")
+    g.add_argument("--nemo-url", help="NeMo Evaluator base URL (env NEMO_EVALUATOR_URL)")
+    g.add_argument("--nemo-datastore-url", help="NeMo Data Store base URL (env NEMO_DATASTORE_URL; default: "
+                                                "the evaluator URL)")
+    g.add_argument("--nemo-entity-store-url", help="NeMo Entity Store base URL (env NEMO_ENTITY_STORE_URL; "
+                                                   "default: the evaluator URL)")
+    g.add_argument("--nemo-namespace", help="namespace for uploaded datasets and jobs (default: the config's "
+                                            "namespace, else 'default')")
+
+
+def _nemo_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    opts = {"evaluator_url": getattr(args, "nemo_url", None),
+            "datastore_url": getattr(args, "nemo_datastore_url", None),
+            "entity_store_url": getattr(args, "nemo_entity_store_url", None),
+            "namespace": getattr(args, "nemo_namespace", None)}
+    opts = {k: v for k, v in opts.items() if v}
+    return opts or None
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -79,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", action="append", default=[], help="target file (repeatable)")
     p.add_argument("--backend", default="local", choices=["local", "nemo"])
     p.add_argument("--no-secrets", action="store_true", help="do not require API-key env vars to be set")
+    _add_nemo(p)
     _add_common(p)
 
     p = sub.add_parser("run", help="run an evaluation and log it to MLflow",
@@ -88,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="config file (YAML or JSON)")
     p.add_argument("--target", action="append", required=True, help="target file (repeatable)")
     _add_run_options(p)
+    _add_nemo(p)
     _add_tracking(p)
     p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow; just print results")
     p.add_argument("--force", action="store_true", help="make a new run even if an identical finished run exists")
@@ -104,6 +127,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="config file, if the run's stored config had literal (redacted) keys")
     p.add_argument("--target", help="target file, if the run's stored target had a literal (redacted) key")
     _add_tracking(p)
+    _add_nemo(p)
+    p.add_argument("--output", choices=["table", "json"], default="table")
+    _add_common(p)
+
+    p = sub.add_parser("attach", help="re-attach to a NeMo Evaluator job and complete its MLflow run",
+                       description="Wait for a running (or finished) NeMo Evaluator job, e.g. after the "
+                                   "submitting process died. The MLflow run that recorded the job is "
+                                   "completed; without one, the results are printed only.",
+                       epilog="examples:\n  mlflow-nemo-judge attach eval-CjUYLQdriBtAA5X9KPDLAU --nemo-url http://nemo:7331",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("job_id")
+    _add_nemo(p)
+    p.add_argument("--tracking-uri")
     p.add_argument("--output", choices=["table", "json"], default="table")
     _add_common(p)
 
@@ -171,7 +207,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         print(f"OK: {args.config}: {ntasks} task(s), {nmetrics} metric(s)"
               + (f", {len(targets)} target(s)" if targets else "") + "; no model was called")
     else:
-        backend = get_backend(args.backend)
+        backend = get_backend(args.backend, **(_nemo_options(args) or {}))
         for t in targets:
             backend.validate(cfg, t)
         print(f"OK: {args.config} is valid for the {args.backend} backend; no model was called")
@@ -224,7 +260,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError("--alias", "needs --register-model NAME")
     ev = evaluate(cfg, targets, backend=args.backend, experiment=args.experiment, tracking_uri=args.tracking_uri,
                   tracking=not args.no_tracking, force=args.force, register_model=args.register_model,
-                  alias=args.alias, run_name=args.run_name, options=_run_options(args))
+                  alias=args.alias, run_name=args.run_name, options=_run_options(args),
+                  backend_options=_nemo_options(args) if args.backend == "nemo" else None)
     _print_evaluation(args, ev, [t.display_name for t in targets])
     return EXIT_OK
 
@@ -232,8 +269,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_resume(args: argparse.Namespace) -> int:
     from mlflow_nemo_judge.api import resume
 
-    ev = resume(args.run_id, tracking_uri=args.tracking_uri, config=args.config, target=args.target)
+    ev = resume(args.run_id, tracking_uri=args.tracking_uri, config=args.config, target=args.target,
+                backend_options=_nemo_options(args))
     _print_evaluation(args, ev, [args.run_id])
+    return EXIT_OK
+
+
+def _cmd_attach(args: argparse.Namespace) -> int:
+    from mlflow_nemo_judge.api import attach
+
+    ev = attach(args.job_id, tracking_uri=args.tracking_uri, backend_options=_nemo_options(args))
+    if not ev.run_ids:
+        _info(args, f"no MLflow run recorded job {args.job_id}; results are printed, not logged")
+    _print_evaluation(args, ev, [args.job_id])
     return EXIT_OK
 
 
@@ -277,8 +325,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                     quiet=args.quiet)
 
 
-_COMMANDS = {"validate": _cmd_validate, "run": _cmd_run, "resume": _cmd_resume, "compare": _cmd_compare,
-             "demo": _cmd_demo}
+_COMMANDS = {"validate": _cmd_validate, "run": _cmd_run, "resume": _cmd_resume, "attach": _cmd_attach,
+             "compare": _cmd_compare, "demo": _cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

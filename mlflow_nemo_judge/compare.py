@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -185,6 +185,11 @@ def _num(v: Any) -> str:
     return f"{f:.4g}"
 
 
+def _dec(v: Any) -> str:
+    """Score values with three decimals, as the CLI's per-run tables print them."""
+    return "NaN" if _isnan(v) else f"{float(v):.3f}"
+
+
 def _render(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> str:
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
 
@@ -207,8 +212,8 @@ def format_table(df: pd.DataFrame) -> str:
         for _, r in df.iterrows():
             for k in keys:
                 lo, hi = r.get(f"{k}/ci95_low"), r.get(f"{k}/ci95_high")
-                ci = f"[{_num(lo)}, {_num(hi)}]" if not (_isnan(lo) or _isnan(hi)) else "-"
-                rows.append([str(r["target"]), str(r["run_id"])[:8], k, _num(r[k]), ci,
+                ci = f"[{_dec(lo)}, {_dec(hi)}]" if not (_isnan(lo) or _isnan(hi)) else "-"
+                rows.append([str(r["target"]), str(r["run_id"])[:8], k, _dec(r[k]), ci,
                              _num(r.get(f"{k}/count")), _num(r.get(f"{k}/nan_count"))])
         return _render(headers, rows, {3, 5, 6})
     headers = [str(c) for c in df.columns]
@@ -248,7 +253,3 @@ def write_chart(df: pd.DataFrame, path: str | Path, title: str | None = None) ->
 
     return comparison_chart(_intervals(df), path, title=title)
 
-
-def headline(entry_scores: Mapping[str, Mapping[str, float | None]]) -> dict[str, str]:
-    """Registry version tags: each score's mean as text (registry tags are strings)."""
-    return {k: _num(v.get("mean")) for k, v in entry_scores.items()}

@@ -128,6 +128,6 @@ def _mlflow_exe() -> str:
 
 
 def _current_tracking_uri() -> str:
-    import mlflow
+    from mlflow_nemo_judge.tracking import current_tracking_uri
 
-    return str(mlflow.get_tracking_uri())
+    return current_tracking_uri()

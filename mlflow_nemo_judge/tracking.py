@@ -24,7 +24,8 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -79,6 +80,8 @@ MAX_PARAM_VALUE = 6000  # MLflow's MAX_PARAM_VAL_LENGTH
 MAX_KEY = 250  # MLflow's MAX_ENTITY_KEY_LENGTH
 MAX_TAG_VALUE = 8000
 DEFAULT_TABLE_MAX_ROWS = 20_000
+# Traces are a browsing view (the table and JSONL hold every sample); each costs ~35 ms of store work
+# (batched, sqlite, 2 vCPU), so only the first samples become traces.
 DEFAULT_TRACE_SAMPLES = 200
 PROGRESS_INTERVAL = 1.0
 
@@ -520,13 +523,31 @@ def tracking_scope(uri: str | None) -> Iterator[None]:
         yield
         return
     import mlflow
+    from mlflow.tracking._tracking_service import utils as tracking_utils
 
-    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    # Restore exactly: the process-wide value (None when never set) and the env var, which
+    # set_tracking_uri also writes. Restoring "whatever get_tracking_uri() said" would pin the env's
+    # value process-wide and shadow later changes of MLFLOW_TRACKING_URI.
+    previous = getattr(tracking_utils, "_tracking_uri", None)
+    previous_env = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]  # None unsets, as documented in the source
+        mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]  # None unsets it (see its source)
+        if previous_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous_env
+
+
+def current_tracking_uri(uri: str | None = None) -> str:
+    """The tracking URI runs go to: ``uri`` if given, else MLflow's own resolution (for messages)."""
+    if uri:
+        return uri
+    import mlflow
+
+    return str(mlflow.get_tracking_uri())
 
 
 def client(uri: str | None = None) -> Any:
@@ -593,11 +614,27 @@ def download_json(cl: Any, run_id: str, path: str) -> Any:
         return json.loads(Path(local).read_text(encoding="utf-8"))
 
 
+@contextlib.contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    """MLflow draws a tqdm bar per download; for our small, frequent reads it is noise on the CLI's stderr.
+    A value the user set explicitly is respected."""
+    var = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    if var in os.environ:
+        yield
+        return
+    os.environ[var] = "false"
+    try:
+        yield
+    finally:
+        os.environ.pop(var, None)
+
+
 def _download(cl: Any, run_id: str, path: str, dst: str) -> str | None:
     from mlflow.exceptions import MlflowException
 
     try:
-        return str(cl.download_artifacts(run_id, path, dst))
+        with _no_progress_bars():
+            return str(cl.download_artifacts(run_id, path, dst))
     except (MlflowException, OSError):
         return None
 
@@ -713,7 +750,10 @@ def _dataset_source(info: DatasetInfo) -> Any:
         rest = "/".join(p for p in parts[2:] if p)
         return HuggingFaceDatasetSource(path=repo or url, data_files=rest or None)
     try:
-        return resolve_dataset_source(url)
+        with warnings.catch_warnings():
+            # A local path matches both the "" and "file" scheme sources MLflow registers; same class.
+            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+            return resolve_dataset_source(url)
     except Exception:
         return CodeDatasetSource(tags={"mlflow.source.name": url})
 
@@ -723,17 +763,17 @@ def _mlflow_dataset(info: DatasetInfo) -> Any:
 
     source = _dataset_source(info)
     if info.rows:
-        import mlflow.data
         import pandas as pd
+        from mlflow.data.pandas_dataset import from_pandas
 
         df = pd.DataFrame([{k: v if v is None or isinstance(v, (str, int, float, bool)) else
                             json.dumps(v, ensure_ascii=False, default=str) for k, v in r.items()}
                            for r in info.rows])
         try:
-            return mlflow.data.from_pandas(df, source=source, name=info.name, digest=info.digest)
+            return from_pandas(df, source=source, name=info.name, digest=info.digest)
         except Exception as exc:  # schema inference on odd columns must not fail the run
             logger.debug("from_pandas failed (%s); logging dataset metadata only", exc)
-    return MetaDataset(source=source, name=info.name, digest=info.digest)
+    return MetaDataset(source=source, name=info.name, digest=info.digest)  # type: ignore[abstract]
 
 
 # --------------------------------------------------------------------------------------- the run
@@ -907,18 +947,26 @@ class RunTracker:
 
     def log_setup(self, *, config: EvalConfig, target: Target, params: Mapping[str, str],
                   datasets: Sequence[DatasetInfo], model: ModelSpec | None,
-                  existing_params: Mapping[str, str] | None = None) -> None:
+                  existing_params: Mapping[str, str] | None = None, setup_done: bool = False) -> None:
+        """Config, target, prompts, params, dataset inputs and the LoggedModel, before any model call.
+
+        On a resumed run whose setup completed, only params missing from ``existing_params`` are logged:
+        the artifacts are already there and inputs logged twice would show twice in the UI.
+        """
         short, long_files = split_long_params(params)
-        files: dict[str, str | bytes | Path] = {
-            "config.json": json.dumps(config.redacted(), indent=2, ensure_ascii=False),
-            "target.json": json.dumps(target.redacted(), indent=2, ensure_ascii=False),
-            **prompt_documents(config), **long_files}
-        self.log_files(files)
+        if not setup_done:
+            files: dict[str, str | bytes | Path] = {
+                "config.json": json.dumps(config.redacted(), indent=2, ensure_ascii=False),
+                "target.json": json.dumps(target.redacted(), indent=2, ensure_ascii=False),
+                **prompt_documents(config), **long_files}
+            self.log_files(files)
         skipped = self.log_params(short, existing_params)
         if skipped:
             logger.warning("MLflow run %s: %d param(s) differ from the recorded values and were kept as recorded: "
                            "%s", self.run_id, len(skipped), ", ".join(skipped[:10]))
-            self.set_tags({TAG_SKIPPED_PARAMS: ",".join(skipped)})
+            self.set_tags({TAG_SKIPPED_PARAMS: ",".join(skipped)[:MAX_TAG_VALUE]})
+        if setup_done:
+            return
         if model is not None and self.model_id is None:
             self.model_id = self._logged_model(model)
         self._log_inputs(datasets)
@@ -1018,7 +1066,10 @@ class RunTracker:
                 for sname, v in outcome.scores.items():
                     per.setdefault(sname, []).append(v)
             if rows is not None:
-                rows.append(table_row(rec, fields.get(rec.task)))
+                row = table_row(rec, fields.get(rec.task))
+                if self.secrets:  # an error message may quote a key back
+                    row = {k: redact_text(v, self.secrets) if isinstance(v, str) else v for k, v in row.items()}
+                rows.append(row)
                 if len(rows) > table_max_rows:
                     rows = None  # too big for a UI table: the JSONL file is the per-sample record
         with tempfile.TemporaryDirectory(prefix="nemo-judge-plots-") as tmp:
@@ -1045,7 +1096,20 @@ class RunTracker:
             tags[TAG_TRACES] = str(self._log_traces(result, trace_samples, judge_models or {}))
         tags[TAG_STATE] = "finished"
         self.set_tags(tags)
-        self.cl.set_terminated(self.run_id, "FINISHED")
+        self._terminate("FINISHED")
+
+    def _terminate(self, status: str) -> None:
+        """End the run. Against a server, MLflow prints "View run … at …" to stdout here, which would
+        corrupt the CLI's ``--output json``; the run id is reported by our callers instead."""
+        var = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
+        if var in os.environ:
+            self.cl.set_terminated(self.run_id, status)
+            return
+        os.environ[var] = "true"
+        try:
+            self.cl.set_terminated(self.run_id, status)
+        finally:
+            os.environ.pop(var, None)
 
     def _redacted_copy(self, src: Path, dst: Path) -> Path:
         """The samples file as uploaded: a failed call's error text could quote a key back; mask it."""
@@ -1059,8 +1123,6 @@ class RunTracker:
     def _log_table(self, df: pd.DataFrame, path: str) -> None:
         """``log_table`` appends when the file exists (a resume after a crash during finish); the table
         must be replaced instead, so then the file is overwritten in the same format."""
-        if self.secrets:
-            df = df.map(lambda v: redact_text(v, self.secrets) if isinstance(v, str) else v)
         existing = {f.path for f in self.cl.list_artifacts(self.run_id, ART_DIR)}
         if path not in existing:
             self.cl.log_table(self.run_id, df, path)
@@ -1070,6 +1132,22 @@ class RunTracker:
             df.to_json(local, orient="split", index=False, date_format="iso")
             self.cl.log_artifact(self.run_id, str(local), str(Path(path).parent))
 
+    def log_parent_setup(self, config: EvalConfig, targets: Sequence[Target], params: Mapping[str, str]) -> None:
+        """A parent run records the shared config (params without the per-target ones) and the list of
+        targets, which is what resuming the parent needs to find or re-create its children."""
+        short, long_files = split_long_params({k: v for k, v in params.items()
+                                               if not k.startswith(("target/", "target_sha256"))})
+        short["targets"] = ", ".join(t.display_name for t in targets)[:MAX_PARAM_VALUE]
+        self.log_files({"config.json": json.dumps(config.redacted(), indent=2, ensure_ascii=False),
+                        "targets.json": json.dumps([t.redacted() for t in targets], indent=2, ensure_ascii=False),
+                        **prompt_documents(config), **long_files})
+        self.log_params(short)
+
+    def mark_finished(self) -> None:
+        self._stop_progress()
+        self.set_tags({TAG_STATE: "finished"})
+        self._terminate("FINISHED")
+
     def log_comparison(self, df: pd.DataFrame, chart: Path | None) -> None:
         """On a parent run: the cross-target leaderboard as a table and its chart."""
         self._log_table(df, ART_COMPARISON)
@@ -1077,12 +1155,32 @@ class RunTracker:
             self.log_files({"plots/comparison.png": chart})
 
     def _log_traces(self, result: EvalResult, limit: int, judge_models: Mapping[tuple[str, str], str]) -> int:
-        """One trace per sample (up to ``limit``) with one Feedback per judge score; see ``traces``."""
-        try:
-            from mlflow_nemo_judge.tracking_traces import log_sample_traces  # type: ignore[import-not-found,unused-ignore]
-        except ImportError:
+        """One trace per sample (up to ``limit``) for MLflow 3's Traces / evaluation views: the inputs, the
+        target call and each judge call as spans, and one Feedback per score (the judge's raw text as
+        rationale; an unparseable score is a Feedback carrying the error, not a value), linked to the run
+        and the LoggedModel through the trace metadata.
+
+        Traces are a view, not the record (the table and JSONL are): a failure here is logged and ignored.
+        """
+        samples: list[_TraceSample] = []
+        for rec in result.iter_samples():
+            if len(samples) >= limit:
+                break
+            samples.append(_trace_sample(rec, judge_models, self.secrets))
+        if not samples:
             return 0
-        return int(log_sample_traces(self, result, limit, judge_models))
+        try:
+            writer = _BatchTraceWriter(self.cl.tracking_uri, self.experiment_id)
+        except Exception as exc:  # internals moved in another MLflow version: use the public span API
+            logger.debug("batched trace writer unavailable (%s); using the span API", exc)
+            writer = None
+        try:
+            if writer is not None:
+                return writer.write(samples, self.run_id, self.model_id)
+            return _write_traces_with_spans(samples, self.experiment_id, self.run_id, self.model_id)
+        except Exception as exc:
+            logger.warning("could not log per-sample traces to MLflow run %s: %s", self.run_id, exc)
+            return 0
 
     def fail(self, exc: BaseException) -> None:
         """FAILED, with the redacted traceback as an artifact and the message as a tag. Never raises:
@@ -1095,7 +1193,7 @@ class RunTracker:
             if len(msg) > MAX_TAG_VALUE - 200:
                 msg = msg[: MAX_TAG_VALUE - 200] + f" … (truncated; full text in {ART_TRACEBACK})"
             self.set_tags({TAG_STATE: "failed", TAG_ERROR: msg})
-            self.cl.set_terminated(self.run_id, "FAILED")
+            self._terminate("FAILED")
         except Exception as log_exc:
             logger.warning("could not record the failure on MLflow run %s: %s", self.run_id, log_exc)
 
@@ -1104,9 +1202,213 @@ class RunTracker:
         try:
             self._stop_progress()
             self.set_tags({TAG_STATE: "killed"})
-            self.cl.set_terminated(self.run_id, "KILLED")
+            self._terminate("KILLED")
         except Exception as log_exc:
             logger.warning("could not mark MLflow run %s as KILLED: %s", self.run_id, log_exc)
+
+
+# ------------------------------------------------------------------------------------------ traces
+
+
+@dataclass
+class _TraceSpan:
+    name: str
+    span_type: str
+    inputs: Any
+    outputs: Any
+    error: str | None = None
+
+
+@dataclass
+class _TraceFeedback:
+    name: str
+    value: float | None
+    error: str | None
+    rationale: str | None
+    judge: str | None  # the judge model id (LLM_JUDGE source); None for code metrics
+    metadata: dict[str, str]
+    span: int  # index of the span (in _TraceSample.spans) the score came from
+
+
+@dataclass
+class _TraceSample:
+    name: str
+    inputs: dict[str, Any]
+    outputs: Any
+    spans: list[_TraceSpan]
+    feedbacks: list[_TraceFeedback]
+    tags: dict[str, str]
+
+
+def _trace_sample(rec: SampleRecord, judge_models: Mapping[tuple[str, str], str], secrets: Sequence[str]
+                  ) -> _TraceSample:
+    """What one sample's trace shows, independent of how it is written (and already redacted)."""
+    spans: list[_TraceSpan] = []
+    feedbacks: list[_TraceFeedback] = []
+    if rec.request is not None or rec.output_text is not None or rec.target_error:
+        spans.append(_TraceSpan("target", "CHAT_MODEL", _redact_strings(rec.request or {}, secrets),
+                                _redact_strings(rec.output_text, secrets),
+                                redact_text(rec.target_error, secrets) if rec.target_error else None))
+    for mname, outcome in rec.metrics.items():
+        judge = judge_models.get((rec.task, mname))
+        spans.append(_TraceSpan(
+            f"judge/{mname}" if judge else f"metric/{mname}", "LLM" if judge else "EVALUATOR",
+            {"metric": mname, **({"judge_model": judge} if judge else {})},
+            _redact_strings({"raw": outcome.raw, "scores": {k: None if math.isnan(v) else v
+                                                            for k, v in outcome.scores.items()}}, secrets),
+            redact_text(outcome.error, secrets) if outcome.error else None))
+        rationale = redact_text(outcome.raw, secrets) if outcome.raw else None
+        for sname, value in outcome.scores.items():
+            nan = math.isnan(value)
+            feedbacks.append(_TraceFeedback(
+                name=mname if sname == mname else f"{mname}/{sname}", value=None if nan else value,
+                error=redact_text(outcome.error or "no score", secrets) if nan else None, rationale=rationale,
+                judge=judge, metadata={"task": rec.task, "metric": mname, "score": sname}, span=len(spans) - 1))
+    return _TraceSample(name=f"{rec.task}/{rec.item_id}",
+                        inputs=_redact_strings({"task": rec.task, "item_id": rec.item_id, "item": rec.item}, secrets),
+                        outputs=_redact_strings(rec.output_text, secrets), spans=spans, feedbacks=feedbacks,
+                        tags={"nemo_judge.task": rec.task[:250], "nemo_judge.item_id": rec.item_id[:250]})
+
+
+def _feedback(fb: _TraceFeedback, trace_id: str | None, span_id: str | None) -> Any:
+    from mlflow.entities import AssessmentSource, AssessmentSourceType, Feedback
+
+    source = AssessmentSource(source_type=AssessmentSourceType.LLM_JUDGE, source_id=fb.judge) if fb.judge \
+        else AssessmentSource(source_type=AssessmentSourceType.CODE, source_id="mlflow-nemo-judge")
+    if fb.value is None:
+        return Feedback(name=fb.name, error=fb.error, rationale=fb.rationale, source=source, trace_id=trace_id,
+                        metadata=fb.metadata, span_id=span_id)
+    return Feedback(name=fb.name, value=fb.value, rationale=fb.rationale, source=source, trace_id=trace_id,
+                    metadata=fb.metadata, span_id=span_id)
+
+
+def _preview(obj: Any, limit: int = 1000) -> str:
+    text = obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+class _BatchTraceWriter:
+    """Writes finished traces in bulk: one ``start_trace`` per trace (its info, metadata and Feedbacks in
+    one write) and one ``log_spans`` for the spans of many traces.
+
+    MLflow's span API exports every span as it ends and then merges the trace info into the trace those
+    spans created (~170 ms per 4-span trace on sqlite, measured); writing the info first and the spans
+    in bulk costs ~25 ms per trace. It builds spans with an OpenTelemetry tracer that has no exporter and
+    uses MLflow's tracing client, which are not public API; when they are missing, the constructor
+    raises and the caller uses the span API instead.
+    """
+
+    SPAN_CHUNK = 500
+
+    def __init__(self, tracking_uri: str, experiment_id: str) -> None:
+        from mlflow.entities import TraceInfo, TraceLocation, TraceState
+        from mlflow.entities.span import LiveSpan
+        from mlflow.tracing.client import TracingClient
+        from mlflow.tracing.constant import TRACE_REQUEST_ID_PREFIX
+        from mlflow.tracing.utils import encode_trace_id
+        from opentelemetry import trace as otel_trace
+        from opentelemetry.sdk.trace import TracerProvider
+
+        self._live, self._info, self._location, self._state = LiveSpan, TraceInfo, TraceLocation, TraceState
+        self._otel = otel_trace
+        self._trace_id = lambda otel_id: TRACE_REQUEST_ID_PREFIX + encode_trace_id(otel_id)
+        self._tracer = TracerProvider().get_tracer("mlflow-nemo-judge")  # no processor: nothing auto-exported
+        self._client = TracingClient(tracking_uri)
+        self.experiment_id = experiment_id
+        self.remote = tracking_uri.startswith(("http://", "https://"))
+
+    def _span(self, name: str, span_type: str, trace_id: str, parent: Any, inputs: Any) -> tuple[Any, Any]:
+        otel = self._tracer.start_span(name, context=self._otel.set_span_in_context(parent))
+        live = self._live(otel, trace_id, span_type)
+        live.set_inputs(inputs)
+        return otel, live
+
+    def write(self, samples: Sequence[_TraceSample], run_id: str, model_id: str | None) -> int:
+        metadata = {"mlflow.sourceRun": run_id, "mlflow.trace_schema.version": "3"}
+        if model_id:
+            metadata["mlflow.modelId"] = model_id
+        infos: list[Any] = []
+        spans: list[Any] = []
+        for sample in samples:
+            start = time.time_ns()
+            root = self._tracer.start_span(sample.name)
+            trace_id = self._trace_id(root.get_span_context().trace_id)
+            live_root = self._live(root, trace_id, "EVALUATOR")
+            live_root.set_inputs(sample.inputs)
+            span_ids: list[str] = []
+            for sp in sample.spans:
+                otel, live = self._span(sp.name, sp.span_type, trace_id, root, sp.inputs)
+                live.set_outputs(sp.outputs)
+                if sp.error:
+                    live.set_attribute("error", sp.error)
+                    live.set_status("ERROR")
+                otel.end()
+                span_ids.append(live.span_id)
+                spans.append(live.to_immutable_span())
+            live_root.set_outputs(sample.outputs)
+            root.end()
+            spans.append(live_root.to_immutable_span())
+            infos.append(self._info(
+                trace_id=trace_id, trace_location=self._location.from_experiment_id(self.experiment_id),
+                request_time=start // 1_000_000, state=self._state.OK,
+                execution_duration=max(0, (time.time_ns() - start) // 1_000_000),
+                request_preview=_preview(sample.inputs), response_preview=_preview(sample.outputs),
+                trace_metadata=dict(metadata), tags={"mlflow.traceName": sample.name[:250], **sample.tags},
+                assessments=[_feedback(fb, trace_id, span_ids[fb.span]) for fb in sample.feedbacks]))
+        # Trace infos first: then the spans attach to existing traces, MLflow's cheap path. A server
+        # takes them concurrently (one round trip each, ~50 ms); a sqlite file serialises writes anyway.
+        if self.remote and len(infos) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=8, thread_name_prefix="nemo-judge-traces") as pool:
+                list(pool.map(self._client.start_trace, infos))
+        else:
+            for info in infos:
+                self._client.start_trace(info)
+        for i in range(0, len(spans), self.SPAN_CHUNK):
+            self._client.log_spans(self.experiment_id, spans[i:i + self.SPAN_CHUNK])
+        return len(infos)
+
+
+def _write_traces_with_spans(samples: Sequence[_TraceSample], experiment_id: str, run_id: str,
+                             model_id: str | None) -> int:
+    """The same traces through MLflow's public span API (slower; used when the batch writer is not)."""
+    import mlflow
+
+    metadata = {"mlflow.sourceRun": run_id, **({"mlflow.modelId": model_id} if model_id else {})}
+    written: list[tuple[str, list[Any]]] = []
+    for sample in samples:
+        root = mlflow.start_span_no_context(name=sample.name, span_type="EVALUATOR", inputs=sample.inputs,
+                                            experiment_id=experiment_id, metadata=metadata, tags=sample.tags)
+        span_ids = []
+        for sp in sample.spans:
+            span = mlflow.start_span_no_context(name=sp.name, span_type=sp.span_type, parent_span=root,
+                                                inputs=sp.inputs)
+            if sp.error:
+                span.set_attribute("error", sp.error)
+                span.set_status("ERROR")
+            span.end(outputs=sp.outputs)
+            span_ids.append(span.span_id)
+        root.end(outputs=sample.outputs)
+        written.append((root.trace_id, [_feedback(fb, None, span_ids[fb.span]) for fb in sample.feedbacks]))
+    mlflow.flush_trace_async_logging()
+    for trace_id, feedbacks in written:
+        for fb in feedbacks:
+            mlflow.log_assessment(trace_id, fb)
+    return len(written)
+
+
+def _redact_strings(obj: Any, secrets: Sequence[str]) -> Any:
+    """``obj`` with every string passed through ``redact_text`` (span inputs/outputs are free-form)."""
+    if not secrets:
+        return obj
+    if isinstance(obj, str):
+        return redact_text(obj, secrets)
+    if isinstance(obj, Mapping):
+        return {k: _redact_strings(v, secrets) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_redact_strings(v, secrets) for v in obj]
+    return obj
 
 
 def _redact_obj(obj: Any) -> Any:
@@ -1125,11 +1427,41 @@ def _context_tags() -> dict[str, str]:
         return {}
 
 
-def register(model_id: str, name: str, *, alias: str | None, tags: Mapping[str, str]) -> str:
+def register(model_id: str, name: str, *, tags: Mapping[str, str]) -> str:
     """Register the LoggedModel as a new version of ``name`` with the headline scores as version tags."""
     import mlflow
 
     mv = mlflow.register_model(f"models:/{model_id}", name, tags={k: str(v) for k, v in tags.items()})
-    if alias:
-        client().set_registered_model_alias(name, alias, mv.version)
     return str(mv.version)
+
+
+def registered_version(model_id: str, name: str) -> str | None:
+    """The version of ``name`` this LoggedModel is already registered as (MLflow records it on the
+    model's ``mlflow.modelVersions`` tag), so a rerun does not add a duplicate version."""
+    import mlflow
+
+    try:
+        tag = mlflow.get_logged_model(model_id).tags.get("mlflow.modelVersions")
+        for entry in json.loads(tag) if tag else []:
+            if entry.get("name") == name:
+                return str(entry.get("version"))
+    except Exception as exc:
+        logger.debug("could not read registrations of %s: %s", model_id, exc)
+    return None
+
+
+def set_alias(name: str, alias: str, version: str) -> None:
+    client().set_registered_model_alias(name, alias, version)
+
+
+def set_run_tag(cl: Any, run_id: str, key: str, value: str) -> None:
+    cl.set_tag(run_id, key, value)
+
+
+def describe_parent(config: EvalConfig, names: Sequence[str], datasets: Sequence[DatasetInfo], backend: str) -> str:
+    targets = ", ".join(f"`{n}`" for n in names)
+    data = ", ".join(sorted({f"`{d.files_url}`" for d in datasets if d.files_url})) or "the targets' own rows"
+    return (f"Comparison of {len(names)} targets ({targets}) under the NeMo Evaluator config "
+            f"**{config.display_name}** (sha256 `{config.sha256()[:12]}`) on {data}, `{backend}` backend. "
+            f"One child run per target (same config, same data); the leaderboard is `{ART_COMPARISON}` and "
+            f"`{ART_DIR}/plots/comparison.png` (mean with 95% CI per score per target).")
