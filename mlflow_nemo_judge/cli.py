@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alias", help="alias for the registered model version (with --register-model)")
     p.add_argument("--run-name", help="MLflow run name (default: '<model> · <config name>')")
     p.add_argument("--output", choices=["table", "json"], default="table", help="result format on stdout")
+    p.add_argument("--mock-server", type=int, nargs="?", const=8765, metavar="PORT",
+                   help="serve the package's loopback MOCK models on 127.0.0.1:PORT (default 8765) during the "
+                        "run, for the examples' config.mock.yaml files (test doubles, not LLMs)")
     _add_common(p)
 
     p = sub.add_parser("resume", help="continue an interrupted run into the same MLflow run",
@@ -258,10 +261,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from mlflow_nemo_judge.errors import ConfigError
 
         raise ConfigError("--alias", "needs --register-model NAME")
-    ev = evaluate(cfg, targets, backend=args.backend, experiment=args.experiment, tracking_uri=args.tracking_uri,
-                  tracking=not args.no_tracking, force=args.force, register_model=args.register_model,
-                  alias=args.alias, run_name=args.run_name, options=_run_options(args),
-                  backend_options=_nemo_options(args) if args.backend == "nemo" else None)
+    import contextlib
+
+    mock: Any = contextlib.nullcontext()
+    if args.mock_server is not None:
+        from mlflow_nemo_judge.testing.mock_llm import MockLLMServer
+
+        try:
+            mock = MockLLMServer(port=args.mock_server).start()
+        except OSError as exc:
+            from mlflow_nemo_judge.errors import ConfigError
+
+            raise ConfigError("--mock-server", f"cannot listen on 127.0.0.1:{args.mock_server}: {exc}") from None
+        _info(args, f"MOCK models (loopback test doubles, not LLMs) served on http://127.0.0.1:{args.mock_server}/v1")
+    with mock:
+        ev = evaluate(cfg, targets, backend=args.backend, experiment=args.experiment,
+                      tracking_uri=args.tracking_uri, tracking=not args.no_tracking, force=args.force,
+                      register_model=args.register_model, alias=args.alias, run_name=args.run_name,
+                      options=_run_options(args),
+                      backend_options=_nemo_options(args) if args.backend == "nemo" else None)
     _print_evaluation(args, ev, [t.display_name for t in targets])
     return EXIT_OK
 

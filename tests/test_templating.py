@@ -1,7 +1,13 @@
 import pytest
 
 from mlflow_nemo_judge.errors import TemplateError
-from mlflow_nemo_judge.templating import build_context, check_syntax, normalize_keys, render_string, render_value
+from mlflow_nemo_judge.templating import (
+    build_context,
+    check_syntax,
+    normalize_keys,
+    render_string,
+    render_value,
+)
 
 
 def test_key_normalisation_and_collisions():
