@@ -576,7 +576,7 @@ def attach(job_id: str, *, tracking_uri: str | None = None, backend_options: dic
     with trk.tracking_scope(tracking_uri):
         cl = trk.client(tracking_uri)
         exp_ids = [e.experiment_id for e in cl.search_experiments()]
-        runs = list(cl.search_runs(exp_ids, f"tags.`{trk.TAG_JOB_ID}` = {trk._quote(job_id)}", max_results=1,
+        runs = list(cl.search_runs(exp_ids, f"tags.`{trk.TAG_JOB_ID}` = {trk.quote(job_id)}", max_results=1,
                                    order_by=["attributes.start_time DESC"])) if exp_ids else []
     if runs:
         return resume(runs[0].info.run_id, tracking_uri=tracking_uri, trace_samples=trace_samples,

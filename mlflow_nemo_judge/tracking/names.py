@@ -1,0 +1,93 @@
+"""The names mlflow-nemo-judge gives things in MLflow: identity tags, artifact paths, MLflow's limits,
+and the hygiene that maps task/metric/model names onto keys MLflow accepts.
+
+Pure constants and string functions (no mlflow import); every other tracking module takes its names
+from here, so a tag or artifact path is spelled once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+# ------------------------------------------------------------------------------------------ names
+
+TAG_BACKEND = "nemo_judge.backend"
+TAG_STATE = "nemo_judge.state"
+TAG_CONFIG_SHA = "nemo_judge.config_sha256"
+TAG_CONFIG_NAME = "nemo_judge.config_name"
+TAG_TARGET = "nemo_judge.target"
+TAG_TARGET_SHA = "nemo_judge.target_sha256"
+TAG_TARGETS_SHA = "nemo_judge.targets_sha256"
+TAG_JOB_ID = "nemo_judge.job_id"
+TAG_DATASET_DIGEST = "nemo_judge.dataset_digest"
+TAG_LIMIT = "nemo_judge.limit"
+TAG_PARALLELISM = "nemo_judge.parallelism"
+TAG_CONFIG_PATH = "nemo_judge.config_path"
+TAG_TARGET_PATH = "nemo_judge.target_path"
+TAG_ROLE = "nemo_judge.role"  # single | parent | child
+TAG_SAMPLES = "nemo_judge.samples"  # where the per-sample rows are: "table" or "jsonl"
+TAG_ERROR = "nemo_judge.error"
+TAG_MODEL_ID = "nemo_judge.logged_model_id"
+TAG_SETUP = "nemo_judge.setup_logged"
+TAG_RESUMES = "nemo_judge.resume_count"
+TAG_TRACES = "nemo_judge.traces"
+TAG_SKIPPED_PARAMS = "nemo_judge.skipped_params"
+TAG_CACHE_DIR = "nemo_judge.cache_dir"
+TAG_REGISTERED = "nemo_judge.registered_model"
+
+ART_DIR = "nemo_judge"
+ART_CONFIG = f"{ART_DIR}/config.json"
+ART_TARGET = f"{ART_DIR}/target.json"
+ART_TARGETS = f"{ART_DIR}/targets.json"
+ART_RESULTS = f"{ART_DIR}/results.json"
+ART_TABLE = f"{ART_DIR}/samples.json"
+ART_SAMPLES = f"{ART_DIR}/samples.jsonl"
+ART_TRACEBACK = f"{ART_DIR}/error.txt"
+ART_COMPARISON = f"{ART_DIR}/comparison.json"
+
+STATS = ("count", "nan_count", "stddev", "stderr", "ci95_low", "ci95_high", "min", "max")
+MAX_PARAM_VALUE = 6000  # MLflow's MAX_PARAM_VAL_LENGTH
+MAX_KEY = 250  # MLflow's MAX_ENTITY_KEY_LENGTH
+MAX_TAG_VALUE = 8000
+DEFAULT_TABLE_MAX_ROWS = 20_000
+# Traces are a browsing view (the table and JSONL hold every sample); each costs ~35 ms of store work
+# (batched, sqlite, 2 vCPU), so only the first samples become traces.
+DEFAULT_TRACE_SAMPLES = 200
+PROGRESS_INTERVAL = 1.0
+
+# ------------------------------------------------------------------------------------- key hygiene
+
+_KEY_BAD = re.compile(r"[^/\w.\- ]")
+
+
+def sanitize_key(key: str) -> str:
+    """Map ``key`` into MLflow's key charset (``[/\\w.\\- ]``, path-normal, ≤250 chars).
+
+    ``@`` becomes ``_at_`` (as NeMo's own exporter does), any other invalid character ``_``; colons are
+    replaced too although POSIX servers accept them, because a Windows server rejects them. Keys that
+    are still too long keep a readable head and end in a hash of the original, so they stay unique.
+    """
+    k = _KEY_BAD.sub("_", key.replace("@", "_at_"))
+    parts = [p.strip() or "_" for p in k.split("/") if p != ""]
+    parts = ["_" * len(p) if set(p) == {"."} else p for p in parts]
+    k = "/".join(parts) or "_"
+    if len(k) > MAX_KEY:
+        digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+        k = k[: MAX_KEY - 17].rstrip("/") + "_" + digest
+    return k
+
+
+def _safe_name(name: str) -> str:
+    """A file-name-safe rendering of a task/metric name for artifact paths."""
+    return re.sub(r"[^\w.\-]", "_", name).strip(".") or "_"
+
+
+def logged_model_name(name: str) -> str:
+    """LoggedModel names may not contain ``/ : . % " '``; model ids such as ``meta/llama-3.1-70b`` do."""
+    return re.sub(r"[/:.%\"']", "-", name).strip("-") or "model"
+
+
+def quote(v: str) -> str:
+    """``v`` as a quoted string literal of MLflow's search-filter syntax (runs, LoggedModels)."""
+    return "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"

@@ -1,0 +1,418 @@
+"""One MLflow run's lifecycle (``RunTracker``): created RUNNING before the first model call, set up with
+config, prompts, params, inputs and the LoggedModel, finished with metrics, artifacts, the per-sample
+table and traces, or ended FAILED / KILLED.
+
+Everything goes through ``MlflowClient`` with batched calls (see the package docstring); mlflow is
+imported only inside the methods.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import traceback
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlflow_nemo_judge.config import EvalConfig, Target
+from mlflow_nemo_judge.results import EvalResult
+from mlflow_nemo_judge.tracking.documents import prompt_documents
+from mlflow_nemo_judge.tracking.inputs import _mlflow_dataset
+from mlflow_nemo_judge.tracking.names import (
+    ART_COMPARISON,
+    ART_DIR,
+    ART_TABLE,
+    ART_TRACEBACK,
+    DEFAULT_TABLE_MAX_ROWS,
+    DEFAULT_TRACE_SAMPLES,
+    MAX_PARAM_VALUE,
+    MAX_TAG_VALUE,
+    TAG_ERROR,
+    TAG_JOB_ID,
+    TAG_MODEL_ID,
+    TAG_RESUMES,
+    TAG_SAMPLES,
+    TAG_SETUP,
+    TAG_SKIPPED_PARAMS,
+    TAG_STATE,
+    TAG_TARGET_SHA,
+    TAG_TRACES,
+    _safe_name,
+    quote,
+)
+from mlflow_nemo_judge.tracking.params import (
+    DatasetInfo,
+    ModelSpec,
+    score_metrics,
+    split_long_params,
+    table_row,
+    template_fields,
+    usage_metrics,
+)
+from mlflow_nemo_judge.tracking.progress import _now_ms, _ProgressLogger
+from mlflow_nemo_judge.tracking.redaction import _redact_obj, redact_text
+from mlflow_nemo_judge.tracking.traces import (
+    _BatchTraceWriter,
+    _trace_sample,
+    _TraceSample,
+    _write_traces_with_spans,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+logger = logging.getLogger(__package__)  # "mlflow_nemo_judge.tracking", the records' name before the split
+
+# --------------------------------------------------------------------------------------- the run
+
+
+@dataclass
+class RunTracker:
+    """One MLflow run's lifecycle: created RUNNING before the first model call, ended FINISHED, FAILED
+    (with a redacted traceback artifact) or KILLED."""
+
+    cl: Any
+    run_id: str
+    experiment_id: str
+    secrets: list[str] = field(default_factory=list)
+    n_tasks: int = 1
+    model_id: str | None = None
+    _progress: _ProgressLogger | None = None
+
+    # -- creation ------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, cl: Any, experiment_id: str, *, run_name: str, description: str, tags: Mapping[str, str],
+               parent_run_id: str | None = None, secrets: Sequence[str] = (), n_tasks: int = 1) -> RunTracker:
+        all_tags = {**_context_tags(), **tags, TAG_STATE: "running", "mlflow.note.content": description}
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        all_tags = {k: redact_text(v, secrets) for k, v in all_tags.items()}
+        run = cl.create_run(experiment_id, run_name=run_name, tags=all_tags)
+        return cls(cl, run.info.run_id, experiment_id, list(secrets), n_tasks)
+
+    @classmethod
+    def reopen(cls, cl: Any, run: Any, *, secrets: Sequence[str] = (), n_tasks: int = 1) -> RunTracker:
+        """Continue an interrupted run in place (MLflow allows RUNNING again on any run)."""
+        tags = run.data.tags
+        tr = cls(cl, run.info.run_id, run.info.experiment_id, list(secrets), n_tasks, tags.get(TAG_MODEL_ID))
+        cl.update_run(tr.run_id, status="RUNNING")
+        tr.set_tags({TAG_STATE: "running", TAG_RESUMES: str(int(tags.get(TAG_RESUMES, "0")) + 1)})
+        tr.set_tags({TAG_ERROR: ""} if tags.get(TAG_ERROR) else {})
+        return tr
+
+    # -- small writes ----------------------------------------------------------------------------
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        if not tags:
+            return
+        from mlflow.entities import RunTag
+
+        self.cl.log_batch(self.run_id, tags=[RunTag(k, redact_text(str(v), self.secrets)[:MAX_TAG_VALUE])
+                                             for k, v in tags.items()])
+
+    def log_files(self, files: Mapping[str, str | bytes | Path]) -> None:
+        """Stage ``{relative path: content}`` in a temp dir and upload it under ``nemo_judge/`` in one go."""
+        if not files:
+            return
+        with tempfile.TemporaryDirectory(prefix="nemo-judge-art-") as tmp:
+            for rel, content in files.items():
+                dst = Path(tmp) / rel
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                if isinstance(content, Path):
+                    shutil.copyfile(content, dst)
+                elif isinstance(content, bytes):
+                    dst.write_bytes(content)
+                else:
+                    dst.write_text(redact_text(content, self.secrets), encoding="utf-8")
+            self.cl.log_artifacts(self.run_id, tmp, ART_DIR)
+
+    def log_params(self, params: Mapping[str, str], existing: Mapping[str, str] | None = None) -> list[str]:
+        """Log ``params``; with ``existing`` (a resumed run) only the missing ones, since MLflow refuses to
+        change a param. Returns the keys skipped because their recorded value differs."""
+        from mlflow.entities import Param
+
+        existing = existing or {}
+        todo = {k: v for k, v in params.items() if k not in existing}
+        differing = sorted(k for k, v in params.items() if k in existing and existing[k] != v)
+        if todo:
+            self.cl.log_batch(self.run_id, params=[Param(k, redact_text(v, self.secrets)) for k, v in todo.items()])
+        return differing
+
+    # -- setup (before the first model call) ------------------------------------------------------
+
+    def log_setup(self, *, config: EvalConfig, target: Target, params: Mapping[str, str],
+                  datasets: Sequence[DatasetInfo], model: ModelSpec | None,
+                  existing_params: Mapping[str, str] | None = None, setup_done: bool = False) -> None:
+        """Config, target, prompts, params, dataset inputs and the LoggedModel, before any model call.
+
+        On a resumed run whose setup completed, only params missing from ``existing_params`` are logged:
+        the artifacts are already there and inputs logged twice would show twice in the UI.
+        """
+        short, long_files = split_long_params(params)
+        if not setup_done:
+            files: dict[str, str | bytes | Path] = {
+                "config.json": json.dumps(config.redacted(), indent=2, ensure_ascii=False),
+                "target.json": json.dumps(target.redacted(), indent=2, ensure_ascii=False),
+                **prompt_documents(config), **long_files}
+            self.log_files(files)
+        skipped = self.log_params(short, existing_params)
+        if skipped:
+            logger.warning("MLflow run %s: %d param(s) differ from the recorded values and were kept as recorded: "
+                           "%s", self.run_id, len(skipped), ", ".join(skipped[:10]))
+            self.set_tags({TAG_SKIPPED_PARAMS: ",".join(skipped)[:MAX_TAG_VALUE]})
+        if setup_done:
+            return
+        if model is not None and self.model_id is None:
+            self.model_id = self._logged_model(model)
+        self._log_inputs(datasets)
+        tags = {TAG_SETUP: "true"}
+        if self.model_id:
+            tags[TAG_MODEL_ID] = self.model_id
+        self.set_tags(tags)
+
+    def _logged_model(self, spec: ModelSpec) -> str:
+        """One external LoggedModel per target per experiment, so repeated evaluations of the same model
+        accumulate their scores on it (the UI's Models tab compares them)."""
+        import mlflow
+
+        found = self.cl.search_logged_models(
+            experiment_ids=[self.experiment_id],
+            filter_string=f"tags.`{TAG_TARGET_SHA}` = {quote(spec.target_sha256)}", max_results=1)
+        if found:
+            return str(found[0].model_id)
+        m = mlflow.create_external_model(name=spec.name, source_run_id=self.run_id,
+                                         tags={TAG_TARGET_SHA: spec.target_sha256},
+                                         params=spec.params, model_type=spec.model_type,
+                                         experiment_id=self.experiment_id)
+        return str(m.model_id)
+
+    def _log_inputs(self, datasets: Sequence[DatasetInfo]) -> None:
+        from mlflow.entities import DatasetInput, InputTag, LoggedModelInput
+
+        inputs = []
+        seen: set[tuple[str, str]] = set()
+        for d in datasets:
+            if (d.name, d.digest) in seen:
+                continue
+            seen.add((d.name, d.digest))
+            tags = [InputTag("mlflow.data.context", "evaluation"), InputTag("task", d.task[:500])]
+            if d.files_url and len(d.files_url) <= 500:
+                tags.append(InputTag("files_url", d.files_url))
+            inputs.append(DatasetInput(_mlflow_dataset(d)._to_mlflow_entity(), tags=tags))
+        models = [LoggedModelInput(self.model_id)] if self.model_id else []
+        if inputs or models:
+            self.cl.log_inputs(self.run_id, datasets=inputs, models=models)
+
+    # -- while running ----------------------------------------------------------------------------
+
+    def progress_callback(self) -> _ProgressLogger:
+        if self._progress is None:
+            step0 = len(self.cl.get_metric_history(self.run_id, "progress"))
+            self._progress = _ProgressLogger(self.cl, self.run_id, self.n_tasks, step0)
+        return self._progress
+
+    def on_job(self, job: Mapping[str, Any]) -> None:
+        """Called by the nemo backend once its remote job exists, so the id is on the run before waiting."""
+        jid = job.get("id") if isinstance(job, Mapping) else None
+        if jid:
+            self.set_tags({TAG_JOB_ID: str(jid)})
+        self.log_files({"job.json": json.dumps(_redact_obj(job), indent=2, default=str)})
+
+    def _stop_progress(self) -> int:
+        if self._progress is None:
+            return len(self.cl.get_metric_history(self.run_id, "progress"))
+        self._progress.close()
+        return self._progress.step
+
+    # -- endings ------------------------------------------------------------------------------------
+
+    def finish(self, result: EvalResult, *, config: EvalConfig, datasets: Sequence[DatasetInfo],
+               table_max_rows: int = DEFAULT_TABLE_MAX_ROWS, plots: bool = True,
+               trace_samples: int = DEFAULT_TRACE_SAMPLES, judge_models: Mapping[tuple[str, str], str] | None = None
+               ) -> None:
+        from mlflow.entities import Metric
+
+        step = self._stop_progress()
+        ts = _now_ms()
+        by_task = {d.task: d for d in datasets}
+        metrics = []
+        for sm in score_metrics(result):
+            d = by_task.get(sm.task) if sm.task else None
+            link = sm.headline and self.model_id is not None
+            metrics.append(Metric(sm.key, sm.value, ts, 0, model_id=self.model_id if link else None,
+                                  dataset_name=d.name if link and d else None,
+                                  dataset_digest=d.digest if link and d else None))
+        metrics += [Metric(k, v, ts, 0) for k, v in usage_metrics(result.usage).items()]
+        metrics.append(Metric("progress", 100.0, ts, step))
+        self.cl.log_batch(self.run_id, metrics=metrics)
+
+        files: dict[str, str | bytes | Path] = {
+            "results.json": json.dumps(result.to_nemo_dict(), indent=2, ensure_ascii=False)}
+        if result.job:
+            files["job.json"] = json.dumps(_redact_obj(result.job), indent=2, default=str)
+        fields = template_fields(config)
+        rows: list[dict[str, Any]] | None = []
+        values: dict[tuple[str, str], dict[str, list[float | None]]] = {}
+        n = 0
+        for rec in result.iter_samples():
+            n += 1
+            for mname, outcome in rec.metrics.items():
+                per = values.setdefault((rec.task, mname), {})
+                for sname, v in outcome.scores.items():
+                    per.setdefault(sname, []).append(v)
+            if rows is not None:
+                row = table_row(rec, fields.get(rec.task))
+                if self.secrets:  # an error message may quote a key back
+                    row = {k: redact_text(v, self.secrets) if isinstance(v, str) else v for k, v in row.items()}
+                rows.append(row)
+                if len(rows) > table_max_rows:
+                    rows = None  # too big for a UI table: the JSONL file is the per-sample record
+        with tempfile.TemporaryDirectory(prefix="nemo-judge-plots-") as tmp:
+            if result.samples_path is not None and Path(result.samples_path).exists():
+                files["samples.jsonl"] = self._redacted_copy(Path(result.samples_path), Path(tmp) / "samples.jsonl")
+            if plots and values:
+                from mlflow_nemo_judge import plots as plt
+
+                for (task, mname), per in values.items():
+                    rel = f"plots/{_safe_name(task)}/{_safe_name(mname)}.png"
+                    files[rel] = plt.score_distribution(f"{task} / {mname}", per, Path(tmp) / rel)
+            self.log_files(files)
+        samples_kind = "none"
+        if rows:
+            import pandas as pd
+
+            df = pd.DataFrame(rows)
+            self._log_table(df, ART_TABLE)
+            samples_kind = "table"
+        elif n:
+            samples_kind = "jsonl"
+        tags = {TAG_SAMPLES: samples_kind}
+        if trace_samples > 0 and n:
+            tags[TAG_TRACES] = str(self._log_traces(result, trace_samples, judge_models or {}))
+        tags[TAG_STATE] = "finished"
+        self.set_tags(tags)
+        self._terminate("FINISHED")
+
+    def _terminate(self, status: str) -> None:
+        """End the run. Against a server, MLflow prints "View run … at …" to stdout here, which would
+        corrupt the CLI's ``--output json``; the run id is reported by our callers instead."""
+        var = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
+        if var in os.environ:
+            self.cl.set_terminated(self.run_id, status)
+            return
+        os.environ[var] = "true"
+        try:
+            self.cl.set_terminated(self.run_id, status)
+        finally:
+            os.environ.pop(var, None)
+
+    def _redacted_copy(self, src: Path, dst: Path) -> Path:
+        """The samples file as uploaded: a failed call's error text could quote a key back; mask it."""
+        if not self.secrets:
+            return src
+        with open(src, encoding="utf-8") as fin, open(dst, "w", encoding="utf-8") as fout:
+            for line in fin:
+                fout.write(redact_text(line, self.secrets))
+        return dst
+
+    def _log_table(self, df: pd.DataFrame, path: str) -> None:
+        """``log_table`` appends when the file exists (a resume after a crash during finish); the table
+        must be replaced instead, so then the file is overwritten in the same format."""
+        existing = {f.path for f in self.cl.list_artifacts(self.run_id, ART_DIR)}
+        if path not in existing:
+            self.cl.log_table(self.run_id, df, path)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / Path(path).name
+            df.to_json(local, orient="split", index=False, date_format="iso")
+            self.cl.log_artifact(self.run_id, str(local), str(Path(path).parent))
+
+    def log_parent_setup(self, config: EvalConfig, targets: Sequence[Target], params: Mapping[str, str]) -> None:
+        """A parent run records the shared config (params without the per-target ones) and the list of
+        targets, which is what resuming the parent needs to find or re-create its children."""
+        short, long_files = split_long_params({k: v for k, v in params.items()
+                                               if not k.startswith(("target/", "target_sha256"))})
+        short["targets"] = ", ".join(t.display_name for t in targets)[:MAX_PARAM_VALUE]
+        self.log_files({"config.json": json.dumps(config.redacted(), indent=2, ensure_ascii=False),
+                        "targets.json": json.dumps([t.redacted() for t in targets], indent=2, ensure_ascii=False),
+                        **prompt_documents(config), **long_files})
+        self.log_params(short)
+
+    def mark_finished(self) -> None:
+        self._stop_progress()
+        self.set_tags({TAG_STATE: "finished"})
+        self._terminate("FINISHED")
+
+    def log_comparison(self, df: pd.DataFrame, chart: Path | None) -> None:
+        """On a parent run: the cross-target leaderboard as a table and its chart."""
+        self._log_table(df, ART_COMPARISON)
+        if chart is not None:
+            self.log_files({"plots/comparison.png": chart})
+
+    def _log_traces(self, result: EvalResult, limit: int, judge_models: Mapping[tuple[str, str], str]) -> int:
+        """One trace per sample (up to ``limit``) for MLflow 3's Traces / evaluation views: the inputs, the
+        target call and each judge call as spans, and one Feedback per score (the judge's raw text as
+        rationale; an unparseable score is a Feedback carrying the error, not a value), linked to the run
+        and the LoggedModel through the trace metadata.
+
+        Traces are a view, not the record (the table and JSONL are): a failure here is logged and ignored.
+        """
+        samples: list[_TraceSample] = []
+        for rec in result.iter_samples():
+            if len(samples) >= limit:
+                break
+            samples.append(_trace_sample(rec, judge_models, self.secrets))
+        if not samples:
+            return 0
+        try:
+            writer = _BatchTraceWriter(self.cl.tracking_uri, self.experiment_id)
+        except Exception as exc:  # internals moved in another MLflow version: use the public span API
+            logger.debug("batched trace writer unavailable (%s); using the span API", exc)
+            writer = None
+        try:
+            if writer is not None:
+                return writer.write(samples, self.run_id, self.model_id)
+            return _write_traces_with_spans(samples, self.experiment_id, self.run_id, self.model_id)
+        except Exception as exc:
+            logger.warning("could not log per-sample traces to MLflow run %s: %s", self.run_id, exc)
+            return 0
+
+    def fail(self, exc: BaseException) -> None:
+        """FAILED, with the redacted traceback as an artifact and the message as a tag. Never raises:
+        the original error is what the caller must see."""
+        try:
+            self._stop_progress()
+            text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            self.cl.log_text(self.run_id, redact_text(text, self.secrets), ART_TRACEBACK)
+            msg = redact_text(f"{type(exc).__name__}: {exc}", self.secrets)
+            if len(msg) > MAX_TAG_VALUE - 200:
+                msg = msg[: MAX_TAG_VALUE - 200] + f" … (truncated; full text in {ART_TRACEBACK})"
+            self.set_tags({TAG_STATE: "failed", TAG_ERROR: msg})
+            self._terminate("FAILED")
+        except Exception as log_exc:
+            logger.warning("could not record the failure on MLflow run %s: %s", self.run_id, log_exc)
+
+    def kill(self) -> None:
+        """KILLED on Ctrl-C (MLflow itself would record FAILED)."""
+        try:
+            self._stop_progress()
+            self.set_tags({TAG_STATE: "killed"})
+            self._terminate("KILLED")
+        except Exception as log_exc:
+            logger.warning("could not mark MLflow run %s as KILLED: %s", self.run_id, log_exc)
+
+
+def _context_tags() -> dict[str, str]:
+    """The user/source/git tags ``mlflow.start_run`` would add (``create_run`` adds none)."""
+    try:
+        from mlflow.tracking.context.registry import resolve_tags
+
+        return {k: str(v) for k, v in resolve_tags().items()}
+    except Exception:  # a broken third-party context provider must not stop the evaluation
+        return {}
