@@ -34,14 +34,9 @@ def _figure(width: float, height: float) -> Any:
 
 
 def _finite(values: Sequence[float | None]) -> tuple[list[float], int]:
-    ok: list[float] = []
-    nan = 0
-    for v in values:
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            nan += 1
-        else:
-            ok.append(float(v))
-    return ok, nan
+    from mlflow_nemo_judge.stats import split_nan
+
+    return split_nan(values)
 
 
 def score_distribution(title: str, scores: Mapping[str, Sequence[float | None]], path: str | Path) -> Path:

@@ -106,8 +106,8 @@ class Summary:
     ci95_high: float | None
 
 
-def summarize(values: Iterable[float]) -> Summary:
-    """Summarise ``values``; NaN (or None) entries are counted and excluded."""
+def split_nan(values: Iterable[float | None]) -> tuple[list[float], int]:
+    """The non-NaN values (as floats) and how many were NaN or None: the one NaN rule everywhere."""
     finite: list[float] = []
     nan_count = 0
     for v in values:
@@ -115,6 +115,12 @@ def summarize(values: Iterable[float]) -> Summary:
             nan_count += 1
         else:
             finite.append(float(v))
+    return finite, nan_count
+
+
+def summarize(values: Iterable[float]) -> Summary:
+    """Summarise ``values``; NaN (or None) entries are counted and excluded."""
+    finite, nan_count = split_nan(values)
     n = len(finite)
     if n == 0:
         return Summary(0, nan_count, None, None, None, None, None, None, None, None, None, None)
