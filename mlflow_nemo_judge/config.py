@@ -189,6 +189,30 @@ class Target(_Open):
 # ---------------------------------------------------------------------------------------------- helpers
 
 
+# Query parameters that carry credentials in some providers' URLs (e.g. Azure's ``api-key``).
+_SECRET_QUERY = frozenset({"key", "api_key", "api-key", "apikey", "token", "access_token", "sig", "signature",
+                           "code", "password", "secret"})
+
+
+def url_secrets(url: str) -> list[str]:
+    """Credentials embedded in a URL: the userinfo password and secret-looking query values."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    if "://" not in url:
+        return []
+    parts = urlsplit(url)
+    found = [parts.password] if parts.password else []
+    found += [v for k, v in parse_qsl(parts.query, keep_blank_values=False) if k.lower() in _SECRET_QUERY and v]
+    return found
+
+
+def redact_url(url: str) -> str:
+    """``url`` with embedded credentials masked, so endpoint URLs can be logged as params."""
+    for secret in url_secrets(url):
+        url = url.replace(secret, MASK)
+    return url
+
+
 def redact(obj: Any) -> Any:
     """Deep copy of ``obj`` with the values of secret keys masked (``api_key_env`` names are kept)."""
     if isinstance(obj, Mapping):
@@ -203,6 +227,8 @@ def redact(obj: Any) -> Any:
         return out
     if isinstance(obj, list):
         return [redact(v) for v in obj]
+    if isinstance(obj, str) and "://" in obj:
+        return redact_url(obj)
     return copy.copy(obj)
 
 

@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mlflow_nemo_judge.config import EvalConfig, Target, sha256_json
+from mlflow_nemo_judge.config import EvalConfig, Target, redact_url, sha256_json
 from mlflow_nemo_judge.tracking.names import (
     ART_COMPARISON,
     ART_CONFIG,
@@ -99,7 +99,7 @@ def describe_run(config: EvalConfig, target: Target, datasets: Sequence[DatasetI
     cfg = config.redacted()
     ep = target.endpoint
     if ep is not None:
-        what = f"the model `{ep.model_id}` served at `{ep.url}`"
+        what = f"the model `{ep.model_id}` served at `{redact_url(ep.url)}`"
     elif isinstance(target.model, str):
         what = f"the model `{target.model}`"
     else:

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mlflow_nemo_judge.config import MASK, SECRET_KEYS, EvalConfig, Target, sha256_json
+from mlflow_nemo_judge.config import MASK, SECRET_KEYS, EvalConfig, Target, redact_url, sha256_json
 from mlflow_nemo_judge.results import EvalResult, SampleRecord, Usage
 from mlflow_nemo_judge.tracking.names import ART_DIR, MAX_PARAM_VALUE, STATS, logged_model_name, sanitize_key
 
@@ -78,7 +78,7 @@ def build_params(config: EvalConfig, target: Target, *, backend: str, limit: int
     ep = target.endpoint
     if ep is not None:
         p["target/model_id"] = ep.model_id
-        p["target/url"] = ep.url
+        p["target/url"] = redact_url(ep.url)
         for k in ("format", "api_key_env"):
             if getattr(ep, k):
                 p[f"target/{k}"] = str(getattr(ep, k))
@@ -281,7 +281,7 @@ def model_spec(target: Target) -> ModelSpec:
     ep = target.endpoint
     params: dict[str, str] = {"target_type": target.type}
     if ep is not None:
-        params.update({"endpoint_url": ep.url, "model_id": ep.model_id})
+        params.update({"endpoint_url": redact_url(ep.url), "model_id": ep.model_id})
         if ep.format:
             params["format"] = ep.format
         model_type = "llm"

@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mlflow_nemo_judge.config import MASK, SECRET_KEYS, EvalConfig, Target
+from mlflow_nemo_judge.config import MASK, SECRET_KEYS, EvalConfig, Target, url_secrets
 
 
 def collect_secrets(*objs: EvalConfig | Target | Mapping[str, Any]) -> list[str]:
@@ -28,6 +28,8 @@ def collect_secrets(*objs: EvalConfig | Target | Mapping[str, Any]) -> list[str]
                     found.update(str(x) for x in v.values() if x)
                 elif lk == "api_key_env" and isinstance(v, str) and os.environ.get(v):
                     found.add(os.environ[v])
+                elif isinstance(v, str) and "://" in v:
+                    found.update(url_secrets(v))
                 else:
                     walk(v)
         elif isinstance(o, list):
