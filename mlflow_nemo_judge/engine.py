@@ -178,7 +178,8 @@ class LocalEngine:
             return rec
         ctx = build_context(row, sample)
         judges = [m for m in tp.metrics if m.judge is not None]
-        results = await asyncio.gather(*(run_judge(m, ctx, self.client) for m in judges))
+        memo: dict[Any, str] = {}
+        results = await asyncio.gather(*(run_judge(m, ctx, self.client, memo) for m in judges))
         by_name = dict(zip((m.name for m in judges), results, strict=True))
         for m in tp.metrics:
             rec.metrics[m.name] = by_name[m.name] if m.name in by_name else run_simple(m, ctx, rec.output_text)
@@ -223,6 +224,9 @@ class LocalEngine:
                 t = asyncio.ensure_future(self.sample(tp, index, row))
                 inflight.add(t)
                 t.add_done_callback(finished)
+                # Let the new sample (and I/O callbacks already due) run now: starting a whole window
+                # of samples without yielding would delay the first requests by all their rendering.
+                await asyncio.sleep(0)
             while inflight and not fatal:
                 await asyncio.wait(set(inflight), return_when=asyncio.FIRST_EXCEPTION)
         finally:
@@ -241,7 +245,7 @@ async def run_plan_async(plan: Plan, options: RunOptions | None = None) -> EvalR
     import httpx
 
     from mlflow_nemo_judge.openai_client import OpenAIClient
-    from mlflow_nemo_judge.transport import ShardedAsyncClient
+    from mlflow_nemo_judge.transport import make_client
 
     opts = options or RunOptions()
     usage = Usage()
@@ -254,8 +258,8 @@ async def run_plan_async(plan: Plan, options: RunOptions | None = None) -> EvalR
     work_dir.mkdir(parents=True, exist_ok=True)
     samples_path = work_dir / "samples.jsonl"
     own_http = opts.http_client is None
-    http = opts.http_client or ShardedAsyncClient(plan.parallelism,
-                                                  httpx.Timeout(plan.timeout, connect=min(10.0, plan.timeout)))
+    http: Any = opts.http_client or make_client(plan.parallelism,
+                                           httpx.Timeout(plan.timeout, connect=min(10.0, plan.timeout)))
     start = time.perf_counter()
     aggs: list[_TaskAggregator] = []
     bar = _Bar(opts.progress_bar)

@@ -15,12 +15,43 @@ from mlflow_nemo_judge.plan import MetricPlan
 from mlflow_nemo_judge.results import NAN, MetricOutcome
 from mlflow_nemo_judge.templating import render_value
 
+# Per-sample memo of rendered template strings: (source, key) -> rendered text.
+RenderMemo = dict[tuple[str, "str | None"], str]
 
-def judge_request(metric: MetricPlan, ctx: Mapping[str, Any]) -> dict[str, Any]:
-    """The judge request body (without ``model``): rendered template + judge inference params."""
+
+def _render_memo(obj: Any, ctx: Mapping[str, Any], path: str, key: str | None, memo: RenderMemo) -> Any:
+    """``render_value`` with string leaves memoised per sample.
+
+    Judges of one sample usually share their user prompt (the seed config's two judges render the same
+    ``Full Consult: … Summary: …`` text), so the second render is a dict lookup. Only string results are
+    memoised; a leaf that renders to a JSON structure is rendered afresh so no two bodies share it.
+    """
+    if isinstance(obj, str):
+        mk = (obj, key)
+        hit = memo.get(mk)
+        if hit is not None:
+            return hit
+        out = render_value(obj, ctx, path, key)
+        if isinstance(out, str):
+            memo[mk] = out
+        return out
+    if isinstance(obj, dict):
+        return {k: _render_memo(v, ctx, f"{path}.{k}", str(k), memo) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_render_memo(v, ctx, f"{path}[{i}]", key, memo) for i, v in enumerate(obj)]
+    return render_value(obj, ctx, path, key)
+
+
+def judge_request(metric: MetricPlan, ctx: Mapping[str, Any], memo: RenderMemo | None = None) -> dict[str, Any]:
+    """The judge request body (without ``model``): rendered template + judge inference params.
+
+    ``memo`` (one dict per sample, shared by that sample's judges) saves re-rendering identical strings.
+    """
     judge = metric.judge
     assert judge is not None
-    body = render_value(judge.template, ctx, f"{metric.path}.params.template")
+    tpath = f"{metric.path}.params.template"
+    body = (render_value(judge.template, ctx, tpath) if memo is None
+            else _render_memo(judge.template, ctx, tpath, None, memo))
     if judge.system_prompt and isinstance(body.get("messages"), list):
         # NeMo's prompt.system_prompt (e.g. "detailed thinking on") goes first, before the template's own.
         body["messages"] = [{"role": "system", "content": judge.system_prompt}, *body["messages"]]
@@ -29,12 +60,13 @@ def judge_request(metric: MetricPlan, ctx: Mapping[str, Any]) -> dict[str, Any]:
     return dict(body)
 
 
-async def run_judge(metric: MetricPlan, ctx: Mapping[str, Any], client: OpenAIClient) -> MetricOutcome:
+async def run_judge(metric: MetricPlan, ctx: Mapping[str, Any], client: OpenAIClient,
+                    memo: RenderMemo | None = None) -> MetricOutcome:
     from mlflow_nemo_judge.parsing import parse_score, strip_reasoning
 
     judge = metric.judge
     assert judge is not None
-    body = judge_request(metric, ctx)
+    body = judge_request(metric, ctx, memo)
     endpoint = Endpoint(url=judge.endpoint.url, model_id=judge.endpoint.model_id, api_key=judge.api_key,
                         headers=judge.endpoint.headers)
     try:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import email.utils
+import functools
 import json
 import logging
 import random
@@ -73,6 +74,7 @@ class CallResult:
     attempts: int
 
 
+@functools.lru_cache(maxsize=256)
 def resolve_url(url: str, kind: Kind) -> str:
     """Keep a URL already ending in ``/chat/completions`` or ``/completions``; otherwise treat it as a
     base URL (``…/v1`` or ``…/v1/``) and append the path for ``kind``. Query strings (e.g. Azure's
@@ -82,6 +84,11 @@ def resolve_url(url: str, kind: Kind) -> str:
     if not (path.endswith("/chat/completions") or path.endswith("/completions")):
         path = path + ("/chat/completions" if kind == "chat" else "/completions")
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
+
+
+@functools.lru_cache(maxsize=64)
+def _http_timeout(secs: float) -> httpx.Timeout:
+    return httpx.Timeout(secs, connect=min(10.0, secs))
 
 
 def _redact(text: str, secret: str | None) -> str:
@@ -273,7 +280,7 @@ class OpenAIClient:
         url = resolve_url(endpoint.url, kind)
         retries_allowed = self.max_retries if max_retries is None else max_retries
         secs = self.timeout if timeout is None else timeout
-        http_timeout = httpx.Timeout(secs, connect=min(10.0, secs))
+        http_timeout = _http_timeout(secs)
         payload = {"model": endpoint.model_id, **body}
         cache = self.cache if use_cache and self.cache is not None and self.cache.enabled else None
 

@@ -259,3 +259,58 @@ def _no_env_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
 
+
+
+@aio
+async def test_https_with_sni_hostname_check_and_keep_alive(tmp_path: Any) -> None:
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl CLI not available to make a test certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+                   check=True, capture_output=True)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    srv = RawServer(echo)
+    srv.server = await asyncio.start_server(srv._serve, "127.0.0.1", 0, ssl=server_ctx)
+    port = srv.server.sockets[0].getsockname()[1]
+    url = f"https://localhost:{port}/v1/chat/completions"
+    try:
+        trusted = FastHTTPClient(2, httpx.Timeout(5.0), ssl_context=ssl.create_default_context(cafile=str(cert)))
+        async with trusted:
+            rs = await asyncio.gather(*(trusted.post(url, json={"i": i}) for i in range(6)))
+        assert [r.json()["echo"]["i"] for r in rs] == list(range(6))
+        assert srv.connections <= 2
+        async with client() as default:  # certifi's roots do not trust a self-signed certificate
+            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                await default.post(url, json={})
+    finally:
+        srv.server.close()
+
+
+@aio
+async def test_python310_deadline_shim() -> None:
+    from mlflow_nemo_judge.transport import _deadline_compat
+
+    async with _deadline_compat(None):
+        await asyncio.sleep(0)
+    async with _deadline_compat(1.0):
+        await asyncio.sleep(0.01)
+    with pytest.raises(TimeoutError):
+        async with _deadline_compat(0.05):
+            await asyncio.sleep(5)
+    t = asyncio.ensure_future(asyncio.sleep(5))
+
+    async def outer() -> None:
+        async with _deadline_compat(5.0):
+            await t
+
+    task = asyncio.ensure_future(outer())
+    await asyncio.sleep(0.01)
+    task.cancel()  # a cancellation from outside stays a cancellation
+    with pytest.raises(asyncio.CancelledError):
+        await task
