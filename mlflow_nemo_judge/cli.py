@@ -125,7 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("resume", help="continue an interrupted run into the same MLflow run",
                        description="Re-run what an interrupted run left undone; completed calls come from "
-                                   "the response cache, so nothing is paid twice.")
+                                   "the response cache, so nothing is paid twice. A nemo-backed run re-attaches "
+                                   "to its job instead of submitting a new one.",
+                       epilog="examples:\n  mlflow-nemo-judge resume 3f2a9c0d1e7b4c55a0f1e2d3c4b5a697\n"
+                              "  mlflow-nemo-judge resume RUN_ID --config config.yaml --target target.yaml"
+                              "   # the originals held literal keys",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_id")
     p.add_argument("--config", help="config file, if the run's stored config had literal (redacted) keys")
     p.add_argument("--target", help="target file, if the run's stored target had a literal (redacted) key")
