@@ -9,11 +9,12 @@ the response cache, the calls it had completed cost nothing the second time.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -257,6 +258,22 @@ class _Outcome:
     model_id: str | None
 
 
+@contextlib.contextmanager
+def _ends_run(tracker: RunTracker) -> Iterator[None]:
+    """Whatever leaves the block sets the run's status: Ctrl-C or cancellation KILLED (MLflow itself
+    would say FAILED), any other exception FAILED with its traceback."""
+    import asyncio
+
+    try:
+        yield
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        tracker.kill()
+        raise
+    except BaseException as exc:
+        tracker.fail(exc)
+        raise
+
+
 def _execute(tracker: RunTracker, s: _Settings, config: EvalConfig, job: _Job,
              existing_params: Mapping[str, str] | None = None, setup_done: bool = False,
              attach_job_id: str | None = None) -> EvalResult:
@@ -264,7 +281,7 @@ def _execute(tracker: RunTracker, s: _Settings, config: EvalConfig, job: _Job,
 
     ``attach_job_id``: the run already submitted this remote job (nemo backend); wait for it instead of
     submitting the evaluation again."""
-    try:
+    with _ends_run(tracker):
         params = tracking.build_params(config, job.target, backend=s.backend_name, limit=s.options.limit,
                                        parallelism=s.options.parallelism, datasets=job.datasets)
         tracker.log_setup(config=config, target=job.target, params=params, datasets=job.datasets,
@@ -277,17 +294,6 @@ def _execute(tracker: RunTracker, s: _Settings, config: EvalConfig, job: _Job,
             result = s.backend.run(config, job.target, progress=tracker.progress_callback(), on_job=tracker.on_job)
         tracker.finish(result, config=config, datasets=job.datasets, table_max_rows=s.table_max_rows,
                        trace_samples=s.trace_samples, judge_models=_judge_models(config))
-    except KeyboardInterrupt:
-        tracker.kill()
-        raise
-    except BaseException as exc:
-        import asyncio
-
-        if isinstance(exc, asyncio.CancelledError):
-            tracker.kill()
-        else:
-            tracker.fail(exc)
-        raise
     result.run_ids = [tracker.run_id]
     return result
 
@@ -422,19 +428,13 @@ def _evaluate_many(cl: Any, experiment_id: str, s: _Settings, config: EvalConfig
         cl, experiment_id, run_name=run_name or f"{config.display_name} · {len(jobs)} targets",
         description=tracking.describe_parent(config, names, jobs[0].datasets, s.backend_name), tags=tags,
         secrets=secrets)
-    try:
+    with _ends_run(parent):
         params = tracking.build_params(config, jobs[0].target, backend=s.backend_name, limit=s.options.limit,
                                        parallelism=s.options.parallelism, datasets=jobs[0].datasets)
         parent.log_parent_setup(config, [j.target for j in jobs], params)
         outcomes = [_track_one(cl, experiment_id, s, config, j, role="child", parent_run_id=parent.run_id,
                                run_name=None, force=True) for j in jobs]
         _finish_parent(parent, outcomes, names)
-    except KeyboardInterrupt:
-        parent.kill()
-        raise
-    except BaseException as exc:
-        parent.fail(exc)
-        raise
     return outcomes, parent.run_id
 
 
@@ -608,7 +608,7 @@ def _resume_parent(cl: Any, prun: Any, *, config: Any, targets: Any, options: Ru
     parent = RunTracker.reopen(cl, prun, secrets=tracking.collect_secrets(cfg, *given.values()))
     names: list[str] = []
     outcomes: list[_Outcome] = []
-    try:
+    with _ends_run(parent):
         for doc in docs:
             sha = sha256_json(doc)
             tgt_given = given.get(sha)
@@ -629,12 +629,6 @@ def _resume_parent(cl: Any, prun: Any, *, config: Any, targets: Any, options: Ru
                 names.append(tgt.display_name)
             outcomes.append(o)
         _finish_parent(parent, outcomes, names)
-    except KeyboardInterrupt:
-        parent.kill()
-        raise
-    except BaseException as exc:
-        parent.fail(exc)
-        raise
     return Evaluation([o.result for o in outcomes], [o.run_id for o in outcomes], pid, exp_id,
                       [o.reused for o in outcomes])
 

@@ -81,7 +81,7 @@ def run_demo(*, backend: str = "local", limit: int | None = None, experiment: st
         backend_options: dict[str, Any] = {}
         fake = None
         if backend == "nemo":
-            from mlflow_nemo_judge.testing.fake_nemo import FakeNemoService  # type: ignore[import-not-found,unused-ignore]
+            from mlflow_nemo_judge.testing.fake_nemo import FakeNemoService
 
             fake = FakeNemoService().start()
             backend_options = {"evaluator_url": fake.base_url}

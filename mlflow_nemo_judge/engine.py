@@ -14,7 +14,7 @@ import json
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -53,7 +53,6 @@ class RunOptions:
     progress_bar: bool | None = None  # None: only when stderr is a terminal
     on_progress: ProgressCallback | None = None
     http_client: Any = None  # an httpx.AsyncClient to use (tests inject MockTransport clients)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class _Bar:

@@ -175,7 +175,7 @@ def _positive(value: Any, path: str) -> None:
         raise ConfigError(path, f"must be a positive number, got {value!r}")
 
 
-def _kind_for(url: str, template: Mapping[str, Any] | None, task_type: str) -> Literal["chat", "completions"]:
+def _kind_for(url: str, template: Mapping[str, Any] | None) -> Literal["chat", "completions"]:
     u = url.rstrip("/")
     if u.endswith("/chat/completions"):
         return "chat"
@@ -246,7 +246,7 @@ def _judge_spec(mpath: str, params: Mapping[str, Any], resolve_secrets: bool) ->
                      system_prompt=prompt.get("system_prompt"), end_token=reasoning.get("end_token"),
                      timeout=float(timeout) if timeout is not None else None,
                      max_retries=int(retries) if retries is not None else None,
-                     kind=_kind_for(ep.url, template, "chat-completion"))
+                     kind=_kind_for(ep.url, template))
 
 
 def _metric_plan(tpath: str, name: str, metric: Any, resolve_secrets: bool) -> MetricPlan:
@@ -397,7 +397,7 @@ def build_plan(config: EvalConfig, target: Target, *, check_data: bool = True, r
             raise ConfigError(f"{tpath}.metrics", "required: at least one metric")
         metrics = [_metric_plan(tpath, mname, m, resolve_secrets) for mname, m in task.metrics.items()]
         limits = [x for x in (ds_limit, params.limit_samples if params else None, limit) if x is not None]
-        kind = _kind_for(endpoint.url, template, task.type) if endpoint else "chat"
+        kind = _kind_for(endpoint.url, template) if endpoint else "chat"
         tp = TaskPlan(name=tname, type=task.type, path=tpath,
                       template=dict(template) if isinstance(template, Mapping) else None, data=data,
                       limit=min(limits) if limits else None, metrics=metrics, kind=kind, cached_output=cached)

@@ -241,7 +241,7 @@ def test_transient_faults_change_nothing_but_retries():
         t = {"type": "model", "model": {"api_endpoint": {"url": url, "model_id": "mock/faithful-summarizer"}}}
         clean = run_local(cfg, t, cache=False, progress_bar=False)
         srv.set_faults(FaultConfig.transient(0.2))
-        faulty = run_local(cfg, t, cache=False, progress_bar=False, extra={})
+        faulty = run_local(cfg, t, cache=False, progress_bar=False)
         faults = [r for r in srv.requests if r.fault]
     assert clean.to_nemo_dict() == faulty.to_nemo_dict()
     assert faults, "fault injection did not fire"

@@ -33,13 +33,9 @@ def get_backend(name: str, **options: Any) -> Backend:
 
         return LocalBackend(**options)
     if name == "nemo":
-        try:
-            from mlflow_nemo_judge.backends.nemo import NemoBackend  # type: ignore[import-not-found,unused-ignore]
-        except ImportError as exc:  # pragma: no cover - present once the nemo backend lands
-            from mlflow_nemo_judge.errors import ConfigError
+        from mlflow_nemo_judge.backends.nemo import NemoBackend
 
-            raise ConfigError("--backend", f"the nemo backend is not available: {exc}") from None
-        return NemoBackend(**options)  # type: ignore[no-any-return,unused-ignore]
+        return NemoBackend(**options)
     from mlflow_nemo_judge.errors import ConfigError
 
     raise ConfigError("--backend", f"unknown backend {name!r} (choose from: {', '.join(BACKENDS)})")
