@@ -91,9 +91,24 @@ class Mock:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow_nemo_judge.testing.mock_llm", "--host", "127.0.0.1", "--port", "0",
-             "--latency", str(latency), "--log-limit", str(log_limit)],
-            stdout=subprocess.PIPE, text=True, env=env, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "mlflow_nemo_judge.testing.mock_llm",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--latency",
+                str(latency),
+                "--log-limit",
+                str(log_limit),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            start_new_session=True,
+        )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if "listening on" not in line:
@@ -105,8 +120,9 @@ class Mock:
 
     def _admin(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.root + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.root + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(req, timeout=30) as r:
             return json.loads(r.read())
 
@@ -146,8 +162,14 @@ class Mock:
 # ------------------------------------------------------------------------------------ config, data
 
 
-def seed_config(judge_url: str, data_path: Path | str, *, limit: int | None, parallelism: int | None = None,
-                max_retries: int | None = None) -> dict[str, Any]:
+def seed_config(
+    judge_url: str,
+    data_path: Path | str,
+    *,
+    limit: int | None,
+    parallelism: int | None = None,
+    max_retries: int | None = None,
+) -> dict[str, Any]:
     """The seed notebook's config (1 target call + 2 judge calls per row) against the mock judge."""
     from tests.fixtures.seed_config import seed_config as _seed
 

@@ -31,7 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Mock, machine_facts, make_dataset, md_table, mock_target, save, seed_config, temp_dir  # noqa: E402
 
 
-def run_engine(cfg: dict[str, Any], target: dict[str, Any], work: Path, **opts: Any) -> tuple[float, Any, float]:
+def run_engine(
+    cfg: dict[str, Any], target: dict[str, Any], work: Path, **opts: Any
+) -> tuple[float, Any, float]:
     """(wall of run_local, result, engine CPU seconds) with the cache off."""
     from mlflow_nemo_judge.engine import run_local
 
@@ -58,14 +60,27 @@ def part_a(d: Path, n: int, latency: float, pars: list[int], repeats: int) -> li
             for rep in range(repeats if p < 64 else max(repeats, 5)):
                 mock.reset()
                 wall, res, cpu = run_engine(cfg, target, d / f"a{p}-{rep}")
-                rows.append({"parallelism": p, "repeat": rep, "samples": n, "calls": calls,
-                             "mock_calls": mock.count(), "engine_wall_s": res.usage.wall_seconds,
-                             "run_local_wall_s": wall, "ideal_s": ideal,
-                             "ratio_engine": res.usage.wall_seconds / ideal, "ratio_run_local": wall / ideal,
-                             "engine_cpu_s": cpu, "loadavg_1m": os.getloadavg()[0]})
-                print(f"  A p={p} rep={rep}: engine {res.usage.wall_seconds:.3f}s run_local {wall:.3f}s "
-                      f"ideal {ideal:.3f}s -> {res.usage.wall_seconds / ideal:.3f} (mock calls {mock.count()})",
-                      flush=True)
+                rows.append(
+                    {
+                        "parallelism": p,
+                        "repeat": rep,
+                        "samples": n,
+                        "calls": calls,
+                        "mock_calls": mock.count(),
+                        "engine_wall_s": res.usage.wall_seconds,
+                        "run_local_wall_s": wall,
+                        "ideal_s": ideal,
+                        "ratio_engine": res.usage.wall_seconds / ideal,
+                        "ratio_run_local": wall / ideal,
+                        "engine_cpu_s": cpu,
+                        "loadavg_1m": os.getloadavg()[0],
+                    }
+                )
+                print(
+                    f"  A p={p} rep={rep}: engine {res.usage.wall_seconds:.3f}s run_local {wall:.3f}s "
+                    f"ideal {ideal:.3f}s -> {res.usage.wall_seconds / ideal:.3f} (mock calls {mock.count()})",
+                    flush=True,
+                )
     return rows
 
 
@@ -78,14 +93,21 @@ def part_b(latency: float, conns: list[int], seconds: float) -> list[dict[str, A
             for c in conns if lat > 0 else [64]:
                 rps = measure(mock.chat_url, connections=c, seconds=seconds, processes=2)
                 bound = c / lat if lat > 0 else None
-                rows.append({"latency_s": lat, "connections": c, "req_per_s": rps, "latency_bound_req_per_s": bound,
-                             "fraction_of_bound": rps / bound if bound else None})
+                rows.append(
+                    {
+                        "latency_s": lat,
+                        "connections": c,
+                        "req_per_s": rps,
+                        "latency_bound_req_per_s": bound,
+                        "fraction_of_bound": rps / bound if bound else None,
+                    }
+                )
                 print(f"  B latency={lat} conns={c}: {rps:.0f} req/s (bound {bound})", flush=True)
     return rows
 
 
 def part_c(d: Path, n: int, p: int, repeats: int) -> list[dict[str, Any]]:
-    from mlflow_nemo_judge import transport
+    from mlflow_nemo_judge.http import transport
 
     data = make_dataset(n, d)
     default_make = transport.make_client
@@ -122,11 +144,23 @@ def part_c(d: Path, n: int, p: int, repeats: int) -> list[dict[str, Any]]:
                         else:
                             os.environ[k] = v
                 reqs = mock.count()
-                rows.append({"variant": name, "repeat": rep, "samples": n, "requests": reqs,
-                             "engine_wall_s": res.usage.wall_seconds, "req_per_s": reqs / res.usage.wall_seconds,
-                             "engine_cpu_ms_per_sample": cpu / n * 1000, "loadavg_1m": os.getloadavg()[0]})
-                print(f"  C {name} rep={rep}: {res.usage.wall_seconds:.2f}s, {reqs / res.usage.wall_seconds:.0f} req/s, "
-                      f"CPU {cpu / n * 1000:.2f} ms/sample", flush=True)
+                rows.append(
+                    {
+                        "variant": name,
+                        "repeat": rep,
+                        "samples": n,
+                        "requests": reqs,
+                        "engine_wall_s": res.usage.wall_seconds,
+                        "req_per_s": reqs / res.usage.wall_seconds,
+                        "engine_cpu_ms_per_sample": cpu / n * 1000,
+                        "loadavg_1m": os.getloadavg()[0],
+                    }
+                )
+                print(
+                    f"  C {name} rep={rep}: {res.usage.wall_seconds:.2f}s, {reqs / res.usage.wall_seconds:.0f} req/s, "
+                    f"CPU {cpu / n * 1000:.2f} ms/sample",
+                    flush=True,
+                )
     return rows
 
 
@@ -141,8 +175,11 @@ def main() -> None:
     ap.add_argument("--name", default="efficiency", help="results file name (bench/results/NAME.json)")
     a = ap.parse_args()
     facts = machine_facts()
-    out: dict[str, Any] = {"facts": facts, "command": "python bench/bench_efficiency.py " + " ".join(sys.argv[1:]),
-                           "http_client_env": os.environ.get("NEMO_JUDGE_HTTP_CLIENT", "")}
+    out: dict[str, Any] = {
+        "facts": facts,
+        "command": "python bench/bench_efficiency.py " + " ".join(sys.argv[1:]),
+        "http_client_env": os.environ.get("NEMO_JUDGE_HTTP_CLIENT", ""),
+    }
     with temp_dir("bench-eff-") as d:
         if "A" in a.parts:
             print("Part A: efficiency vs ideal", flush=True)
@@ -160,20 +197,61 @@ def main() -> None:
         for r in out["A"]:
             if r["parallelism"] not in best or r["ratio_engine"] < best[r["parallelism"]]["ratio_engine"]:
                 best[r["parallelism"]] = r
-        print(md_table(["parallelism", "ideal (s)", "engine wall (s), each run", "measured/ideal, each run",
-                        "run_local/ideal (best)", "mock calls"],
-                       [[p, r["ideal_s"],
-                         ", ".join(f"{x['engine_wall_s']:.2f}" for x in out["A"] if x["parallelism"] == p),
-                         ", ".join(f"{x['ratio_engine']:.3f}" for x in out["A"] if x["parallelism"] == p),
-                         r["ratio_run_local"], r["mock_calls"]] for p, r in best.items()]))
+        print(
+            md_table(
+                [
+                    "parallelism",
+                    "ideal (s)",
+                    "engine wall (s), each run",
+                    "measured/ideal, each run",
+                    "run_local/ideal (best)",
+                    "mock calls",
+                ],
+                [
+                    [
+                        p,
+                        r["ideal_s"],
+                        ", ".join(f"{x['engine_wall_s']:.2f}" for x in out["A"] if x["parallelism"] == p),
+                        ", ".join(f"{x['ratio_engine']:.3f}" for x in out["A"] if x["parallelism"] == p),
+                        r["ratio_run_local"],
+                        r["mock_calls"],
+                    ]
+                    for p, r in best.items()
+                ],
+            )
+        )
     if "B" in out:
-        print(md_table(["latency (s)", "connections", "mock req/s", "latency bound", "fraction"],
-                       [[r["latency_s"], r["connections"], r["req_per_s"], r["latency_bound_req_per_s"] or "-",
-                         r["fraction_of_bound"] or "-"] for r in out["B"]]))
+        print(
+            md_table(
+                ["latency (s)", "connections", "mock req/s", "latency bound", "fraction"],
+                [
+                    [
+                        r["latency_s"],
+                        r["connections"],
+                        r["req_per_s"],
+                        r["latency_bound_req_per_s"] or "-",
+                        r["fraction_of_bound"] or "-",
+                    ]
+                    for r in out["B"]
+                ],
+            )
+        )
     if "C" in out:
-        print(md_table(["variant", "repeat", "wall (s)", "req/s", "engine CPU ms/sample"],
-                       [[r["variant"], r["repeat"], r["engine_wall_s"], r["req_per_s"], r["engine_cpu_ms_per_sample"]]
-                        for r in out["C"]]))
+        print(
+            md_table(
+                ["variant", "repeat", "wall (s)", "req/s", "engine CPU ms/sample"],
+                [
+                    [
+                        r["variant"],
+                        r["repeat"],
+                        r["engine_wall_s"],
+                        r["req_per_s"],
+                        r["engine_cpu_ms_per_sample"],
+                    ]
+                    for r in out["C"]
+                ],
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -78,11 +78,17 @@ def child(a: argparse.Namespace) -> None:
     res = ev.result
     # The first tenth also holds the start-up (plan, the dataset's row count): compare the later tenths.
     deciles = [step / (b - a_) for a_, b in zip([t0, *marks], marks, strict=False)]
-    out: dict[str, Any] = {"samples": a.child, "tracked": a.tracked, "wall_s": wall,
-                           "decile_samples_per_s": [round(x, 1) for x in deciles],
-                           "engine_wall_s": res.usage.wall_seconds, "requests": res.usage.requests,
-                           "rss_before_mb": rss0, "peak_rss_mb": peak,
-                           "samples_jsonl_mb": Path(res.samples_path).stat().st_size / 2**20 if res.samples_path else None}
+    out: dict[str, Any] = {
+        "samples": a.child,
+        "tracked": a.tracked,
+        "wall_s": wall,
+        "decile_samples_per_s": [round(x, 1) for x in deciles],
+        "engine_wall_s": res.usage.wall_seconds,
+        "requests": res.usage.requests,
+        "rss_before_mb": rss0,
+        "peak_rss_mb": peak,
+        "samples_jsonl_mb": Path(res.samples_path).stat().st_size / 2**20 if res.samples_path else None,
+    }
     if a.tracked:
         from mlflow.tracking import MlflowClient
 
@@ -99,8 +105,11 @@ def child(a: argparse.Namespace) -> None:
 
         walk(None)
         out["artifacts_mb"] = {k: round(v, 2) for k, v in sorted(arts.items(), key=lambda kv: -kv[1])[:6]}
-        out["tags"] = {k: v for k, v in run.data.tags.items() if k.startswith("nemo_judge.")
-                       and k.split(".")[-1] in ("samples", "traces", "state")}
+        out["tags"] = {
+            k: v
+            for k, v in run.data.tags.items()
+            if k.startswith("nemo_judge.") and k.split(".")[-1] in ("samples", "traces", "state")
+        }
     print("RESULT " + json.dumps(out), flush=True)
 
 
@@ -125,8 +134,20 @@ def main() -> None:
         data = make_dataset(max(a.sizes + a.tracked_sizes), d)
         plan = [(n, False) for n in a.sizes] + [(n, True) for n in a.tracked_sizes]
         for i, (n, tracked) in enumerate(plan):
-            cmd = [sys.executable, __file__, "--child", str(n), "--chat-url", mock.chat_url, "--data", str(data),
-                   "--parallelism", str(a.parallelism), "--store", str(d / f"store{i}")]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                str(n),
+                "--chat-url",
+                mock.chat_url,
+                "--data",
+                str(data),
+                "--parallelism",
+                str(a.parallelism),
+                "--store",
+                str(d / f"store{i}"),
+            ]
             if tracked:
                 cmd.append("--tracked")
             mock.reset()
@@ -137,15 +158,24 @@ def main() -> None:
             if p.returncode != 0 or line is None:
                 print(p.stdout[-2000:], p.stderr[-4000:], file=sys.stderr)
                 raise SystemExit(f"child for n={n} tracked={tracked} failed")
-            r = json.loads(line[len("RESULT "):])
-            r.update({"mock_calls": mock.count(), "mock_cpu_s": mock.cpu_seconds() - cpu0,
-                      "loadavg_1m_before": la0, "loadavg_1m_after": os.getloadavg()[0]})
+            r = json.loads(line[len("RESULT ") :])
+            r.update(
+                {
+                    "mock_calls": mock.count(),
+                    "mock_cpu_s": mock.cpu_seconds() - cpu0,
+                    "loadavg_1m_before": la0,
+                    "loadavg_1m_after": os.getloadavg()[0],
+                }
+            )
             runs.append(r)
-            print(f"  n={n} tracked={tracked}: wall {r['wall_s']:.1f}s (engine {r['engine_wall_s']:.1f}s), "
-                  f"peak RSS {r['peak_rss_mb']:.0f} MB (before run {r['rss_before_mb']:.0f}), "
-                  f"{r['mock_calls']} calls, {r['mock_calls'] / r['engine_wall_s']:.0f} req/s, "
-                  f"samples.jsonl {r['samples_jsonl_mb']:.1f} MB, samples/s per tenth {r['decile_samples_per_s']}"
-                  + (f", artifacts {r.get('artifacts_mb')}" if tracked else ""), flush=True)
+            print(
+                f"  n={n} tracked={tracked}: wall {r['wall_s']:.1f}s (engine {r['engine_wall_s']:.1f}s), "
+                f"peak RSS {r['peak_rss_mb']:.0f} MB (before run {r['rss_before_mb']:.0f}), "
+                f"{r['mock_calls']} calls, {r['mock_calls'] / r['engine_wall_s']:.0f} req/s, "
+                f"samples.jsonl {r['samples_jsonl_mb']:.1f} MB, samples/s per tenth {r['decile_samples_per_s']}"
+                + (f", artifacts {r.get('artifacts_mb')}" if tracked else ""),
+                flush=True,
+            )
             # Leave the temp space for the next child: the tracked store holds a copy of samples.jsonl.
             import shutil
 
@@ -154,10 +184,26 @@ def main() -> None:
     def get(n: int, tracked: bool) -> dict[str, Any] | None:
         return next((r for r in runs if r["samples"] == n and r["tracked"] == tracked), None)
 
-    print(md_table(["samples", "tracked", "samples/s in tenths 2..10 of the run", "last tenth / median of tenths 2..10"],
-                   [[r["samples"], r["tracked"], ", ".join(f"{x:.0f}" for x in r["decile_samples_per_s"][1:]),
-                     f"{r['decile_samples_per_s'][-1] / statistics.median(r['decile_samples_per_s'][1:]):.2f}"]
-                    for r in runs if len(r["decile_samples_per_s"]) > 2]))
+    print(
+        md_table(
+            [
+                "samples",
+                "tracked",
+                "samples/s in tenths 2..10 of the run",
+                "last tenth / median of tenths 2..10",
+            ],
+            [
+                [
+                    r["samples"],
+                    r["tracked"],
+                    ", ".join(f"{x:.0f}" for x in r["decile_samples_per_s"][1:]),
+                    f"{r['decile_samples_per_s'][-1] / statistics.median(r['decile_samples_per_s'][1:]):.2f}",
+                ]
+                for r in runs
+                if len(r["decile_samples_per_s"]) > 2
+            ],
+        )
+    )
     print()
     growth = []
     for tracked in (False, True):
@@ -165,21 +211,58 @@ def main() -> None:
         for lo, hi in zip(sizes, sizes[1:], strict=False):
             rl, rh = get(lo, tracked), get(hi, tracked)
             assert rl and rh
-            growth.append([("tracked" if tracked else "untracked"), f"{hi}/{lo}", f"{hi / lo:.0f}",
-                           f"{rh['wall_s'] / rl['wall_s']:.2f}", f"{rh['engine_wall_s'] / rl['engine_wall_s']:.2f}",
-                           f"{rh['peak_rss_mb'] - rl['peak_rss_mb']:.0f}"])
-    out = {"facts": facts, "command": "python bench/bench_scaling.py " + " ".join(sys.argv[1:]), "runs": runs,
-           "growth": growth}
+            growth.append(
+                [
+                    ("tracked" if tracked else "untracked"),
+                    f"{hi}/{lo}",
+                    f"{hi / lo:.0f}",
+                    f"{rh['wall_s'] / rl['wall_s']:.2f}",
+                    f"{rh['engine_wall_s'] / rl['engine_wall_s']:.2f}",
+                    f"{rh['peak_rss_mb'] - rl['peak_rss_mb']:.0f}",
+                ]
+            )
+    out = {
+        "facts": facts,
+        "command": "python bench/bench_scaling.py " + " ".join(sys.argv[1:]),
+        "runs": runs,
+        "growth": growth,
+    }
     path = save(a.name, out)
     print(f"\nfacts: {facts}\nsaved {path}\n")
-    print(md_table(["samples", "tracked", "wall (s)", "engine wall (s)", "req/s", "peak RSS (MB)",
-                    "RSS before run (MB)", "samples.jsonl (MB)"],
-                   [[r["samples"], r["tracked"], r["wall_s"], r["engine_wall_s"],
-                     f"{r['mock_calls'] / r['engine_wall_s']:.0f}", r["peak_rss_mb"], r["rss_before_mb"],
-                     r["samples_jsonl_mb"]] for r in runs]))
+    print(
+        md_table(
+            [
+                "samples",
+                "tracked",
+                "wall (s)",
+                "engine wall (s)",
+                "req/s",
+                "peak RSS (MB)",
+                "RSS before run (MB)",
+                "samples.jsonl (MB)",
+            ],
+            [
+                [
+                    r["samples"],
+                    r["tracked"],
+                    r["wall_s"],
+                    r["engine_wall_s"],
+                    f"{r['mock_calls'] / r['engine_wall_s']:.0f}",
+                    r["peak_rss_mb"],
+                    r["rss_before_mb"],
+                    r["samples_jsonl_mb"],
+                ]
+                for r in runs
+            ],
+        )
+    )
     print()
-    print(md_table(["variant", "sizes", "size ratio", "wall ratio", "engine wall ratio", "peak RSS growth (MB)"],
-                   growth))
+    print(
+        md_table(
+            ["variant", "sizes", "size ratio", "wall ratio", "engine wall ratio", "peak RSS growth (MB)"],
+            growth,
+        )
+    )
 
 
 if __name__ == "__main__":

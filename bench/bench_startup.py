@@ -30,8 +30,14 @@ def main() -> None:
     commands = {
         "python -c pass": [sys.executable, "-c", "pass"],
         "mlflow-nemo-judge --help": [exe, "--help"],
-        "mlflow-nemo-judge validate … --no-secrets": [exe, "validate", str(ex / "config.yaml"), "--target",
-                                                       str(ex / "targets" / "llama-3.1-70b.yaml"), "--no-secrets"],
+        "mlflow-nemo-judge validate … --no-secrets": [
+            exe,
+            "validate",
+            str(ex / "config.yaml"),
+            "--target",
+            str(ex / "targets" / "llama-3.1-70b.yaml"),
+            "--no-secrets",
+        ],
         "python -c 'import mlflow'": [sys.executable, "-c", "import mlflow"],
     }
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "NVIDIA_API_KEY")}
@@ -45,9 +51,15 @@ def main() -> None:
             t0 = time.perf_counter()
             subprocess.run(cmd, capture_output=True, env=env, cwd=REPO, check=True)
             times[name].append(time.perf_counter() - t0)
-    rows = [[name, f"{statistics.median(v):.3f}", f"{min(v):.3f}", f"{max(v):.3f}"] for name, v in times.items()]
-    out = {"facts": facts, "command": "python bench/bench_startup.py " + " ".join(sys.argv[1:]), "times": times,
-           "table": rows}
+    rows = [
+        [name, f"{statistics.median(v):.3f}", f"{min(v):.3f}", f"{max(v):.3f}"] for name, v in times.items()
+    ]
+    out = {
+        "facts": facts,
+        "command": "python bench/bench_startup.py " + " ".join(sys.argv[1:]),
+        "times": times,
+        "table": rows,
+    }
     path = save("startup", out)
     print(f"facts: {facts}\nsaved {path}\n")
     print(md_table(["command", f"median of {a.runs} (s)", "min (s)", "max (s)"], rows))

@@ -43,10 +43,26 @@ def mlflow_server(d: Path) -> Iterator[str]:
     s.close()
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     log = open(d / "server.log", "w")  # noqa: SIM115 - closed below
-    p = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "mlflow"), "server",
-                          "--backend-store-uri", f"sqlite:///{d}/server.db", "--artifacts-destination",
-                          f"{d}/server-artifacts", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    p = subprocess.Popen(
+        [
+            os.path.join(os.path.dirname(sys.executable), "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{d}/server.db",
+            "--artifacts-destination",
+            f"{d}/server-artifacts",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -106,11 +122,25 @@ def main() -> None:
                 ev = evaluate(cfg, target, tracking=False, cache=False, progress_bar=False)
             else:
                 store, traces = variant.split("/")
-                ev = evaluate(cfg, target, experiment=f"bench-{n}", tracking_uri=stores[store], force=True,
-                              cache=False, progress_bar=False, trace_samples=None if traces == "traces" else 0)
+                ev = evaluate(
+                    cfg,
+                    target,
+                    experiment=f"bench-{n}",
+                    tracking_uri=stores[store],
+                    force=True,
+                    cache=False,
+                    progress_bar=False,
+                    trace_samples=None if traces == "traces" else 0,
+                )
             wall = time.perf_counter() - t0
-            return {"samples": n, "variant": variant, "wall_s": wall, "calls": mock.count(),
-                    "engine_wall_s": ev.result.usage.wall_seconds, "loadavg_1m": os.getloadavg()[0]}
+            return {
+                "samples": n,
+                "variant": variant,
+                "wall_s": wall,
+                "calls": mock.count(),
+                "engine_wall_s": ev.result.usage.wall_seconds,
+                "loadavg_1m": os.getloadavg()[0],
+            }
 
         variants = ["off"] + [f"{s}/{t}" for s in stores for t in ("traces", "no-traces")]
         print("warm-up", flush=True)
@@ -126,18 +156,44 @@ def main() -> None:
 
     table = []
     for n in a.sizes:
-        med = {v: statistics.median(r["wall_s"] for r in results if r["samples"] == n and r["variant"] == v)
-               for v in {r["variant"] for r in results if r["samples"] == n}}
+        med = {
+            v: statistics.median(r["wall_s"] for r in results if r["samples"] == n and r["variant"] == v)
+            for v in {r["variant"] for r in results if r["samples"] == n}
+        }
         for v in sorted(med, key=lambda x: (x != "off", x)):
             extra = med[v] - med["off"]
-            table.append([n, v, f"{med[v]:.2f}", f"{med[v] / med['off']:.2f}", f"{extra:.2f}",
-                          f"{extra / n * 1000:.1f}"])
-    out = {"facts": facts, "command": "python bench/bench_tracking.py " + " ".join(sys.argv[1:]),
-           "latency_s": a.latency, "runs": results, "table": table}
+            table.append(
+                [
+                    n,
+                    v,
+                    f"{med[v]:.2f}",
+                    f"{med[v] / med['off']:.2f}",
+                    f"{extra:.2f}",
+                    f"{extra / n * 1000:.1f}",
+                ]
+            )
+    out = {
+        "facts": facts,
+        "command": "python bench/bench_tracking.py " + " ".join(sys.argv[1:]),
+        "latency_s": a.latency,
+        "runs": results,
+        "table": table,
+    }
     path = save("tracking" if a.latency == 0 else f"tracking_lat{a.latency:g}", out)
     print(f"\nfacts: {facts}\nsaved {path}\n")
-    print(md_table(["samples", "variant", "median wall (s)", "tracked/untracked", "added (s)", "added per sample (ms)"],
-                   table))
+    print(
+        md_table(
+            [
+                "samples",
+                "variant",
+                "median wall (s)",
+                "tracked/untracked",
+                "added (s)",
+                "added per sample (ms)",
+            ],
+            table,
+        )
+    )
 
 
 if __name__ == "__main__":

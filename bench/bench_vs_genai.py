@@ -59,8 +59,11 @@ from _common import (  # noqa: E402
 )
 
 RATING = re.compile(r"RATING:\s*(\d+)")
-GENAI_ENV = ("MLFLOW_GENAI_EVAL_MAX_WORKERS", "MLFLOW_GENAI_EVAL_PREDICT_RATE_LIMIT",
-             "MLFLOW_GENAI_EVAL_SCORER_RATE_LIMIT")
+GENAI_ENV = (
+    "MLFLOW_GENAI_EVAL_MAX_WORKERS",
+    "MLFLOW_GENAI_EVAL_PREDICT_RATE_LIMIT",
+    "MLFLOW_GENAI_EVAL_SCORER_RATE_LIMIT",
+)
 
 
 @contextlib.contextmanager
@@ -111,18 +114,30 @@ def genai_pieces(chat_url: str) -> tuple[Any, list[Any], Any]:
     source = AssessmentSource(source_type=AssessmentSourceType.LLM_JUDGE, source_id=JUDGE_MODEL)
 
     def predict_fn(content: str) -> str:
-        body = {"model": TARGET_MODEL, "max_tokens": 200, "messages": [
-            {"role": "system", "content": "Given a full medical consultation, please provide a 50 word summary "
-                                          "of the consultation."},
-            {"role": "user", "content": f"Full Consult: {content}"}]}
+        body = {
+            "model": TARGET_MODEL,
+            "max_tokens": 200,
+            "messages": [
+                {
+                    "role": "system",
+                    "content": "Given a full medical consultation, please provide a 50 word summary "
+                    "of the consultation.",
+                },
+                {"role": "user", "content": f"Full Consult: {content}"},
+            ],
+        }
         r = http.post(chat_url, json=body)
         r.raise_for_status()
         return str(r.json()["choices"][0]["message"]["content"])
 
     def judge(system: str, name: str, inputs: dict[str, Any], outputs: Any) -> Any:
-        body = {"model": JUDGE_MODEL, "messages": [
-            {"role": "system", "content": system},
-            {"role": "user", "content": f"\nFull Consult: {inputs['content']}\nSummary: {outputs}\n"}]}
+        body = {
+            "model": JUDGE_MODEL,
+            "messages": [
+                {"role": "system", "content": system},
+                {"role": "user", "content": f"\nFull Consult: {inputs['content']}\nSummary: {outputs}\n"},
+            ],
+        }
         r = http.post(chat_url, json=body)
         r.raise_for_status()
         raw = r.json()["choices"][0]["message"]["content"] or ""
@@ -165,7 +180,13 @@ def main() -> None:
     with temp_dir("bench-genai-") as d, Mock(latency=a.latency) as mock:
         os.chdir(d)
         data_path = make_dataset(a.samples, d) if a.samples > len(rows) else None
-        src = data_path or Path(__file__).resolve().parents[2] / "shared" / "data" / "doctor_consults_with_summaries.jsonl"
+        src = (
+            data_path
+            or Path(__file__).resolve().parents[2]
+            / "shared"
+            / "data"
+            / "doctor_consults_with_summaries.jsonl"
+        )
         data_rows = [r for _, r in zip(range(a.samples), (rows * (a.samples // len(rows) + 1)), strict=False)]
         genai_data = [{"inputs": {"content": r["content"]}} for r in data_rows]
         target = mock_target(mock.chat_url)
@@ -178,12 +199,28 @@ def main() -> None:
             mock.reset()
             t0 = time.perf_counter()
             # Our default has the response cache on: an empty cache dir per run charges its writes, never a hit.
-            ev = evaluate(cfg, target, tracking_uri=uri, experiment="ours", cache=True, cache_dir=store / "cache",
-                          progress_bar=False, force=True, trace_samples=trace_samples)
+            ev = evaluate(
+                cfg,
+                target,
+                tracking_uri=uri,
+                experiment="ours",
+                cache=True,
+                cache_dir=store / "cache",
+                progress_bar=False,
+                force=True,
+                trace_samples=trace_samples,
+            )
             wall = time.perf_counter() - t0
             res = ev.result
-            means = {m: res.tasks["consult_summary_eval"][m][m].value for m in ("completeness", "correctness")}
-            return {"wall_s": wall, "calls": mock.count(), "engine_wall_s": res.usage.wall_seconds, "means": means}
+            means = {
+                m: res.tasks["consult_summary_eval"][m][m].value for m in ("completeness", "correctness")
+            }
+            return {
+                "wall_s": wall,
+                "calls": mock.count(),
+                "engine_wall_s": res.usage.wall_seconds,
+                "means": means,
+            }
 
         def theirs(settings: dict[str, str]) -> dict[str, Any]:
             uri, _ = stores.fresh()
@@ -197,8 +234,11 @@ def main() -> None:
             means = {m: res.metrics.get(f"{m}/mean") for m in ("completeness", "correctness")}
             return {"wall_s": wall, "calls": mock.count(), "means": means}
 
-        matched = {"MLFLOW_GENAI_EVAL_MAX_WORKERS": "8", "MLFLOW_GENAI_EVAL_PREDICT_RATE_LIMIT": "0",
-                   "MLFLOW_GENAI_EVAL_SCORER_RATE_LIMIT": "0"}
+        matched = {
+            "MLFLOW_GENAI_EVAL_MAX_WORKERS": "8",
+            "MLFLOW_GENAI_EVAL_PREDICT_RATE_LIMIT": "0",
+            "MLFLOW_GENAI_EVAL_SCORER_RATE_LIMIT": "0",
+        }
         variants: list[tuple[str, Any]] = [
             ("genai default", lambda: theirs({})),
             ("genai matched (workers 8, rate limits off)", lambda: theirs(matched)),
@@ -218,7 +258,10 @@ def main() -> None:
                 r = fn()
                 r.update({"variant": name, "repeat": rep, "loadavg_1m": os.getloadavg()[0]})
                 runs.append(r)
-                print(f"  {name} rep={rep}: {r['wall_s']:.2f}s, {r['calls']} calls, means {r['means']}", flush=True)
+                print(
+                    f"  {name} rep={rep}: {r['wall_s']:.2f}s, {r['calls']} calls, means {r['means']}",
+                    flush=True,
+                )
         http.close()
 
     med = {name: statistics.median(r["wall_s"] for r in runs if r["variant"] == name) for name, _ in variants}
@@ -227,24 +270,54 @@ def main() -> None:
     comparisons = [
         ("both default", "ours default (parallelism 8)", "genai default"),
         ("both default, ours without traces", "ours default, trace_samples=0", "genai default"),
-        ("matched: same knob value 8", "ours default (parallelism 8)", "genai matched (workers 8, rate limits off)"),
-        ("matched: same knob, ours without traces", "ours default, trace_samples=0",
-         "genai matched (workers 8, rate limits off)"),
-        ("matched: same max calls in flight (24)", "ours parallelism 24", "genai matched (workers 8, rate limits off)"),
-        ("matched: same max calls in flight, ours without traces", "ours parallelism 24, trace_samples=0",
-         "genai matched (workers 8, rate limits off)"),
+        (
+            "matched: same knob value 8",
+            "ours default (parallelism 8)",
+            "genai matched (workers 8, rate limits off)",
+        ),
+        (
+            "matched: same knob, ours without traces",
+            "ours default, trace_samples=0",
+            "genai matched (workers 8, rate limits off)",
+        ),
+        (
+            "matched: same max calls in flight (24)",
+            "ours parallelism 24",
+            "genai matched (workers 8, rate limits off)",
+        ),
+        (
+            "matched: same max calls in flight, ours without traces",
+            "ours parallelism 24, trace_samples=0",
+            "genai matched (workers 8, rate limits off)",
+        ),
     ]
-    table = [[label, f"{med[o]:.2f}", f"{med[t]:.2f}", f"{med[o] / med[t]:.3f}", f"{med[t] / med[o]:.2f}x"]
-             for label, o, t in comparisons if o in med and t in med]
-    out = {"facts": facts, "command": "python bench/bench_vs_genai.py " + " ".join(sys.argv[1:]),
-           "latency_s": a.latency, "samples": a.samples, "runs": runs, "median_wall_s": med, "calls": calls,
-           "comparisons": table}
+    table = [
+        [label, f"{med[o]:.2f}", f"{med[t]:.2f}", f"{med[o] / med[t]:.3f}", f"{med[t] / med[o]:.2f}x"]
+        for label, o, t in comparisons
+        if o in med and t in med
+    ]
+    out = {
+        "facts": facts,
+        "command": "python bench/bench_vs_genai.py " + " ".join(sys.argv[1:]),
+        "latency_s": a.latency,
+        "samples": a.samples,
+        "runs": runs,
+        "median_wall_s": med,
+        "calls": calls,
+        "comparisons": table,
+    }
     suffix = "_only" if a.only else ""
     path = save(f"vs_genai_lat{a.latency:g}_n{a.samples}{suffix}", out)
     print(f"\nfacts: {facts}\nsaved {path}\n")
-    print(md_table(["variant", "median wall (s)", "each run (s)", "endpoint calls"],
-                   [[n, f"{med[n]:.2f}", ", ".join(map(str, every[n])), ", ".join(map(str, calls[n]))]
-                    for n, _ in variants]))
+    print(
+        md_table(
+            ["variant", "median wall (s)", "each run (s)", "endpoint calls"],
+            [
+                [n, f"{med[n]:.2f}", ", ".join(map(str, every[n])), ", ".join(map(str, calls[n]))]
+                for n, _ in variants
+            ],
+        )
+    )
     print()
     print(md_table(["comparison", "ours (s)", "genai (s)", "ours/theirs", "speed-up"], table))
     per = {n: med[n] / a.samples * 1000 for n, _ in variants}

@@ -33,19 +33,38 @@ def request_bytes(chat_url: str) -> list[bytes]:
     for row in shared_rows()[:10]:
         content = row["content"]
         bodies = [
-            {"model": TARGET_MODEL, "max_tokens": 200, "messages": [
-                {"role": "system", "content": "Given a full medical consultation, please provide a 50 word "
-                                              "summary of the consultation."},
-                {"role": "user", "content": f"Full Consult: {content}"}]},
+            {
+                "model": TARGET_MODEL,
+                "max_tokens": 200,
+                "messages": [
+                    {
+                        "role": "system",
+                        "content": "Given a full medical consultation, please provide a 50 word "
+                        "summary of the consultation.",
+                    },
+                    {"role": "user", "content": f"Full Consult: {content}"},
+                ],
+            },
         ]
         for sp in (completeness_system_prompt, correctness_system_prompt):
-            bodies.append({"model": JUDGE_MODEL, "messages": [
-                {"role": "system", "content": sp},
-                {"role": "user", "content": f"\nFull Consult: {content}\nSummary: {row['summary']}\n"}]})
+            bodies.append(
+                {
+                    "model": JUDGE_MODEL,
+                    "messages": [
+                        {"role": "system", "content": sp},
+                        {
+                            "role": "user",
+                            "content": f"\nFull Consult: {content}\nSummary: {row['summary']}\n",
+                        },
+                    ],
+                }
+            )
         for b in bodies:
             raw = json.dumps(b).encode()
-            head = (f"POST {u.path} HTTP/1.1\r\nHost: {u.netloc}\r\nContent-Type: application/json\r\n"
-                    f"Content-Length: {len(raw)}\r\nConnection: keep-alive\r\n\r\n").encode()
+            head = (
+                f"POST {u.path} HTTP/1.1\r\nHost: {u.netloc}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(raw)}\r\nConnection: keep-alive\r\n\r\n"
+            ).encode()
             out.append(head + raw)
     return out
 
@@ -90,7 +109,9 @@ def measure(chat_url: str, *, connections: int, seconds: float, processes: int =
     per = max(1, connections // processes)
     t0 = time.perf_counter()
     with mp.get_context("spawn").Pool(processes) as pool:
-        counts = pool.map(_worker, [(u.hostname or "127.0.0.1", u.port or 80, reqs, per, seconds)] * processes)
+        counts = pool.map(
+            _worker, [(u.hostname or "127.0.0.1", u.port or 80, reqs, per, seconds)] * processes
+        )
     wall = time.perf_counter() - t0
     del wall  # pool start-up is not part of the rate: each worker ran for ``seconds``
     return sum(counts) / seconds

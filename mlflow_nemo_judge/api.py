@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 from mlflow_nemo_judge import tracking
 from mlflow_nemo_judge.config import (
-    MASK,
     EvalConfig,
     Target,
     load_config,
@@ -29,6 +28,7 @@ from mlflow_nemo_judge.config import (
     sha256_json,
     source_path,
 )
+from mlflow_nemo_judge.config.secrets import masked_paths
 from mlflow_nemo_judge.engine import RunOptions
 from mlflow_nemo_judge.errors import ConfigError, TrackingError
 from mlflow_nemo_judge.results import EvalResult
@@ -125,7 +125,11 @@ def _trace_samples(value: int | None) -> int:
 
 
 def _row_digest(h: Any, row: Mapping[str, Any]) -> None:
-    h.update(json.dumps(row, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8"))
+    h.update(
+        json.dumps(row, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode(
+            "utf-8"
+        )
+    )
     h.update(b"\n")
 
 
@@ -133,7 +137,7 @@ def _local_source(files_url: str, base_dir: Path | None) -> str | None:
     """An absolute location for a local dataset (what MLflow records as the source), else the URL."""
     if "://" in files_url and not files_url.startswith("file://"):
         return files_url
-    from mlflow_nemo_judge.datasets import DatasetSource, resolve_files
+    from mlflow_nemo_judge.data import DatasetSource, resolve_files
 
     try:
         files = resolve_files(DatasetSource(url=files_url, base_dir=base_dir))
@@ -155,9 +159,15 @@ def _dataset_name(files_url: str | None, fallback: str) -> str:
     return name[:500] or fallback
 
 
-def describe_datasets(config: EvalConfig, target: Target, *, backend: str, limit: int | None,
-                      parallelism: int | None = None, max_rows: int = tracking.DEFAULT_TABLE_MAX_ROWS
-                      ) -> list[DatasetInfo]:
+def describe_datasets(
+    config: EvalConfig,
+    target: Target,
+    *,
+    backend: str,
+    limit: int | None,
+    parallelism: int | None = None,
+    max_rows: int = tracking.DEFAULT_TABLE_MAX_ROWS,
+) -> list[DatasetInfo]:
     """Per task: where its rows come from and a digest of the rows the run uses (``limit`` applied).
 
     The local backend reads the rows (streamed; kept only while they are few enough to log as an MLflow
@@ -168,8 +178,9 @@ def describe_datasets(config: EvalConfig, target: Target, *, backend: str, limit
     if backend == "local":
         from mlflow_nemo_judge.plan import build_plan
 
-        plan = build_plan(config, target, check_data=False, resolve_secrets=False, limit=limit,
-                          parallelism=parallelism)
+        plan = build_plan(
+            config, target, check_data=False, resolve_secrets=False, limit=limit, parallelism=parallelism
+        )
         seen: dict[tuple[str | None, int | None, str], DatasetInfo] = {}
         for tp in plan.tasks:
             key = (tp.data.files_url, tp.limit, tp.data.description)
@@ -187,10 +198,16 @@ def describe_datasets(config: EvalConfig, target: Target, *, backend: str, limit
                     if len(rows) > max_rows:
                         rows = None
             url = tp.data.files_url
-            info = DatasetInfo(task=tp.name, name=_dataset_name(url, f"{target.display_name}-rows" if url is None
-                                                                else tp.name),
-                               files_url=url, source=_local_source(url, tp.data.base_dir) if url else None,
-                               digest=h.hexdigest()[:16], num_rows=n, limit=tp.limit, rows=rows)
+            info = DatasetInfo(
+                task=tp.name,
+                name=_dataset_name(url, f"{target.display_name}-rows" if url is None else tp.name),
+                files_url=url,
+                source=_local_source(url, tp.data.base_dir) if url else None,
+                digest=h.hexdigest()[:16],
+                num_rows=n,
+                limit=tp.limit,
+                rows=rows,
+            )
             seen[key] = info
             infos.append(info)
         return infos
@@ -202,9 +219,17 @@ def describe_datasets(config: EvalConfig, target: Target, *, backend: str, limit
         ds_limit = getattr(ref, "limit", None)
         lim = min(x for x in (ds_limit, limit) if x is not None) if (ds_limit or limit) else None
         digest = sha256_json({"url": url, "limit": lim, "rows": target.rows})[:16]
-        infos.append(DatasetInfo(task=tname, name=_dataset_name(url, tname), files_url=url,
-                                 source=url if url and "://" in url else None, digest=digest,
-                                 num_rows=len(target.rows) if target.rows is not None else None, limit=lim))
+        infos.append(
+            DatasetInfo(
+                task=tname,
+                name=_dataset_name(url, tname),
+                files_url=url,
+                source=url if url and "://" in url else None,
+                digest=digest,
+                num_rows=len(target.rows) if target.rows is not None else None,
+                limit=lim,
+            )
+        )
     return infos
 
 
@@ -212,18 +237,25 @@ def _combined_digest(datasets: Sequence[DatasetInfo]) -> str:
     return hashlib.sha256("|".join(f"{d.task}={d.digest}" for d in datasets).encode("utf-8")).hexdigest()[:16]
 
 
-def _identity(config: EvalConfig, target: Target, datasets: Sequence[DatasetInfo], backend: str,
-              limit: int | None) -> dict[str, str]:
+def _identity(
+    config: EvalConfig, target: Target, datasets: Sequence[DatasetInfo], backend: str, limit: int | None
+) -> dict[str, str]:
     """The tags that make two evaluations "the same": config, target, data content, limit, backend."""
-    return {tracking.TAG_CONFIG_SHA: config.sha256(), tracking.TAG_TARGET_SHA: target.sha256(),
-            tracking.TAG_DATASET_DIGEST: _combined_digest(datasets),
-            tracking.TAG_LIMIT: str(limit) if limit else "none", tracking.TAG_BACKEND: backend}
+    return {
+        tracking.TAG_CONFIG_SHA: config.sha256(),
+        tracking.TAG_TARGET_SHA: target.sha256(),
+        tracking.TAG_DATASET_DIGEST: _combined_digest(datasets),
+        tracking.TAG_LIMIT: str(limit) if limit else "none",
+        tracking.TAG_BACKEND: backend,
+    }
 
 
 def _resume_tags(config: EvalConfig, target: Target, options: RunOptions) -> dict[str, str]:
     """What ``resume`` needs besides the artifacts: where relative dataset paths resolve, and options."""
-    tags = {tracking.TAG_CONFIG_NAME: config.display_name,
-            tracking.TAG_PARALLELISM: str(options.parallelism) if options.parallelism else "config"}
+    tags = {
+        tracking.TAG_CONFIG_NAME: config.display_name,
+        tracking.TAG_PARALLELISM: str(options.parallelism) if options.parallelism else "config",
+    }
     for tag, obj in ((tracking.TAG_CONFIG_PATH, config), (tracking.TAG_TARGET_PATH, target)):
         src = source_path(obj)
         if src is not None:
@@ -274,26 +306,52 @@ def _ends_run(tracker: RunTracker) -> Iterator[None]:
         raise
 
 
-def _execute(tracker: RunTracker, s: _Settings, config: EvalConfig, job: _Job,
-             existing_params: Mapping[str, str] | None = None, setup_done: bool = False,
-             attach_job_id: str | None = None) -> EvalResult:
+def _execute(
+    tracker: RunTracker,
+    s: _Settings,
+    config: EvalConfig,
+    job: _Job,
+    existing_params: Mapping[str, str] | None = None,
+    setup_done: bool = False,
+    attach_job_id: str | None = None,
+) -> EvalResult:
     """Setup, run, finish — and on any way out, the matching MLflow status.
 
     ``attach_job_id``: the run already submitted this remote job (nemo backend); wait for it instead of
     submitting the evaluation again."""
     with _ends_run(tracker):
-        params = tracking.build_params(config, job.target, backend=s.backend_name, limit=s.options.limit,
-                                       parallelism=s.options.parallelism, datasets=job.datasets)
-        tracker.log_setup(config=config, target=job.target, params=params, datasets=job.datasets,
-                          model=tracking.model_spec(job.target), existing_params=existing_params,
-                          setup_done=setup_done)
+        params = tracking.build_params(
+            config,
+            job.target,
+            backend=s.backend_name,
+            limit=s.options.limit,
+            parallelism=s.options.parallelism,
+            datasets=job.datasets,
+        )
+        tracker.log_setup(
+            config=config,
+            target=job.target,
+            params=params,
+            datasets=job.datasets,
+            model=tracking.model_spec(job.target),
+            existing_params=existing_params,
+            setup_done=setup_done,
+        )
         attach = getattr(s.backend, "attach", None)
         if attach_job_id and attach is not None:
             result = attach(attach_job_id, progress=tracker.progress_callback())
         else:
-            result = s.backend.run(config, job.target, progress=tracker.progress_callback(), on_job=tracker.on_job)
-        tracker.finish(result, config=config, datasets=job.datasets, table_max_rows=s.table_max_rows,
-                       trace_samples=s.trace_samples, judge_models=_judge_models(config))
+            result = s.backend.run(
+                config, job.target, progress=tracker.progress_callback(), on_job=tracker.on_job
+            )
+        tracker.finish(
+            result,
+            config=config,
+            datasets=job.datasets,
+            table_max_rows=s.table_max_rows,
+            trace_samples=s.trace_samples,
+            judge_models=_judge_models(config),
+        )
     result.run_ids = [tracker.run_id]
     return result
 
@@ -306,20 +364,40 @@ def _reuse(cl: Any, run: Any) -> _Outcome | None:
     return _Outcome(res, run.info.run_id, True, run.data.tags.get(tracking.TAG_MODEL_ID))
 
 
-def _track_one(cl: Any, experiment_id: str, s: _Settings, config: EvalConfig, job: _Job, *, role: str,
-               parent_run_id: str | None, run_name: str | None, force: bool) -> _Outcome:
+def _track_one(
+    cl: Any,
+    experiment_id: str,
+    s: _Settings,
+    config: EvalConfig,
+    job: _Job,
+    *,
+    role: str,
+    parent_run_id: str | None,
+    run_name: str | None,
+    force: bool,
+) -> _Outcome:
     if not force:
         for run in tracking.find_runs(cl, experiment_id, job.identity, max_results=5):
             found = _reuse(cl, run)
             if found is not None:
                 return found
     secrets = tracking.collect_secrets(config, job.target)
-    tags = {**job.identity, **_resume_tags(config, job.target, s.options), tracking.TAG_ROLE: role,
-            tracking.TAG_TARGET: job.target.display_name}
+    tags = {
+        **job.identity,
+        **_resume_tags(config, job.target, s.options),
+        tracking.TAG_ROLE: role,
+        tracking.TAG_TARGET: job.target.display_name,
+    }
     tracker = RunTracker.create(
-        cl, experiment_id, run_name=run_name or f"{job.target.display_name} · {config.display_name}",
-        description=tracking.describe_run(config, job.target, job.datasets, s.backend_name), tags=tags,
-        parent_run_id=parent_run_id, secrets=secrets, n_tasks=len(config.tasks or {}))
+        cl,
+        experiment_id,
+        run_name=run_name or f"{job.target.display_name} · {config.display_name}",
+        description=tracking.describe_run(config, job.target, job.datasets, s.backend_name),
+        tags=tags,
+        parent_run_id=parent_run_id,
+        secrets=secrets,
+        n_tasks=len(config.tasks or {}),
+    )
     result = _execute(tracker, s, config, job)
     return _Outcome(result, tracker.run_id, False, tracker.model_id)
 
@@ -346,12 +424,24 @@ def _register(cl: Any, outcomes: Sequence[_Outcome], name: str, alias: str | Non
 # ---------------------------------------------------------------------------------------- evaluate
 
 
-def evaluate(config: ConfigLike, targets: TargetLike | Sequence[TargetLike], *, backend: str = "local",
-             experiment: str | None = None, tracking_uri: str | None = None, tracking: bool = True,
-             force: bool = False, register_model: str | None = None, alias: str | None = None,
-             run_name: str | None = None, options: RunOptions | None = None,
-             backend_options: dict[str, Any] | None = None, trace_samples: int | None = None,
-             table_max_rows: int | None = None, **run_options: Any) -> Evaluation:
+def evaluate(
+    config: ConfigLike,
+    targets: TargetLike | Sequence[TargetLike],
+    *,
+    backend: str = "local",
+    experiment: str | None = None,
+    tracking_uri: str | None = None,
+    tracking: bool = True,
+    force: bool = False,
+    register_model: str | None = None,
+    alias: str | None = None,
+    run_name: str | None = None,
+    options: RunOptions | None = None,
+    backend_options: dict[str, Any] | None = None,
+    trace_samples: int | None = None,
+    table_max_rows: int | None = None,
+    **run_options: Any,
+) -> Evaluation:
     """Evaluate ``config`` against each target and record every evaluation as an MLflow run.
 
     ``targets`` is one target or a list (then a parent run holds one child run per target, plus a
@@ -371,8 +461,13 @@ def evaluate(config: ConfigLike, targets: TargetLike | Sequence[TargetLike], *, 
         be.validate(cfg, t)  # every config/target error surfaces before any run or model call
     if not tracking:
         return Evaluation(results=[be.run(cfg, t) for t in tlist], reused=[False] * len(tlist))
-    s = _Settings(backend, be, opts, _trace_samples(trace_samples),
-                  table_max_rows if table_max_rows is not None else _TABLE_MAX_ROWS)
+    s = _Settings(
+        backend,
+        be,
+        opts,
+        _trace_samples(trace_samples),
+        table_max_rows if table_max_rows is not None else _TABLE_MAX_ROWS,
+    )
     from mlflow_nemo_judge import tracking as trk
 
     with trk.tracking_scope(tracking_uri):
@@ -383,36 +478,57 @@ def evaluate(config: ConfigLike, targets: TargetLike | Sequence[TargetLike], *, 
             ds = describe_datasets(cfg, t, backend=backend, limit=opts.limit, parallelism=opts.parallelism)
             jobs.append(_Job(t, ds, _identity(cfg, t, ds, backend, opts.limit)))
         if len(jobs) == 1:
-            o = _track_one(cl, exp_id, s, cfg, jobs[0], role="single", parent_run_id=None, run_name=run_name,
-                           force=force)
+            o = _track_one(
+                cl, exp_id, s, cfg, jobs[0], role="single", parent_run_id=None, run_name=run_name, force=force
+            )
             if register_model:
                 _register(cl, [o], register_model, alias)
             return Evaluation([o.result], [o.run_id], None, exp_id, [o.reused])
         outcomes, parent_id = _evaluate_many(cl, exp_id, s, cfg, jobs, run_name=run_name, force=force)
         if register_model:
             _register(cl, outcomes, register_model, alias)
-        return Evaluation([o.result for o in outcomes], [o.run_id for o in outcomes], parent_id, exp_id,
-                          [o.reused for o in outcomes])
+        return Evaluation(
+            [o.result for o in outcomes],
+            [o.run_id for o in outcomes],
+            parent_id,
+            exp_id,
+            [o.reused for o in outcomes],
+        )
 
 
-def _parent_identity(config: EvalConfig, jobs: Sequence[_Job], backend: str, limit: int | None) -> dict[str, str]:
-    return {tracking.TAG_CONFIG_SHA: config.sha256(), tracking.TAG_ROLE: "parent",
-            tracking.TAG_TARGETS_SHA: sha256_json([j.target.sha256() for j in jobs]),
-            tracking.TAG_DATASET_DIGEST: _combined_digest([d for j in jobs for d in j.datasets]),
-            tracking.TAG_LIMIT: str(limit) if limit else "none", tracking.TAG_BACKEND: backend}
+def _parent_identity(
+    config: EvalConfig, jobs: Sequence[_Job], backend: str, limit: int | None
+) -> dict[str, str]:
+    return {
+        tracking.TAG_CONFIG_SHA: config.sha256(),
+        tracking.TAG_ROLE: "parent",
+        tracking.TAG_TARGETS_SHA: sha256_json([j.target.sha256() for j in jobs]),
+        tracking.TAG_DATASET_DIGEST: _combined_digest([d for j in jobs for d in j.datasets]),
+        tracking.TAG_LIMIT: str(limit) if limit else "none",
+        tracking.TAG_BACKEND: backend,
+    }
 
 
 def _children(cl: Any, experiment_id: str, parent_id: str, status: str | None = "FINISHED") -> dict[str, Any]:
     """The parent's child runs by target sha (the newest per target)."""
     out: dict[str, Any] = {}
-    for run in tracking.find_runs(cl, experiment_id, {"mlflow.parentRunId": parent_id}, status=status,
-                                  max_results=1000):
+    for run in tracking.find_runs(
+        cl, experiment_id, {"mlflow.parentRunId": parent_id}, status=status, max_results=1000
+    ):
         out.setdefault(run.data.tags.get(tracking.TAG_TARGET_SHA, ""), run)
     return out
 
 
-def _evaluate_many(cl: Any, experiment_id: str, s: _Settings, config: EvalConfig, jobs: list[_Job], *,
-                   run_name: str | None, force: bool) -> tuple[list[_Outcome], str]:
+def _evaluate_many(
+    cl: Any,
+    experiment_id: str,
+    s: _Settings,
+    config: EvalConfig,
+    jobs: list[_Job],
+    *,
+    run_name: str | None,
+    force: bool,
+) -> tuple[list[_Outcome], str]:
     identity = _parent_identity(config, jobs, s.backend_name, s.options.limit)
     if not force:
         for prun in tracking.find_runs(cl, experiment_id, identity, max_results=5):
@@ -422,18 +538,44 @@ def _evaluate_many(cl: Any, experiment_id: str, s: _Settings, config: EvalConfig
                 return [f for f in found if f is not None], prun.info.run_id
     names = [j.target.display_name for j in jobs]
     secrets = tracking.collect_secrets(config, *[j.target for j in jobs])
-    tags = {**identity, **_resume_tags(config, jobs[0].target, s.options), tracking.TAG_TARGET: ", ".join(names)}
+    tags = {
+        **identity,
+        **_resume_tags(config, jobs[0].target, s.options),
+        tracking.TAG_TARGET: ", ".join(names),
+    }
     tags.pop(tracking.TAG_TARGET_PATH, None)
     parent = RunTracker.create(
-        cl, experiment_id, run_name=run_name or f"{config.display_name} · {len(jobs)} targets",
-        description=tracking.describe_parent(config, names, jobs[0].datasets, s.backend_name), tags=tags,
-        secrets=secrets)
+        cl,
+        experiment_id,
+        run_name=run_name or f"{config.display_name} · {len(jobs)} targets",
+        description=tracking.describe_parent(config, names, jobs[0].datasets, s.backend_name),
+        tags=tags,
+        secrets=secrets,
+    )
     with _ends_run(parent):
-        params = tracking.build_params(config, jobs[0].target, backend=s.backend_name, limit=s.options.limit,
-                                       parallelism=s.options.parallelism, datasets=jobs[0].datasets)
+        params = tracking.build_params(
+            config,
+            jobs[0].target,
+            backend=s.backend_name,
+            limit=s.options.limit,
+            parallelism=s.options.parallelism,
+            datasets=jobs[0].datasets,
+        )
         parent.log_parent_setup(config, [j.target for j in jobs], params)
-        outcomes = [_track_one(cl, experiment_id, s, config, j, role="child", parent_run_id=parent.run_id,
-                               run_name=None, force=True) for j in jobs]
+        outcomes = [
+            _track_one(
+                cl,
+                experiment_id,
+                s,
+                config,
+                j,
+                role="child",
+                parent_run_id=parent.run_id,
+                run_name=None,
+                force=True,
+            )
+            for j in jobs
+        ]
         _finish_parent(parent, outcomes, names)
     return outcomes, parent.run_id
 
@@ -443,8 +585,9 @@ def _finish_parent(parent: RunTracker, outcomes: Sequence[_Outcome], names: Sequ
 
     from mlflow_nemo_judge import compare
 
-    df = compare.frame(compare.entries_from_results(
-        [(n, o.run_id, o.result) for n, o in zip(names, outcomes, strict=True)]))
+    df = compare.frame(
+        compare.entries_from_results([(n, o.run_id, o.result) for n, o in zip(names, outcomes, strict=True)])
+    )
     with tempfile.TemporaryDirectory(prefix="nemo-judge-cmp-") as tmp:
         chart = compare.write_chart(df, Path(tmp) / "comparison.png", title="mean with 95% CI per target")
         parent.log_comparison(df, chart)
@@ -452,14 +595,6 @@ def _finish_parent(parent: RunTracker, outcomes: Sequence[_Outcome], names: Sequ
 
 
 # ------------------------------------------------------------------------------------------ resume
-
-
-def _masked_paths(obj: Any, path: str = "") -> list[str]:
-    if isinstance(obj, Mapping):
-        return [p for k, v in obj.items() for p in _masked_paths(v, f"{path}.{k}" if path else str(k))]
-    if isinstance(obj, list):
-        return [p for i, v in enumerate(obj) for p in _masked_paths(v, f"{path}[{i}]")]
-    return [path] if obj == MASK else []
 
 
 def _reload(cl: Any, run: Any, what: str, given: Any, allow_masked: bool = False) -> Any:
@@ -472,19 +607,23 @@ def _reload(cl: Any, run: Any, what: str, given: Any, allow_masked: bool = False
     if given is not None:
         obj = loader(given)
         if obj.sha256() != tags.get(sha_tag):
-            raise TrackingError(f"the {what} passed is not the one MLflow run {run_id} was started with "
-                                f"(sha256 {obj.sha256()[:12]} vs {str(tags.get(sha_tag))[:12]}); resume with the original "
-                                f"{what}, or start a new evaluation")
+            raise TrackingError(
+                f"the {what} passed is not the one MLflow run {run_id} was started with "
+                f"(sha256 {obj.sha256()[:12]} vs {str(tags.get(sha_tag))[:12]}); resume with the original "
+                f"{what}, or start a new evaluation"
+            )
         return obj
     art = tracking.ART_CONFIG if what == "config" else tracking.ART_TARGET
     doc = tracking.download_json(cl, run_id, art)
     if doc is None:
         raise TrackingError(f"MLflow run {run_id} has no {art}; pass {what}= (--{what}) to resume it")
-    masked = [] if allow_masked else _masked_paths(doc)
+    masked = [] if allow_masked else masked_paths(doc)
     if masked:
-        raise TrackingError(f"MLflow run {run_id} was started with literal secrets in its {what} ({', '.join(masked)}), "
-                            f"which are redacted in {art}; pass the original {what} ({what}= in Python, --{what} on the "
-                            "command line) to resume it, or keep keys in environment variables (api_key_env)")
+        raise TrackingError(
+            f"MLflow run {run_id} was started with literal secrets in its {what} ({', '.join(masked)}), "
+            f"which are redacted in {art}; pass the original {what} ({what}= in Python, --{what} on the "
+            "command line) to resume it, or keep keys in environment variables (api_key_env)"
+        )
     obj = loader(doc)
     src = tags.get(tracking.TAG_CONFIG_PATH if what == "config" else tracking.TAG_TARGET_PATH)
     if src:
@@ -494,8 +633,16 @@ def _reload(cl: Any, run: Any, what: str, given: Any, allow_masked: bool = False
     return obj
 
 
-def _resume_run(cl: Any, run: Any, *, config: Any, target: Any, options: RunOptions | None,
-                trace_samples: int | None, backend_options: dict[str, Any] | None = None) -> _Outcome:
+def _resume_run(
+    cl: Any,
+    run: Any,
+    *,
+    config: Any,
+    target: Any,
+    options: RunOptions | None,
+    trace_samples: int | None,
+    backend_options: dict[str, Any] | None = None,
+) -> _Outcome:
     if run.info.status == "FINISHED":
         found = _reuse(cl, run)
         if found is None:
@@ -511,33 +658,57 @@ def _resume_run(cl: Any, run: Any, *, config: Any, target: Any, options: RunOpti
     recorded_limit = None if tags.get(tracking.TAG_LIMIT, "none") == "none" else int(tags[tracking.TAG_LIMIT])
     opts = options or RunOptions()
     if opts.limit is not None and opts.limit != recorded_limit:
-        raise TrackingError(f"MLflow run {run.info.run_id} was started with limit {recorded_limit}; a resume must "
-                            f"use the same limit (got {opts.limit})")
+        raise TrackingError(
+            f"MLflow run {run.info.run_id} was started with limit {recorded_limit}; a resume must "
+            f"use the same limit (got {opts.limit})"
+        )
     par = tags.get(tracking.TAG_PARALLELISM, "config")
     opts = dataclasses.replace(
-        opts, limit=recorded_limit,
+        opts,
+        limit=recorded_limit,
         parallelism=opts.parallelism or (int(par) if par.isdigit() else None),
-        cache_dir=opts.cache_dir or (Path(tags[tracking.TAG_CACHE_DIR]) if tags.get(tracking.TAG_CACHE_DIR) else None))
+        cache_dir=opts.cache_dir
+        or (Path(tags[tracking.TAG_CACHE_DIR]) if tags.get(tracking.TAG_CACHE_DIR) else None),
+    )
     be = _backend(backend_name, opts, backend_options)
     if not job_id:
         be.validate(cfg, tgt)  # e.g. an api_key_env variable not set in this shell fails here, clearly
-    datasets = describe_datasets(cfg, tgt, backend=backend_name, limit=opts.limit, parallelism=opts.parallelism)
+    datasets = describe_datasets(
+        cfg, tgt, backend=backend_name, limit=opts.limit, parallelism=opts.parallelism
+    )
     if _combined_digest(datasets) != tags.get(tracking.TAG_DATASET_DIGEST):
-        raise TrackingError(f"the dataset of MLflow run {run.info.run_id} changed since the run started (digest "
-                            f"{_combined_digest(datasets)} vs {tags.get(tracking.TAG_DATASET_DIGEST)}); start a new "
-                            "evaluation instead of resuming")
+        raise TrackingError(
+            f"the dataset of MLflow run {run.info.run_id} changed since the run started (digest "
+            f"{_combined_digest(datasets)} vs {tags.get(tracking.TAG_DATASET_DIGEST)}); start a new "
+            "evaluation instead of resuming"
+        )
     s = _Settings(backend_name, be, opts, _trace_samples(trace_samples))
-    tracker = RunTracker.reopen(cl, run, secrets=tracking.collect_secrets(cfg, tgt), n_tasks=len(cfg.tasks or {}))
+    tracker = RunTracker.reopen(
+        cl, run, secrets=tracking.collect_secrets(cfg, tgt), n_tasks=len(cfg.tasks or {})
+    )
     job = _Job(tgt, datasets, _identity(cfg, tgt, datasets, backend_name, opts.limit))
-    result = _execute(tracker, s, cfg, job, existing_params=run.data.params,
-                      setup_done=tags.get(tracking.TAG_SETUP) == "true",
-                      attach_job_id=job_id)
+    result = _execute(
+        tracker,
+        s,
+        cfg,
+        job,
+        existing_params=run.data.params,
+        setup_done=tags.get(tracking.TAG_SETUP) == "true",
+        attach_job_id=job_id,
+    )
     return _Outcome(result, tracker.run_id, False, tracker.model_id)
 
 
-def resume(run_id: str, *, tracking_uri: str | None = None, config: ConfigLike | None = None,
-           target: TargetLike | Sequence[TargetLike] | None = None, options: RunOptions | None = None,
-           trace_samples: int | None = None, backend_options: dict[str, Any] | None = None) -> Evaluation:
+def resume(
+    run_id: str,
+    *,
+    tracking_uri: str | None = None,
+    config: ConfigLike | None = None,
+    target: TargetLike | Sequence[TargetLike] | None = None,
+    options: RunOptions | None = None,
+    trace_samples: int | None = None,
+    backend_options: dict[str, Any] | None = None,
+) -> Evaluation:
     """Continue an interrupted run (left RUNNING by a killed process, or FAILED/KILLED) in place.
 
     Config and target are re-read from the run's artifacts; keys come from their ``api_key_env``
@@ -551,22 +722,37 @@ def resume(run_id: str, *, tracking_uri: str | None = None, config: ConfigLike |
         run = trk.get_run(cl, run_id)
         tags = run.data.tags
         if trk.TAG_CONFIG_SHA not in tags:
-            raise TrackingError(f"MLflow run {run_id} was not made by mlflow-nemo-judge (no {trk.TAG_CONFIG_SHA} tag)")
+            raise TrackingError(
+                f"MLflow run {run_id} was not made by mlflow-nemo-judge (no {trk.TAG_CONFIG_SHA} tag)"
+            )
         exp_id = run.info.experiment_id
         if tags.get(trk.TAG_ROLE) == "parent":
-            return _resume_parent(cl, run, config=config, targets=target, options=options,
-                                  trace_samples=trace_samples)
+            return _resume_parent(
+                cl, run, config=config, targets=target, options=options, trace_samples=trace_samples
+            )
         if isinstance(target, (list, tuple)):
             if len(target) != 1:
                 raise TrackingError(f"MLflow run {run_id} evaluated one target; pass one target=")
             target = target[0]
-        o = _resume_run(cl, run, config=config, target=target, options=options, trace_samples=trace_samples,
-                        backend_options=backend_options)
+        o = _resume_run(
+            cl,
+            run,
+            config=config,
+            target=target,
+            options=options,
+            trace_samples=trace_samples,
+            backend_options=backend_options,
+        )
         return Evaluation([o.result], [o.run_id], tags.get("mlflow.parentRunId"), exp_id, [o.reused])
 
 
-def attach(job_id: str, *, tracking_uri: str | None = None, backend_options: dict[str, Any] | None = None,
-           trace_samples: int | None = None) -> Evaluation:
+def attach(
+    job_id: str,
+    *,
+    tracking_uri: str | None = None,
+    backend_options: dict[str, Any] | None = None,
+    trace_samples: int | None = None,
+) -> Evaluation:
     """Re-attach to a NeMo Evaluator job after the submitting process died.
 
     If an MLflow run recorded this job (tag ``nemo_judge.job_id``), that run is resumed and completed;
@@ -576,22 +762,39 @@ def attach(job_id: str, *, tracking_uri: str | None = None, backend_options: dic
     with trk.tracking_scope(tracking_uri):
         cl = trk.client(tracking_uri)
         exp_ids = [e.experiment_id for e in cl.search_experiments()]
-        runs = list(cl.search_runs(exp_ids, f"tags.`{trk.TAG_JOB_ID}` = {trk.quote(job_id)}", max_results=1,
-                                   order_by=["attributes.start_time DESC"])) if exp_ids else []
+        runs = (
+            list(
+                cl.search_runs(
+                    exp_ids,
+                    f"tags.`{trk.TAG_JOB_ID}` = {trk.quote(job_id)}",
+                    max_results=1,
+                    order_by=["attributes.start_time DESC"],
+                )
+            )
+            if exp_ids
+            else []
+        )
     if runs:
-        return resume(runs[0].info.run_id, tracking_uri=tracking_uri, trace_samples=trace_samples,
-                      backend_options=backend_options)
+        return resume(
+            runs[0].info.run_id,
+            tracking_uri=tracking_uri,
+            trace_samples=trace_samples,
+            backend_options=backend_options,
+        )
     be = _backend("nemo", RunOptions(), backend_options)
     result = be.attach(job_id)  # type: ignore[attr-defined]
     return Evaluation([result], [], None, None, [False])
 
 
-def _resume_parent(cl: Any, prun: Any, *, config: Any, targets: Any, options: RunOptions | None,
-                   trace_samples: int | None) -> Evaluation:
+def _resume_parent(
+    cl: Any, prun: Any, *, config: Any, targets: Any, options: RunOptions | None, trace_samples: int | None
+) -> Evaluation:
     pid, exp_id = prun.info.run_id, prun.info.experiment_id
     docs = tracking.download_json(cl, pid, tracking.ART_TARGETS)
     if not isinstance(docs, list):
-        raise TrackingError(f"MLflow run {pid} has no {tracking.ART_TARGETS}; cannot tell which targets it evaluated")
+        raise TrackingError(
+            f"MLflow run {pid} has no {tracking.ART_TARGETS}; cannot tell which targets it evaluated"
+        )
     if prun.info.status == "FINISHED":
         finished = _children(cl, exp_id, pid)
         found = [_reuse(cl, finished[sha]) if (sha := sha256_json(d)) in finished else None for d in docs]
@@ -601,8 +804,11 @@ def _resume_parent(cl: Any, prun: Any, *, config: Any, targets: Any, options: Ru
     given = {t.sha256(): t for t in (_targets(targets) if targets is not None else [])}
     kids = _children(cl, exp_id, pid, status=None)
     opts = options or RunOptions()
-    recorded_limit = None if prun.data.tags.get(tracking.TAG_LIMIT, "none") == "none" \
+    recorded_limit = (
+        None
+        if prun.data.tags.get(tracking.TAG_LIMIT, "none") == "none"
         else int(prun.data.tags[tracking.TAG_LIMIT])
+    )
     opts = dataclasses.replace(opts, limit=recorded_limit)
     backend_name = prun.data.tags.get(tracking.TAG_BACKEND, "local")
     parent = RunTracker.reopen(cl, prun, secrets=tracking.collect_secrets(cfg, *given.values()))
@@ -613,39 +819,61 @@ def _resume_parent(cl: Any, prun: Any, *, config: Any, targets: Any, options: Ru
             sha = sha256_json(doc)
             tgt_given = given.get(sha)
             if sha in kids:
-                o = _resume_run(cl, kids[sha], config=cfg, target=tgt_given, options=opts, trace_samples=trace_samples)
+                o = _resume_run(
+                    cl, kids[sha], config=cfg, target=tgt_given, options=opts, trace_samples=trace_samples
+                )
                 names.append(kids[sha].data.tags.get(tracking.TAG_TARGET, sha[:12]))
             else:
-                if tgt_given is None and _masked_paths(doc):
-                    raise TrackingError(f"target {doc.get('name') or sha[:12]} of MLflow run {pid} held literal secrets; "
-                                        "pass the original targets (target=[...]) to resume")
+                if tgt_given is None and masked_paths(doc):
+                    raise TrackingError(
+                        f"target {doc.get('name') or sha[:12]} of MLflow run {pid} held literal secrets; "
+                        "pass the original targets (target=[...]) to resume"
+                    )
                 tgt = tgt_given or load_target(doc)
                 be = _backend(backend_name, opts, None)
                 be.validate(cfg, tgt)
-                ds = describe_datasets(cfg, tgt, backend=backend_name, limit=opts.limit, parallelism=opts.parallelism)
+                ds = describe_datasets(
+                    cfg, tgt, backend=backend_name, limit=opts.limit, parallelism=opts.parallelism
+                )
                 s = _Settings(backend_name, be, opts, _trace_samples(trace_samples))
-                o = _track_one(cl, exp_id, s, cfg, _Job(tgt, ds, _identity(cfg, tgt, ds, backend_name, opts.limit)),
-                               role="child", parent_run_id=pid, run_name=None, force=True)
+                o = _track_one(
+                    cl,
+                    exp_id,
+                    s,
+                    cfg,
+                    _Job(tgt, ds, _identity(cfg, tgt, ds, backend_name, opts.limit)),
+                    role="child",
+                    parent_run_id=pid,
+                    run_name=None,
+                    force=True,
+                )
                 names.append(tgt.display_name)
             outcomes.append(o)
         _finish_parent(parent, outcomes, names)
-    return Evaluation([o.result for o in outcomes], [o.run_id for o in outcomes], pid, exp_id,
-                      [o.reused for o in outcomes])
+    return Evaluation(
+        [o.result for o in outcomes], [o.run_id for o in outcomes], pid, exp_id, [o.reused for o in outcomes]
+    )
 
 
 # ----------------------------------------------------------------------------------------- compare
 
 
-def compare(experiment: str | None = None, *, run_ids: list[str] | None = None, metrics: list[str] | None = None,
-            tracking_uri: str | None = None) -> pd.DataFrame:
+def compare(
+    experiment: str | None = None,
+    *,
+    run_ids: list[str] | None = None,
+    metrics: list[str] | None = None,
+    tracking_uri: str | None = None,
+) -> pd.DataFrame:
     """Leaderboard: one row per evaluation run (target) with every score's mean, 95% CI and counts."""
     from mlflow_nemo_judge.compare import leaderboard
 
     return leaderboard(experiment, run_ids=run_ids, metrics=metrics, tracking_uri=tracking_uri)
 
 
-def paired(run_a: str, run_b: str, *, metrics: list[str] | None = None,
-           tracking_uri: str | None = None) -> pd.DataFrame:
+def paired(
+    run_a: str, run_b: str, *, metrics: list[str] | None = None, tracking_uri: str | None = None
+) -> pd.DataFrame:
     """Per score, the paired difference ``b − a`` over shared items: mean, 95% CI, t-test p-value."""
     from mlflow_nemo_judge.compare import paired as _paired
 

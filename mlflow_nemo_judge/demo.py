@@ -19,10 +19,14 @@ TARGET_MODELS = ("mock/faithful-summarizer", "mock/poor-summarizer")
 JUDGE_MODEL = "mock/judge"
 
 # The seed notebook's judge prompts, character for character (including its trailing spaces).
-_COMPLETENESS = ("\nYou are a judge. Rate how complete the summary is \non a scale from 1 to 5:\n"
-                 "1 = missing critical information … 5 = fully complete\nPlease respond with RATING: <number>\n")
-_CORRECTNESS = ("\nYou are a judge. Rate the summary's correctness \n(no false info) on a scale 1-5:\n"
-                "1 = many inaccuracies … 5 = completely accurate\nPlease respond with RATING: <number>\n")
+_COMPLETENESS = (
+    "\nYou are a judge. Rate how complete the summary is \non a scale from 1 to 5:\n"
+    "1 = missing critical information … 5 = fully complete\nPlease respond with RATING: <number>\n"
+)
+_CORRECTNESS = (
+    "\nYou are a judge. Rate the summary's correctness \n(no false info) on a scale 1-5:\n"
+    "1 = many inaccuracies … 5 = completely accurate\nPlease respond with RATING: <number>\n"
+)
 _USER = "\nFull Consult: {{ item.content }}\nSummary: {{ sample.output_text }}\n"
 
 
@@ -36,35 +40,68 @@ def demo_config(judge_url: str, files_url: str, limit: int | None = None) -> dic
     judge = {"api_endpoint": {"url": judge_url, "model_id": JUDGE_MODEL}}
 
     def metric(system: str, name: str) -> dict[str, Any]:
-        return {"type": "llm-judge", "params": {
-            "model": copy.deepcopy(judge),
-            "template": {"messages": [{"role": "system", "content": system}, {"role": "user", "content": _USER}]},
-            "scores": {name: {"type": "int", "parser": {"type": "regex", "pattern": r"RATING:\s*(\d+)"}}}}}
+        return {
+            "type": "llm-judge",
+            "params": {
+                "model": copy.deepcopy(judge),
+                "template": {
+                    "messages": [{"role": "system", "content": system}, {"role": "user", "content": _USER}]
+                },
+                "scores": {name: {"type": "int", "parser": {"type": "regex", "pattern": r"RATING:\s*(\d+)"}}},
+            },
+        }
 
     dataset: dict[str, Any] = {"files_url": files_url}
     if limit:
         dataset["limit"] = limit
-    return {"type": "custom", "name": "doctor_consult_summary_eval", "tasks": {"consult_summary_eval": {
-        "type": "chat-completion",
-        "params": {"template": {"messages": [
-            {"role": "system", "content": "Given a full medical consultation, please provide a 50 word summary "
-                                          "of the consultation."},
-            {"role": "user", "content": "Full Consult: {{ item.content }}"}], "max_tokens": 200}},
-        "dataset": dataset,
-        "metrics": {"completeness": metric(_COMPLETENESS, "completeness"),
-                    "correctness": metric(_CORRECTNESS, "correctness")}}}}
+    return {
+        "type": "custom",
+        "name": "doctor_consult_summary_eval",
+        "tasks": {
+            "consult_summary_eval": {
+                "type": "chat-completion",
+                "params": {
+                    "template": {
+                        "messages": [
+                            {
+                                "role": "system",
+                                "content": "Given a full medical consultation, please provide a 50 word summary "
+                                "of the consultation.",
+                            },
+                            {"role": "user", "content": "Full Consult: {{ item.content }}"},
+                        ],
+                        "max_tokens": 200,
+                    }
+                },
+                "dataset": dataset,
+                "metrics": {
+                    "completeness": metric(_COMPLETENESS, "completeness"),
+                    "correctness": metric(_CORRECTNESS, "correctness"),
+                },
+            }
+        },
+    }
 
 
 def demo_targets(url: str) -> list[dict[str, Any]]:
-    return [{"type": "model", "name": m.split("/")[1], "model": {"api_endpoint": {"url": url, "model_id": m}}}
-            for m in TARGET_MODELS]
+    return [
+        {"type": "model", "name": m.split("/")[1], "model": {"api_endpoint": {"url": url, "model_id": m}}}
+        for m in TARGET_MODELS
+    ]
 
 
-def run_demo(*, backend: str = "local", limit: int | None = None, experiment: str | None = None,
-             tracking_uri: str | None = None, tracking: bool = True, output: str = "table",
-             quiet: bool = False) -> int:
+def run_demo(
+    *,
+    backend: str = "local",
+    limit: int | None = None,
+    experiment: str | None = None,
+    tracking_uri: str | None = None,
+    tracking: bool = True,
+    output: str = "table",
+    quiet: bool = False,
+) -> int:
     from mlflow_nemo_judge.api import evaluate
-    from mlflow_nemo_judge.report import results_table
+    from mlflow_nemo_judge.compare.render import results_table
     from mlflow_nemo_judge.testing.mock_llm import MockLLMServer
 
     def say(msg: str = "") -> None:
@@ -88,19 +125,37 @@ def run_demo(*, backend: str = "local", limit: int | None = None, experiment: st
             say(f"backend nemo: jobs go to the loopback NeMo-compatible FAKE service at {fake.base_url}")
         try:
             ds = config["tasks"]["consult_summary_eval"]["dataset"]
-            say(f"evaluating {len(targets)} mock targets on {ds['files_url']}"
-                + (f" (first {ds['limit']} rows)" if "limit" in ds else ""))
-            ev = evaluate(config, targets, backend=backend, experiment=experiment, tracking_uri=tracking_uri,
-                          tracking=tracking, backend_options=backend_options or None)
+            say(
+                f"evaluating {len(targets)} mock targets on {ds['files_url']}"
+                + (f" (first {ds['limit']} rows)" if "limit" in ds else "")
+            )
+            ev = evaluate(
+                config,
+                targets,
+                backend=backend,
+                experiment=experiment,
+                tracking_uri=tracking_uri,
+                tracking=tracking,
+                backend_options=backend_options or None,
+            )
         finally:
             if fake is not None:
                 fake.stop()
     if output == "json":
         run_ids: list[str | None] = list(ev.run_ids) or [None] * len(TARGET_MODELS)
-        print(json.dumps({"experiment": experiment, "parent_run_id": ev.parent_run_id, "runs": [
-            {"target": m, "run_id": rid, "results": r.to_nemo_dict()}
-            for m, rid, r in zip(TARGET_MODELS, run_ids, ev.results, strict=False)]},
-            indent=2))
+        print(
+            json.dumps(
+                {
+                    "experiment": experiment,
+                    "parent_run_id": ev.parent_run_id,
+                    "runs": [
+                        {"target": m, "run_id": rid, "results": r.to_nemo_dict()}
+                        for m, rid, r in zip(TARGET_MODELS, run_ids, ev.results, strict=False)
+                    ],
+                },
+                indent=2,
+            )
+        )
         return 0
     for model, res in zip(TARGET_MODELS, ev.results, strict=True):
         print(results_table(res, title=f"== {model} (MOCK)"))
@@ -116,8 +171,10 @@ def run_demo(*, backend: str = "local", limit: int | None = None, experiment: st
         say(f"Logged to MLflow experiment '{experiment}' (parent run {ev.parent_run_id}) at {uri}.")
         say(f"Open the MLflow UI on these runs:  {_mlflow_exe()} ui --backend-store-uri {uri}")
     say("To evaluate real models instead of mocks, point a target at your endpoint, e.g.:")
-    say("  mlflow-nemo-judge run examples/doctor_consults/config.yaml "
-        "--target examples/doctor_consults/targets/llama-3.1-70b.yaml   (needs OPENAI_API_KEY, NVIDIA_API_KEY)")
+    say(
+        "  mlflow-nemo-judge run examples/doctor_consults/config.yaml "
+        "--target examples/doctor_consults/targets/llama-3.1-70b.yaml   (needs OPENAI_API_KEY, NVIDIA_API_KEY)"
+    )
     return 0
 
 

@@ -31,8 +31,8 @@ from mlflow_nemo_judge.results import (
     ScoreStats,
     Usage,
 )
-from mlflow_nemo_judge.stats import summarize
-from mlflow_nemo_judge.templating import build_context, render_value
+from mlflow_nemo_judge.scoring.stats import summarize
+from mlflow_nemo_judge.scoring.templating import build_context, render_value
 
 # (task name, samples done, samples total or None)
 ProgressCallback = Callable[[str, int, "int | None"], None]
@@ -108,7 +108,7 @@ class _TaskAggregator:
         for (mname, sname), vals in self.values.items():
             out[mname][sname] = _score(vals)
         for mname, (cands, refs) in self.corpus.items():
-            from mlflow_nemo_judge.scorers import bleu_corpus
+            from mlflow_nemo_judge.scoring.builtin import bleu_corpus
 
             # NeMo reports corpus BLEU as a value without stats.
             out[mname]["corpus"] = Score(value=bleu_corpus(cands, refs) if cands else None)
@@ -140,15 +140,18 @@ class _OrderedWriter:
 
 class LocalEngine:
     def __init__(self, plan: Plan, client: Any, usage: Usage) -> None:
-        from mlflow_nemo_judge.openai_client import Endpoint
+        from mlflow_nemo_judge.http.openai import Endpoint
 
         self.plan, self.client, self.usage = plan, client, usage
         ep = plan.target_endpoint
-        self.target = (Endpoint(url=ep.url, model_id=ep.model_id, api_key=plan.target_api_key, headers=ep.headers)
-                       if ep is not None else None)
+        self.target = (
+            Endpoint(url=ep.url, model_id=ep.model_id, api_key=plan.target_api_key, headers=ep.headers)
+            if ep is not None
+            else None
+        )
 
     async def sample(self, tp: TaskPlan, index: int, row: dict[str, Any]) -> SampleRecord:
-        from mlflow_nemo_judge.metrics import run_judge, run_simple
+        from mlflow_nemo_judge.scoring.judge import run_judge, run_simple
 
         rec = SampleRecord(task=tp.name, index=index, item_id=item_id(row, index), item=row)
         sample: dict[str, Any] | None = None
@@ -172,8 +175,10 @@ class LocalEngine:
             rec.target_error = str(exc)
         if rec.target_error is not None:
             for m in tp.metrics:
-                rec.metrics[m.name] = MetricOutcome(scores={s: NAN for s in m.score_names if s != "corpus"},
-                                                    error=f"no target output: {rec.target_error}")
+                rec.metrics[m.name] = MetricOutcome(
+                    scores={s: NAN for s in m.score_names if s != "corpus"},
+                    error=f"no target output: {rec.target_error}",
+                )
             return rec
         ctx = build_context(row, sample)
         judges = [m for m in tp.metrics if m.judge is not None]
@@ -181,10 +186,14 @@ class LocalEngine:
         results = await asyncio.gather(*(run_judge(m, ctx, self.client, memo) for m in judges))
         by_name = dict(zip((m.name for m in judges), results, strict=True))
         for m in tp.metrics:
-            rec.metrics[m.name] = by_name[m.name] if m.name in by_name else run_simple(m, ctx, rec.output_text)
+            rec.metrics[m.name] = (
+                by_name[m.name] if m.name in by_name else run_simple(m, ctx, rec.output_text)
+            )
         return rec
 
-    async def run_task(self, tp: TaskPlan, fh: IO[str], bar: _Bar, on_progress: ProgressCallback | None) -> _TaskAggregator:
+    async def run_task(
+        self, tp: TaskPlan, fh: IO[str], bar: _Bar, on_progress: ProgressCallback | None
+    ) -> _TaskAggregator:
         total = sum(1 for _ in tp.data.iter_rows(tp.limit))
         agg = _TaskAggregator(tp)
         done = 0
@@ -243,28 +252,35 @@ async def run_plan_async(plan: Plan, options: RunOptions | None = None) -> EvalR
     """Execute a validated plan against the endpoints; returns NeMo-shaped results."""
     import httpx
 
-    from mlflow_nemo_judge.openai_client import OpenAIClient
-    from mlflow_nemo_judge.transport import make_client
+    from mlflow_nemo_judge.http.openai import OpenAIClient
+    from mlflow_nemo_judge.http.transport import make_client
 
     opts = options or RunOptions()
     usage = Usage()
     cache = None
     if opts.cache:
-        from mlflow_nemo_judge.cache import ResponseCache
+        from mlflow_nemo_judge.http.cache import ResponseCache
 
         cache = ResponseCache(opts.cache_dir / "responses.sqlite" if opts.cache_dir else None)
     work_dir = opts.work_dir or Path(tempfile.mkdtemp(prefix="nemo-judge-"))
     work_dir.mkdir(parents=True, exist_ok=True)
     samples_path = work_dir / "samples.jsonl"
     own_http = opts.http_client is None
-    http: Any = opts.http_client or make_client(plan.parallelism,
-                                           httpx.Timeout(plan.timeout, connect=min(10.0, plan.timeout)))
+    http: Any = opts.http_client or make_client(
+        plan.parallelism, httpx.Timeout(plan.timeout, connect=min(10.0, plan.timeout))
+    )
     start = time.perf_counter()
     aggs: list[_TaskAggregator] = []
     bar = _Bar(opts.progress_bar)
     try:
-        client = OpenAIClient(http, usage=usage, cache=cache, max_concurrency=plan.parallelism,
-                              max_retries=plan.max_retries, timeout=plan.timeout)
+        client = OpenAIClient(
+            http,
+            usage=usage,
+            cache=cache,
+            max_concurrency=plan.parallelism,
+            max_retries=plan.max_retries,
+            timeout=plan.timeout,
+        )
         engine = LocalEngine(plan, client, usage)
         with open(samples_path, "w", encoding="utf-8") as fh:
             for tp in plan.tasks:
@@ -302,8 +318,12 @@ def _groups(plan: Plan, aggs: list[_TaskAggregator]) -> MetricTree:
     return out
 
 
-def run_local(config: EvalConfig | dict[str, Any] | str | Path, target: Target | dict[str, Any] | str | Path,
-              options: RunOptions | None = None, **kwargs: Any) -> EvalResult:
+def run_local(
+    config: EvalConfig | dict[str, Any] | str | Path,
+    target: Target | dict[str, Any] | str | Path,
+    options: RunOptions | None = None,
+    **kwargs: Any,
+) -> EvalResult:
     """Validate and run an evaluation with the local engine (blocking). ``kwargs`` set ``RunOptions``."""
     opts = options or RunOptions(**kwargs)
     cfg = load_config(config)

@@ -49,7 +49,7 @@ class EndpointError(NemoJudgeError):
     """A model endpoint failed after all retries; the message names the URL and status."""
 
     def __init__(self, url: str, message: str, status: int | None = None) -> None:
-        from mlflow_nemo_judge.config import redact_url  # lazy: config imports this module
+        from mlflow_nemo_judge.config.secrets import redact_url  # lazy: secrets imports this module
 
         self.url = redact_url(url)  # a key in the URL's query must not reach a log line or a run
         self.status = status
@@ -68,7 +68,7 @@ class NemoServiceError(NemoJudgeError):
     """A NeMo microservice answered with an error; carries URL, status and the service's detail."""
 
     def __init__(self, url: str, status: int | None, detail: str) -> None:
-        from mlflow_nemo_judge.config import redact_url
+        from mlflow_nemo_judge.config.secrets import redact_url
 
         url = redact_url(url)
         self.url = url

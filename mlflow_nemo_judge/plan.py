@@ -26,7 +26,7 @@ from mlflow_nemo_judge.config import (
     source_path,
 )
 from mlflow_nemo_judge.errors import ConfigError, DatasetError
-from mlflow_nemo_judge.templating import build_context, check_syntax, render_value
+from mlflow_nemo_judge.scoring.templating import build_context, check_syntax, render_value
 
 DEFAULT_PARALLELISM = 8
 DEFAULT_TIMEOUT = 60.0
@@ -102,11 +102,12 @@ class DataPlan:
             rows = self.rows if limit is None else self.rows[:limit]
             yield from rows
             return
-        from mlflow_nemo_judge.datasets import DatasetSource, iter_rows
+        from mlflow_nemo_judge.data import DatasetSource, iter_rows
 
         assert self.files_url is not None
-        src = DatasetSource(url=self.files_url, hf_endpoint=self.hf_endpoint, format=self.format,
-                            base_dir=self.base_dir)
+        src = DatasetSource(
+            url=self.files_url, hf_endpoint=self.hf_endpoint, format=self.format, base_dir=self.base_dir
+        )
         yield from iter_rows(src, limit=limit)
 
 
@@ -186,17 +187,30 @@ def _kind_for(url: str, template: Mapping[str, Any] | None) -> Literal["chat", "
     return "chat"
 
 
-def _data_for_task(task_name: str, task: Any, target: Target, base_dir: Path | None,
-                   target_base: Path | None) -> tuple[DataPlan, int | None, bool]:
+def _data_for_task(
+    task_name: str, task: Any, target: Target, base_dir: Path | None, target_base: Path | None
+) -> tuple[DataPlan, int | None, bool]:
     path = f"tasks.{task_name}.dataset"
     ds = task.dataset
     if isinstance(ds, DatasetRef):
         _positive(ds.limit, f"{path}.limit")
-        return (DataPlan(description=ds.files_url, files_url=ds.files_url, hf_endpoint=ds.hf_endpoint,
-                         format=ds.format, base_dir=base_dir), ds.limit, target.type == "cached_outputs")
+        return (
+            DataPlan(
+                description=ds.files_url,
+                files_url=ds.files_url,
+                hf_endpoint=ds.hf_endpoint,
+                format=ds.format,
+                base_dir=base_dir,
+            ),
+            ds.limit,
+            target.type == "cached_outputs",
+        )
     if isinstance(ds, str):
-        raise ConfigError(path, f"dataset reference {ds!r} names an Entity Store dataset; the local backend needs "
-                                "{'files_url': ...} (use --backend nemo for references)")
+        raise ConfigError(
+            path,
+            f"dataset reference {ds!r} names an Entity Store dataset; the local backend needs "
+            "{'files_url': ...} (use --backend nemo for references)",
+        )
     # No task dataset: the data comes from the target.
     if target.type == "rows":
         if not target.rows:
@@ -208,13 +222,27 @@ def _data_for_task(task_name: str, task: Any, target: Target, base_dir: Path | N
         if ref is None:
             raise ConfigError(tpath, "required field is missing")
         if isinstance(ref, str):
-            raise ConfigError(tpath, f"dataset reference {ref!r} is only supported with --backend nemo; "
-                                     "give {'files_url': ...}")
+            raise ConfigError(
+                tpath,
+                f"dataset reference {ref!r} is only supported with --backend nemo; give {{'files_url': ...}}",
+            )
         _positive(ref.limit, f"{tpath}.limit")
-        return (DataPlan(description=ref.files_url, files_url=ref.files_url, hf_endpoint=ref.hf_endpoint,
-                         format=ref.format, base_dir=target_base), ref.limit, target.type == "cached_outputs")
-    raise ConfigError(path, "required: the task has no dataset and the target provides no data "
-                            "(give tasks.<task>.dataset.files_url, or a rows/dataset/cached_outputs target)")
+        return (
+            DataPlan(
+                description=ref.files_url,
+                files_url=ref.files_url,
+                hf_endpoint=ref.hf_endpoint,
+                format=ref.format,
+                base_dir=target_base,
+            ),
+            ref.limit,
+            target.type == "cached_outputs",
+        )
+    raise ConfigError(
+        path,
+        "required: the task has no dataset and the target provides no data "
+        "(give tasks.<task>.dataset.files_url, or a rows/dataset/cached_outputs target)",
+    )
 
 
 def _judge_spec(mpath: str, params: Mapping[str, Any], resolve_secrets: bool) -> JudgeSpec:
@@ -222,12 +250,17 @@ def _judge_spec(mpath: str, params: Mapping[str, Any], resolve_secrets: bool) ->
     if model_raw is None:
         raise ConfigError(f"{mpath}.params.model", "required field is missing (the judge model)")
     if isinstance(model_raw, str):
-        raise ConfigError(f"{mpath}.params.model", "a model reference is only supported with --backend nemo; "
-                                                   "give {'api_endpoint': {'url': ..., 'model_id': ...}}")
+        raise ConfigError(
+            f"{mpath}.params.model",
+            "a model reference is only supported with --backend nemo; "
+            "give {'api_endpoint': {'url': ..., 'model_id': ...}}",
+        )
     try:
         model = ModelSpec.model_validate(model_raw)
     except Exception as exc:
-        raise ConfigError(f"{mpath}.params.model", f"invalid judge model: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(
+            f"{mpath}.params.model", f"invalid judge model: {str(exc).splitlines()[0]}"
+        ) from None
     if model.api_endpoint is None:
         raise ConfigError(f"{mpath}.params.model.api_endpoint", "required field is missing")
     ep = model.api_endpoint
@@ -240,13 +273,21 @@ def _judge_spec(mpath: str, params: Mapping[str, Any], resolve_secrets: bool) ->
     reasoning = prompt.get("reasoning_params") or {}
     template = params.get("template")
     if not isinstance(template, Mapping) or not ("messages" in template or "prompt" in template):
-        raise ConfigError(f"{mpath}.params.template", "required: a judge template with 'messages' (or 'prompt')")
+        raise ConfigError(
+            f"{mpath}.params.template", "required: a judge template with 'messages' (or 'prompt')"
+        )
     check_syntax(template, f"{mpath}.params.template")
-    return JudgeSpec(endpoint=ep, api_key=key, template=dict(template), inference=inference,
-                     system_prompt=prompt.get("system_prompt"), end_token=reasoning.get("end_token"),
-                     timeout=float(timeout) if timeout is not None else None,
-                     max_retries=int(retries) if retries is not None else None,
-                     kind=_kind_for(ep.url, template))
+    return JudgeSpec(
+        endpoint=ep,
+        api_key=key,
+        template=dict(template),
+        inference=inference,
+        system_prompt=prompt.get("system_prompt"),
+        end_token=reasoning.get("end_token"),
+        timeout=float(timeout) if timeout is not None else None,
+        max_retries=int(retries) if retries is not None else None,
+        kind=_kind_for(ep.url, template),
+    )
 
 
 def _metric_plan(tpath: str, name: str, metric: Any, resolve_secrets: bool) -> MetricPlan:
@@ -254,15 +295,20 @@ def _metric_plan(tpath: str, name: str, metric: Any, resolve_secrets: bool) -> M
     mtype = metric.type
     params = dict(metric.params or {})
     if mtype not in METRIC_TYPES_LOCAL:
-        raise ConfigError(f"{mpath}.type", f"unknown metric type {mtype!r} for the local backend "
-                                           f"(supported: {', '.join(METRIC_TYPES_LOCAL)})")
+        raise ConfigError(
+            f"{mpath}.type",
+            f"unknown metric type {mtype!r} for the local backend "
+            f"(supported: {', '.join(METRIC_TYPES_LOCAL)})",
+        )
     plan = MetricPlan(name=name, type=mtype, path=mpath, params=params)
     if mtype == "llm-judge":
         plan.judge = _judge_spec(mpath, params, resolve_secrets)
         scores = params.get("scores")
         if not isinstance(scores, Mapping) or not scores:
-            raise ConfigError(f"{mpath}.params.scores", "required: at least one score with a type and a parser")
-        from mlflow_nemo_judge.parsing import compile_regex
+            raise ConfigError(
+                f"{mpath}.params.scores", "required: at least one score with a type and a parser"
+            )
+        from mlflow_nemo_judge.scoring.parsing import compile_regex
 
         for sname, s in scores.items():
             spath = f"{mpath}.params.scores.{sname}"
@@ -270,28 +316,38 @@ def _metric_plan(tpath: str, name: str, metric: Any, resolve_secrets: bool) -> M
                 raise ConfigError(spath, "must be a mapping with 'type' and 'parser'")
             stype = s.get("type", "float")
             if stype not in SCORE_TYPES:
-                raise ConfigError(f"{spath}.type", f"unknown score type {stype!r} (supported: {', '.join(SCORE_TYPES)})")
+                raise ConfigError(
+                    f"{spath}.type", f"unknown score type {stype!r} (supported: {', '.join(SCORE_TYPES)})"
+                )
             parser = s.get("parser")
             if not isinstance(parser, Mapping):
-                raise ConfigError(f"{spath}.parser", "required: {'type': 'regex', 'pattern': ...} or "
-                                                     "{'type': 'json', 'json_path': ...}")
+                raise ConfigError(
+                    f"{spath}.parser",
+                    "required: {'type': 'regex', 'pattern': ...} or {'type': 'json', 'json_path': ...}",
+                )
             ptype = parser.get("type")
             if ptype not in PARSER_TYPES:
-                raise ConfigError(f"{spath}.parser.type", f"unknown parser type {ptype!r} (supported: regex, json)")
+                raise ConfigError(
+                    f"{spath}.parser.type", f"unknown parser type {ptype!r} (supported: regex, json)"
+                )
             if ptype == "regex":
                 pattern = parser.get("pattern")
                 if not isinstance(pattern, str) or not pattern:
-                    raise ConfigError(f"{spath}.parser.pattern", "required: a regular expression with one capture group")
+                    raise ConfigError(
+                        f"{spath}.parser.pattern", "required: a regular expression with one capture group"
+                    )
                 try:
                     compile_regex(pattern)
                 except ValueError as exc:
                     raise ConfigError(f"{spath}.parser.pattern", str(exc)) from None
             else:
-                from mlflow_nemo_judge.parsing import parse_json_path
+                from mlflow_nemo_judge.scoring.parsing import parse_json_path
 
                 json_path = parser.get("json_path")
                 if not isinstance(json_path, str) or not json_path:
-                    raise ConfigError(f"{spath}.parser.json_path", "required: the key (path) holding the score")
+                    raise ConfigError(
+                        f"{spath}.parser.json_path", "required: the key (path) holding the score"
+                    )
                 try:
                     parse_json_path(json_path)
                 except ValueError as exc:
@@ -300,17 +356,19 @@ def _metric_plan(tpath: str, name: str, metric: Any, resolve_secrets: bool) -> M
     elif mtype in ("string-check", "number-check"):
         check = params.get("check")
         if not isinstance(check, list):
-            raise ConfigError(f"{mpath}.params.check", "required: a list such as ['{{sample.output_text}}', 'equals', "
-                                                       "'{{item.expected}}']")
+            raise ConfigError(
+                f"{mpath}.params.check",
+                "required: a list such as ['{{sample.output_text}}', 'equals', '{{item.expected}}']",
+            )
         if mtype == "string-check":
-            from mlflow_nemo_judge.scorers import validate_string_check
+            from mlflow_nemo_judge.scoring.builtin import validate_string_check
 
             try:
                 validate_string_check(check)
             except ValueError as exc:
                 raise ConfigError(f"{mpath}.params.check", str(exc)) from None
         else:
-            from mlflow_nemo_judge.scorers import validate_number_check
+            from mlflow_nemo_judge.scoring.builtin import validate_number_check
 
             try:
                 validate_number_check(check)
@@ -320,36 +378,57 @@ def _metric_plan(tpath: str, name: str, metric: Any, resolve_secrets: bool) -> M
     elif mtype == "bleu":
         refs = params.get("references")
         if not isinstance(refs, list) or not refs:
-            raise ConfigError(f"{mpath}.params.references", "required: a list of reference templates, e.g. "
-                                                            "['{{ item.reference }}']")
+            raise ConfigError(
+                f"{mpath}.params.references",
+                "required: a list of reference templates, e.g. ['{{ item.reference }}']",
+            )
         check_syntax(params, f"{mpath}.params")
     else:  # rouge, em, f1
         if not isinstance(params.get("reference"), str):
             # similarity_metrics-style configs name no reference; we need one to compare against.
-            raise ConfigError(f"{mpath}.params.reference", "required: a reference template, e.g. "
-                                                           "'{{ item.reference_answer }}'")
+            raise ConfigError(
+                f"{mpath}.params.reference",
+                "required: a reference template, e.g. '{{ item.reference_answer }}'",
+            )
         check_syntax(params, f"{mpath}.params")
     if mtype in ("bleu", "rouge"):
-        from mlflow_nemo_judge.scorers import require_optional
+        from mlflow_nemo_judge.scoring.builtin import require_optional
 
         require_optional(mtype)
     return plan
 
 
-def build_plan(config: EvalConfig, target: Target, *, check_data: bool = True, resolve_secrets: bool = True,
-               limit: int | None = None, parallelism: int | None = None) -> Plan:
+def build_plan(
+    config: EvalConfig,
+    target: Target,
+    *,
+    check_data: bool = True,
+    resolve_secrets: bool = True,
+    limit: int | None = None,
+    parallelism: int | None = None,
+) -> Plan:
     """Validate ``config`` and ``target`` for the local backend and compile them into a ``Plan``."""
     if config.type != "custom":
-        raise ConfigError("type", f"the local backend runs 'custom' configs, got {config.type!r} "
-                                  "(other config types run only on NeMo: --backend nemo)")
+        raise ConfigError(
+            "type",
+            f"the local backend runs 'custom' configs, got {config.type!r} "
+            "(other config types run only on NeMo: --backend nemo)",
+        )
     if target.type not in TARGET_TYPES_LOCAL:
-        raise ConfigError("target.type", f"unknown target type {target.type!r} for the local backend "
-                                         f"(supported: {', '.join(TARGET_TYPES_LOCAL)})")
+        raise ConfigError(
+            "target.type",
+            f"unknown target type {target.type!r} for the local backend "
+            f"(supported: {', '.join(TARGET_TYPES_LOCAL)})",
+        )
     params = config.params
     p_parallel = params.parallelism if params else None
-    for value, path in ((p_parallel, "params.parallelism"), (params.request_timeout if params else None,
-                        "params.request_timeout"), (params.limit_samples if params else None,
-                        "params.limit_samples"), (limit, "--limit"), (parallelism, "--parallelism")):
+    for value, path in (
+        (p_parallel, "params.parallelism"),
+        (params.request_timeout if params else None, "params.request_timeout"),
+        (params.limit_samples if params else None, "params.limit_samples"),
+        (limit, "--limit"),
+        (parallelism, "--parallelism"),
+    ):
         _positive(value, path)
     if params and params.max_retries is not None and params.max_retries < 0:
         raise ConfigError("params.max_retries", f"must be >= 0, got {params.max_retries}")
@@ -362,8 +441,11 @@ def build_plan(config: EvalConfig, target: Target, *, check_data: bool = True, r
     key: str | None = None
     if target.type == "model":
         if isinstance(target.model, str):
-            raise ConfigError("target.model", f"model reference {target.model!r} is only supported with --backend "
-                                              "nemo; give {'api_endpoint': {'url': ..., 'model_id': ...}}")
+            raise ConfigError(
+                "target.model",
+                f"model reference {target.model!r} is only supported with --backend "
+                "nemo; give {'api_endpoint': {'url': ..., 'model_id': ...}}",
+            )
         endpoint = target.endpoint
         if endpoint is None:
             raise ConfigError("target.model.api_endpoint", "required field is missing")
@@ -380,37 +462,60 @@ def build_plan(config: EvalConfig, target: Target, *, check_data: bool = True, r
     for tname, task in (config.tasks or {}).items():
         tpath = f"tasks.{tname}"
         if task.type not in TASK_TYPES_LOCAL:
-            raise ConfigError(f"{tpath}.type", f"unknown task type {task.type!r} for the local backend "
-                                               f"(supported: {', '.join(TASK_TYPES_LOCAL)})")
+            raise ConfigError(
+                f"{tpath}.type",
+                f"unknown task type {task.type!r} for the local backend "
+                f"(supported: {', '.join(TASK_TYPES_LOCAL)})",
+            )
         data, ds_limit, cached = _data_for_task(tname, task, target, base, target_base)
         template = (task.params or {}).get("template")
         if task.type in ("chat-completion", "completion") and not cached:
             if target.type != "model":
-                raise ConfigError(f"{tpath}.type", f"a {task.type!r} task calls the target model, but the target is "
-                                                   f"of type {target.type!r}: use a 'model' target, or task type "
-                                                   "'data' to judge existing outputs")
+                raise ConfigError(
+                    f"{tpath}.type",
+                    f"a {task.type!r} task calls the target model, but the target is "
+                    f"of type {target.type!r}: use a 'model' target, or task type "
+                    "'data' to judge existing outputs",
+                )
             if not isinstance(template, Mapping) or not ("messages" in template or "prompt" in template):
-                raise ConfigError(f"{tpath}.params.template", "required: the request template with 'messages' "
-                                                               "(or 'prompt' for completion models)")
+                raise ConfigError(
+                    f"{tpath}.params.template",
+                    "required: the request template with 'messages' (or 'prompt' for completion models)",
+                )
             check_syntax(template, f"{tpath}.params.template")
         if not task.metrics:
             raise ConfigError(f"{tpath}.metrics", "required: at least one metric")
         metrics = [_metric_plan(tpath, mname, m, resolve_secrets) for mname, m in task.metrics.items()]
         limits = [x for x in (ds_limit, params.limit_samples if params else None, limit) if x is not None]
         kind = _kind_for(endpoint.url, template) if endpoint else "chat"
-        tp = TaskPlan(name=tname, type=task.type, path=tpath,
-                      template=dict(template) if isinstance(template, Mapping) else None, data=data,
-                      limit=min(limits) if limits else None, metrics=metrics, kind=kind, cached_output=cached)
+        tp = TaskPlan(
+            name=tname,
+            type=task.type,
+            path=tpath,
+            template=dict(template) if isinstance(template, Mapping) else None,
+            data=data,
+            limit=min(limits) if limits else None,
+            metrics=metrics,
+            kind=kind,
+            cached_output=cached,
+        )
         if check_data:
             _check_against_first_row(tp)
         tasks.append(tp)
 
-    return Plan(config=config, target=target, tasks=tasks, target_endpoint=endpoint, target_api_key=key,
-                parallelism=int(parallelism or p_parallel or DEFAULT_PARALLELISM),
-                timeout=float(params.request_timeout) if params and params.request_timeout else DEFAULT_TIMEOUT,
-                max_retries=int(params.max_retries) if params and params.max_retries is not None
-                else DEFAULT_MAX_RETRIES,
-                inference_defaults=inference_defaults)
+    return Plan(
+        config=config,
+        target=target,
+        tasks=tasks,
+        target_endpoint=endpoint,
+        target_api_key=key,
+        parallelism=int(parallelism or p_parallel or DEFAULT_PARALLELISM),
+        timeout=float(params.request_timeout) if params and params.request_timeout else DEFAULT_TIMEOUT,
+        max_retries=int(params.max_retries)
+        if params and params.max_retries is not None
+        else DEFAULT_MAX_RETRIES,
+        inference_defaults=inference_defaults,
+    )
 
 
 def _check_against_first_row(tp: TaskPlan) -> None:
@@ -422,9 +527,12 @@ def _check_against_first_row(tp: TaskPlan) -> None:
     if first is None:
         raise ConfigError(f"{tp.path}.dataset", f"dataset is empty: {tp.data.description}")
     if tp.cached_output and cached_output_text(first) is None:
-        raise ConfigError(f"{tp.path}.dataset", "cached outputs need an output field in each row (one of "
-                                                f"{', '.join(OUTPUT_FIELDS)}); the first row has: "
-                                                f"{', '.join(sorted(first))}")
+        raise ConfigError(
+            f"{tp.path}.dataset",
+            "cached outputs need an output field in each row (one of "
+            f"{', '.join(OUTPUT_FIELDS)}); the first row has: "
+            f"{', '.join(sorted(first))}",
+        )
     if tp.calls_target or tp.cached_output:
         sample: dict[str, Any] | None = {"output_text": "", "response": {}}
     else:
@@ -440,7 +548,9 @@ def _check_against_first_row(tp: TaskPlan) -> None:
                 render_value(m.params, ctx, f"{m.path}.params")
         except ConfigError as exc:
             if sample is None and ("output_text" in exc.message or "response" in exc.message):
-                raise ConfigError(exc.path, exc.message + " (a 'data' task makes no model call, so there is no "
-                                            "sample.*: judge a row field such as item.<field> instead)") from None
+                raise ConfigError(
+                    exc.path,
+                    exc.message + " (a 'data' task makes no model call, so there is no "
+                    "sample.*: judge a row field such as item.<field> instead)",
+                ) from None
             raise
-

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from mlflow_nemo_judge.stats import Summary
+from mlflow_nemo_judge.scoring.stats import Summary
 
 NAN = float("nan")
 
@@ -47,9 +47,20 @@ class ScoreStats:
 
     @classmethod
     def from_summary(cls, s: Summary) -> ScoreStats:
-        return cls(count=s.count, sum=s.sum, mean=s.mean, min=s.min, max=s.max, stddev=s.stddev,
-                   variance=s.variance, stderr=s.stderr, sum_squared=s.sum_squared,
-                   nan_count=s.nan_count, ci95_low=s.ci95_low, ci95_high=s.ci95_high)
+        return cls(
+            count=s.count,
+            sum=s.sum,
+            mean=s.mean,
+            min=s.min,
+            max=s.max,
+            stddev=s.stddev,
+            variance=s.variance,
+            stderr=s.stderr,
+            sum_squared=s.sum_squared,
+            nan_count=s.nan_count,
+            ci95_low=s.ci95_low,
+            ci95_high=s.ci95_high,
+        )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> ScoreStats | None:
@@ -101,8 +112,7 @@ class MetricOutcome:
     corpus_item: tuple[str, list[str]] | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"scores": {k: _num(v) for k, v in self.scores.items()}, "raw": self.raw,
-                "error": self.error}
+        return {"scores": {k: _num(v) for k, v in self.scores.items()}, "raw": self.raw, "error": self.error}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MetricOutcome:
@@ -126,17 +136,31 @@ class SampleRecord:
     request: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"task": self.task, "index": self.index, "item_id": self.item_id, "item": self.item,
-                "output_text": self.output_text, "finish_reason": self.finish_reason,
-                "target_error": self.target_error, "request": self.request,
-                "metrics": {k: m.to_dict() for k, m in self.metrics.items()}}
+        return {
+            "task": self.task,
+            "index": self.index,
+            "item_id": self.item_id,
+            "item": self.item,
+            "output_text": self.output_text,
+            "finish_reason": self.finish_reason,
+            "target_error": self.target_error,
+            "request": self.request,
+            "metrics": {k: m.to_dict() for k, m in self.metrics.items()},
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SampleRecord:
-        return cls(task=d["task"], index=int(d["index"]), item_id=str(d["item_id"]), item=d.get("item") or {},
-                   output_text=d.get("output_text"), finish_reason=d.get("finish_reason"),
-                   target_error=d.get("target_error"), request=d.get("request"),
-                   metrics={k: MetricOutcome.from_dict(m) for k, m in (d.get("metrics") or {}).items()})
+        return cls(
+            task=d["task"],
+            index=int(d["index"]),
+            item_id=str(d["item_id"]),
+            item=d.get("item") or {},
+            output_text=d.get("output_text"),
+            finish_reason=d.get("finish_reason"),
+            target_error=d.get("target_error"),
+            request=d.get("request"),
+            metrics={k: MetricOutcome.from_dict(m) for k, m in (d.get("metrics") or {}).items()},
+        )
 
 
 @dataclass
@@ -181,9 +205,15 @@ class EvalResult:
         """The results document in NeMo Evaluator's ``EvaluationResult`` shape (tasks/groups)."""
 
         def tree(t: MetricTree) -> dict[str, Any]:
-            return {name: {"metrics": {m: {"scores": {s: sc.to_dict() for s, sc in scores.items()}}
-                                       for m, scores in metrics.items()}}
-                    for name, metrics in t.items()}
+            return {
+                name: {
+                    "metrics": {
+                        m: {"scores": {s: sc.to_dict() for s, sc in scores.items()}}
+                        for m, scores in metrics.items()
+                    }
+                }
+                for name, metrics in t.items()
+            }
 
         return {"tasks": tree(self.tasks), "groups": tree(self.groups)}
 
@@ -193,8 +223,10 @@ class EvalResult:
             out: MetricTree = {}
             for name, node in (t or {}).items():
                 metrics = (node or {}).get("metrics") or {}
-                out[name] = {m: {s: Score.from_dict(sc) for s, sc in ((mv or {}).get("scores") or {}).items()}
-                             for m, mv in metrics.items()}
+                out[name] = {
+                    m: {s: Score.from_dict(sc) for s, sc in ((mv or {}).get("scores") or {}).items()}
+                    for m, mv in metrics.items()
+                }
             return out
 
         return cls(tasks=tree(d.get("tasks")), groups=tree(d.get("groups")), **kw)

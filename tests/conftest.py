@@ -69,24 +69,31 @@ def mock_llm() -> Iterator[Any]:
 
 @pytest.fixture
 def consults_path() -> Path:
-    """The doctor-consult seed dataset (skips when ``../shared/data`` is absent)."""
+    """The doctor-consult seed dataset: the package's own synthetic demo data."""
     return shared_data()
 
 
 def mock_target(server: Any, model_id: str, **endpoint: Any) -> dict[str, Any]:
     """A ``model`` target pointing at one of the mock server's models."""
-    return {"type": "model", "model": {"api_endpoint": {"url": f"{server.base_url}/chat/completions",
-                                                         "model_id": model_id, **endpoint}}}
+    return {
+        "type": "model",
+        "model": {
+            "api_endpoint": {"url": f"{server.base_url}/chat/completions", "model_id": model_id, **endpoint}
+        },
+    }
 
 
 @pytest.fixture
 def seed_eval(mock_llm: Any, consults_path: Path) -> dict[str, Any]:
-    """The seed config judged by ``mock/judge`` on the shared data, with the two mock summarizers."""
+    """The seed config judged by ``mock/judge`` on the seed data, with the two mock summarizers."""
     from tests.fixtures.seed_config import seed_config
 
     return {
-        "config": seed_config(judge_url=f"{mock_llm.base_url}/chat/completions", judge_model="mock/judge",
-                              files_url=str(consults_path)),
+        "config": seed_config(
+            judge_url=f"{mock_llm.base_url}/chat/completions",
+            judge_model="mock/judge",
+            files_url=str(consults_path),
+        ),
         "faithful": mock_target(mock_llm, "mock/faithful-summarizer"),
         "poor": mock_target(mock_llm, "mock/poor-summarizer"),
         "server": mock_llm,

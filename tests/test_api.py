@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from mlflow_nemo_judge.api import Evaluation, evaluate, resume
-from mlflow_nemo_judge.cache import cache_key
 from mlflow_nemo_judge.config import load_config, sha256_json
 from mlflow_nemo_judge.errors import ConfigError, TrackingError
+from mlflow_nemo_judge.http.cache import cache_key
 
 pytestmark = pytest.mark.usefixtures("judge_cache")
 
@@ -78,8 +78,14 @@ def _env_key_config(cfg: dict[str, Any], var: str) -> dict[str, Any]:
 
 def test_two_targets_make_a_parent_and_two_complete_child_runs(seed_eval, mlflow_uri, tmp_path):
     cfg = seed_eval["config"]
-    ev = evaluate(cfg, [seed_eval["faithful"], seed_eval["poor"]], experiment="two-targets",
-                  tracking_uri=mlflow_uri, progress_bar=False, trace_samples=2)
+    ev = evaluate(
+        cfg,
+        [seed_eval["faithful"], seed_eval["poor"]],
+        experiment="two-targets",
+        tracking_uri=mlflow_uri,
+        progress_bar=False,
+        trace_samples=2,
+    )
     assert isinstance(ev, Evaluation)
     assert len(ev.run_ids) == 2 and ev.parent_run_id and ev.reused == [False, False]
     cl = _client(mlflow_uri)
@@ -89,16 +95,21 @@ def test_two_targets_make_a_parent_and_two_complete_child_runs(seed_eval, mlflow
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["nemo_judge.role"] == "parent"
     assert parent.data.tags["nemo_judge.config_sha256"] == config.sha256()
-    assert {"nemo_judge/comparison.json", "nemo_judge/plots/comparison.png", "nemo_judge/config.json",
-            "nemo_judge/targets.json"} <= _artifacts(cl, ev.parent_run_id)
+    assert {
+        "nemo_judge/comparison.json",
+        "nemo_judge/plots/comparison.png",
+        "nemo_judge/config.json",
+        "nemo_judge/targets.json",
+    } <= _artifacts(cl, ev.parent_run_id)
     comparison = _json_artifact(cl, ev.parent_run_id, "nemo_judge/comparison.json", tmp_path / "cmp")
     assert comparison["data"][0][comparison["columns"].index("target")] == "mock/faithful-summarizer"
     kids = cl.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{ev.parent_run_id}'")
     assert sorted(r.info.run_id for r in kids) == sorted(ev.run_ids)
 
     means: dict[str, dict[str, float]] = {}
-    for run_id, model_id, res in zip(ev.run_ids, ["mock/faithful-summarizer", "mock/poor-summarizer"], ev.results,
-                                     strict=True):
+    for run_id, model_id, res in zip(
+        ev.run_ids, ["mock/faithful-summarizer", "mock/poor-summarizer"], ev.results, strict=True
+    ):
         run = cl.get_run(run_id)
         tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
         assert run.info.status == "FINISHED"
@@ -122,7 +133,9 @@ def test_two_targets_make_a_parent_and_two_complete_child_runs(seed_eval, mlflow
         assert params[f"task/{TASK}/inference/max_tokens"] == "200"
         assert params[f"task/{TASK}/metric/completeness/type"] == "llm-judge"
         assert params[f"task/{TASK}/metric/completeness/judge/model_id"] == "mock/judge"
-        assert params[f"task/{TASK}/metric/correctness/score/correctness/parser/pattern"] == r"RATING:\s*(\d+)"
+        assert (
+            params[f"task/{TASK}/metric/correctness/score/correctness/parser/pattern"] == r"RATING:\s*(\d+)"
+        )
         judge_template = cfg["tasks"][TASK]["metrics"]["completeness"]["params"]["template"]
         assert params[f"task/{TASK}/metric/completeness/template_sha256"] == sha256_json(judge_template)
         assert params[f"task/{TASK}/template_sha256"] == sha256_json(cfg["tasks"][TASK]["params"]["template"])
@@ -141,24 +154,46 @@ def test_two_targets_make_a_parent_and_two_complete_child_runs(seed_eval, mlflow
         means[model_id] = {k: metrics[k] for k in KEYS}
         # artifacts
         arts = _artifacts(cl, run_id)
-        assert {"nemo_judge/config.json", "nemo_judge/target.json", "nemo_judge/results.json",
-                "nemo_judge/samples.json", "nemo_judge/samples.jsonl",
-                f"nemo_judge/prompts/{TASK}/target.md", f"nemo_judge/prompts/{TASK}/completeness.md",
-                f"nemo_judge/prompts/{TASK}/correctness.md", f"nemo_judge/plots/{TASK}/completeness.png",
-                f"nemo_judge/plots/{TASK}/correctness.png"} <= arts
+        assert {
+            "nemo_judge/config.json",
+            "nemo_judge/target.json",
+            "nemo_judge/results.json",
+            "nemo_judge/samples.json",
+            "nemo_judge/samples.jsonl",
+            f"nemo_judge/prompts/{TASK}/target.md",
+            f"nemo_judge/prompts/{TASK}/completeness.md",
+            f"nemo_judge/prompts/{TASK}/correctness.md",
+            f"nemo_judge/plots/{TASK}/completeness.png",
+            f"nemo_judge/plots/{TASK}/correctness.png",
+        } <= arts
         logged_cfg = _json_artifact(cl, run_id, "nemo_judge/config.json", tmp_path / run_id)
-        assert logged_cfg["tasks"][TASK]["metrics"]["completeness"]["params"]["model"]["api_endpoint"][
-            "api_key"] == "******"
+        assert (
+            logged_cfg["tasks"][TASK]["metrics"]["completeness"]["params"]["model"]["api_endpoint"]["api_key"]
+            == "******"
+        )
         assert _json_artifact(cl, run_id, "nemo_judge/results.json", tmp_path / run_id) == res.to_nemo_dict()
-        md = Path(cl.download_artifacts(run_id, f"nemo_judge/prompts/{TASK}/completeness.md", str(tmp_path / run_id)))
+        md = Path(
+            cl.download_artifacts(
+                run_id, f"nemo_judge/prompts/{TASK}/completeness.md", str(tmp_path / run_id)
+            )
+        )
         assert "RATING: <number>" in md.read_text() and "{{ sample.output_text }}" in md.read_text()
         # the per-sample table (log_table: listed for the UI's evaluation view)
-        assert {"path": "nemo_judge/samples.json", "type": "table"} in json.loads(tags["mlflow.loggedArtifacts"])
+        assert {"path": "nemo_judge/samples.json", "type": "table"} in json.loads(
+            tags["mlflow.loggedArtifacts"]
+        )
         table = _json_artifact(cl, run_id, "nemo_judge/samples.json", tmp_path / run_id)
         cols = table["columns"]
         assert len(table["data"]) == 25
-        for col in ("item_id", "item.content", "output_text", "completeness/completeness",
-                    "completeness/raw_judge_output", "completeness/error", "correctness/correctness"):
+        for col in (
+            "item_id",
+            "item.content",
+            "output_text",
+            "completeness/completeness",
+            "completeness/raw_judge_output",
+            "completeness/error",
+            "correctness/correctness",
+        ):
             assert col in cols
         assert "item.summary" not in cols  # only the inputs the templates use
         first = dict(zip(cols, table["data"][0], strict=True))
@@ -173,7 +208,9 @@ def test_two_targets_make_a_parent_and_two_complete_child_runs(seed_eval, mlflow
         (model_input,) = run.inputs.model_inputs
         model = cl.get_logged_model(model_input.model_id)
         assert model.name == model_id.replace("/", "-")
-        assert model.params["model_id"] == model_id and model.params["endpoint_url"].endswith("/chat/completions")
+        assert model.params["model_id"] == model_id and model.params["endpoint_url"].endswith(
+            "/chat/completions"
+        )
         assert model.tags["mlflow.model.isExternal"] == "true"
         linked = {m.key: m for m in model.metrics if m.run_id == run_id}
         assert set(KEYS) <= set(linked)
@@ -184,7 +221,11 @@ def test_two_targets_make_a_parent_and_two_complete_child_runs(seed_eval, mlflow
         assert len(traces) == 2
         for trace in traces:
             assert trace.info.trace_metadata["mlflow.modelId"] == model_input.model_id
-            assert [s.name for s in trace.data.spans][1:] == ["target", "judge/completeness", "judge/correctness"]
+            assert [s.name for s in trace.data.spans][1:] == [
+                "target",
+                "judge/completeness",
+                "judge/correctness",
+            ]
             fbs = {a.name: a for a in trace.info.assessments}
             assert set(fbs) == {"completeness", "correctness"}
             for fb in fbs.values():
@@ -240,16 +281,25 @@ def test_no_tracking_runs_without_mlflow(seed_eval, mlflow_uri):
 
 def test_invalid_config_fails_before_any_run_is_created(seed_eval, mlflow_uri):
     cfg = copy.deepcopy(seed_eval["config"])
-    cfg["tasks"][TASK]["metrics"]["completeness"]["params"]["scores"]["completeness"]["parser"]["pattern"] = "("
+    cfg["tasks"][TASK]["metrics"]["completeness"]["params"]["scores"]["completeness"]["parser"]["pattern"] = (
+        "("
+    )
     with pytest.raises(ConfigError):
         evaluate(cfg, seed_eval["faithful"], experiment="bad", tracking_uri=mlflow_uri)
     assert _client(mlflow_uri).get_experiment_by_name("bad") is None
 
 
 def test_register_model_with_alias(seed_eval, mlflow_uri):
-    ev = evaluate(seed_eval["config"], [seed_eval["faithful"], seed_eval["poor"]], experiment="reg",
-                  tracking_uri=mlflow_uri, limit=3, register_model="summarizers", alias="champion",
-                  progress_bar=False)
+    ev = evaluate(
+        seed_eval["config"],
+        [seed_eval["faithful"], seed_eval["poor"]],
+        experiment="reg",
+        tracking_uri=mlflow_uri,
+        limit=3,
+        register_model="summarizers",
+        alias="champion",
+        progress_bar=False,
+    )
     cl = _client(mlflow_uri)
     versions = cl.search_model_versions("name='summarizers'")
     assert len(versions) == 2
@@ -258,8 +308,16 @@ def test_register_model_with_alias(seed_eval, mlflow_uri):
     assert champion.source == f"models:/{faithful_model}"
     assert float(champion.tags[KEYS[0]]) == pytest.approx(cl.get_run(ev.run_ids[0]).data.metrics[KEYS[0]])
     # rerunning does not register duplicates
-    evaluate(seed_eval["config"], [seed_eval["faithful"], seed_eval["poor"]], experiment="reg",
-             tracking_uri=mlflow_uri, limit=3, register_model="summarizers", alias="champion", progress_bar=False)
+    evaluate(
+        seed_eval["config"],
+        [seed_eval["faithful"], seed_eval["poor"]],
+        experiment="reg",
+        tracking_uri=mlflow_uri,
+        limit=3,
+        register_model="summarizers",
+        alias="champion",
+        progress_bar=False,
+    )
     assert len(cl.search_model_versions("name='summarizers'")) == 2
 
 
@@ -293,16 +351,21 @@ def _keys_of(entries: Any, server: Any) -> list[str]:
     return out
 
 
-def test_sigkilled_run_resumes_into_the_same_run_with_cached_calls(seed_eval, mlflow_uri, judge_cache, tmp_path,
-                                                                   monkeypatch):
+def test_sigkilled_run_resumes_into_the_same_run_with_cached_calls(
+    seed_eval, mlflow_uri, judge_cache, tmp_path, monkeypatch
+):
     server = seed_eval["server"]
     monkeypatch.setenv("NJ_TEST_JUDGE_KEY", "judge-key-from-env-0001")
     cfg = _env_key_config(seed_eval["config"], "NJ_TEST_JUDGE_KEY")
     server.set_latency(0.3)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-c", _CHILD, json.dumps(cfg), json.dumps(seed_eval["faithful"]),
-                             mlflow_uri], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, json.dumps(cfg), json.dumps(seed_eval["faithful"]), mlflow_uri],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 90
         while not _progress_logged(mlflow_uri, "resume"):
@@ -335,7 +398,7 @@ def test_sigkilled_run_resumes_into_the_same_run_with_cached_calls(seed_eval, ml
     ev = resume(run.info.run_id, tracking_uri=mlflow_uri)
     assert ev.run_ids == [run.info.run_id] and ev.reused == [False]
     assert len(cl.search_runs([exp.experiment_id])) == 1
-    after = server.requests[len(before):]
+    after = server.requests[len(before) :]
     answered_after = _keys_of(after, server)
     # no identical call is answered twice, and each call was made exactly once across kill and resume
     assert len(set(answered_after)) == len(answered_after)
@@ -354,18 +417,32 @@ def test_sigkilled_run_resumes_into_the_same_run_with_cached_calls(seed_eval, ml
 
     # an uninterrupted run, with its own cache, scores exactly the same
     monkeypatch.setenv("NEMO_JUDGE_CACHE_DIR", str(tmp_path / "other-cache"))
-    fresh = evaluate(cfg, seed_eval["faithful"], experiment="uninterrupted", tracking_uri=mlflow_uri, limit=12,
-                     progress_bar=False)
+    fresh = evaluate(
+        cfg,
+        seed_eval["faithful"],
+        experiment="uninterrupted",
+        tracking_uri=mlflow_uri,
+        limit=12,
+        progress_bar=False,
+    )
     assert fresh.result.usage.cache_hits == 0
     expected = _score_metrics(cl, fresh.run_ids[0])
     got = _score_metrics(cl, run.info.run_id)
     assert set(got) == set(expected) and all(
-        (math.isnan(got[k]) and math.isnan(expected[k])) or got[k] == pytest.approx(expected[k]) for k in expected)
+        (math.isnan(got[k]) and math.isnan(expected[k])) or got[k] == pytest.approx(expected[k])
+        for k in expected
+    )
 
 
 def test_resume_needs_the_config_when_a_literal_key_was_redacted(seed_eval, mlflow_uri):
-    ev = evaluate(seed_eval["config"], seed_eval["faithful"], experiment="lit", tracking_uri=mlflow_uri, limit=2,
-                  progress_bar=False)
+    ev = evaluate(
+        seed_eval["config"],
+        seed_eval["faithful"],
+        experiment="lit",
+        tracking_uri=mlflow_uri,
+        limit=2,
+        progress_bar=False,
+    )
     cl = _client(mlflow_uri)
     run_id = ev.run_ids[0]
     cl.update_run(run_id, status="RUNNING")  # as a killed process would leave it
@@ -384,8 +461,14 @@ def test_resume_needs_the_config_when_a_literal_key_was_redacted(seed_eval, mlfl
 def test_resume_of_a_parent_finishes_its_children(seed_eval, mlflow_uri, monkeypatch):
     monkeypatch.setenv("NJ_TEST_JUDGE_KEY", "judge-key-from-env-0002")
     cfg = _env_key_config(seed_eval["config"], "NJ_TEST_JUDGE_KEY")
-    ev = evaluate(cfg, [seed_eval["faithful"], seed_eval["poor"]], experiment="p-resume", tracking_uri=mlflow_uri,
-                  limit=2, progress_bar=False)
+    ev = evaluate(
+        cfg,
+        [seed_eval["faithful"], seed_eval["poor"]],
+        experiment="p-resume",
+        tracking_uri=mlflow_uri,
+        limit=2,
+        progress_bar=False,
+    )
     cl = _client(mlflow_uri)
     assert ev.parent_run_id is not None
     for rid in (ev.parent_run_id, ev.run_ids[1]):
@@ -406,9 +489,9 @@ def test_resume_refuses_a_run_not_made_by_us(mlflow_uri):
         resume("0123456789abcdef0123456789abcdef", tracking_uri=mlflow_uri)
 
 
-
-def test_resume_finds_relative_dataset_paths_from_the_config_folder(seed_eval, mlflow_uri, tmp_path, monkeypatch,
-                                                                     consults_path):
+def test_resume_finds_relative_dataset_paths_from_the_config_folder(
+    seed_eval, mlflow_uri, tmp_path, monkeypatch, consults_path
+):
     monkeypatch.setenv("NJ_TEST_JUDGE_KEY", "judge-key-from-env-0003")
     folder = tmp_path / "project"
     folder.mkdir()
@@ -418,13 +501,21 @@ def test_resume_finds_relative_dataset_paths_from_the_config_folder(seed_eval, m
     (folder / "config.json").write_text(json.dumps(cfg))
     (folder / "target.json").write_text(json.dumps(seed_eval["poor"]))
     monkeypatch.chdir(folder)
-    ev = evaluate(folder / "config.json", folder / "target.json", experiment="rel", tracking_uri=mlflow_uri, limit=2,
-                  progress_bar=False)
+    ev = evaluate(
+        folder / "config.json",
+        folder / "target.json",
+        experiment="rel",
+        tracking_uri=mlflow_uri,
+        limit=2,
+        progress_bar=False,
+    )
     cl = _client(mlflow_uri)
     run_id = ev.run_ids[0]
     assert cl.get_run(run_id).data.tags["nemo_judge.config_path"] == str(folder / "config.json")
     cl.update_run(run_id, status="KILLED")
     monkeypatch.chdir(tmp_path)  # elsewhere: "consults.jsonl" does not resolve against the cwd
     again = resume(run_id, tracking_uri=mlflow_uri)
-    assert again.run_ids == [run_id] and again.result.usage.cache_hits == 6 and again.result.usage.requests == 0
+    assert (
+        again.run_ids == [run_id] and again.result.usage.cache_hits == 6 and again.result.usage.requests == 0
+    )
     assert cl.get_run(run_id).info.status == "FINISHED"

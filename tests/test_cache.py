@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mlflow_nemo_judge.cache import CACHE_FILE_NAME, ResponseCache, cache_key, default_cache_dir
+from mlflow_nemo_judge.http.cache import CACHE_FILE_NAME, ResponseCache, cache_key, default_cache_dir
 
 RESPONSE = {"choices": [{"message": {"role": "assistant", "content": "héllo"}, "finish_reason": "stop"}]}
 
@@ -50,8 +50,9 @@ def test_default_path_uses_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
 
 def test_key_is_canonical_sha256() -> None:
     body = {"messages": [{"role": "user", "content": "é"}], "temperature": 0}
-    expected = json.dumps({"url": "u", "model": "m", "body": body}, sort_keys=True, separators=(",", ":"),
-                          ensure_ascii=False)
+    expected = json.dumps(
+        {"url": "u", "model": "m", "body": body}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
     assert cache_key("u", "m", body) == hashlib.sha256(expected.encode("utf-8")).hexdigest()
     # Order of keys does not matter; every component does.
     reordered = {"temperature": 0, "messages": [{"content": "é", "role": "user"}]}
@@ -126,14 +127,18 @@ def test_committed_entries_survive_a_killed_process(tmp_path: Path) -> None:
     script = (
         "import os, sys\n"
         "from pathlib import Path\n"
-        "from mlflow_nemo_judge.cache import ResponseCache\n"
+        "from mlflow_nemo_judge.http.cache import ResponseCache\n"
         "c = ResponseCache(Path(sys.argv[1]), commit_every=200, commit_interval=60)\n"
         "for i in range(250):\n"
         "    c.put(str(i), {'choices': [{'text': str(i)}]})\n"
         "os._exit(0)  # no close(), no finalizers: like a SIGKILL\n"
     )
-    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, timeout=60,
-                   cwd=Path(__file__).resolve().parents[1])
+    subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        check=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     with ResponseCache(tmp_path) as cache:
         # The batch of 200 was committed; the last 50 were still pending when the process died.
         assert cache.stats() == 200
@@ -142,7 +147,7 @@ def test_committed_entries_survive_a_killed_process(tmp_path: Path) -> None:
 
 def test_corrupted_file_disables_cache_with_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     (tmp_path / CACHE_FILE_NAME).write_bytes(b"this is not a sqlite database at all " * 50)
-    with caplog.at_level(logging.WARNING, logger="mlflow_nemo_judge.cache"):
+    with caplog.at_level(logging.WARNING, logger="mlflow_nemo_judge.http.cache"):
         cache = ResponseCache(tmp_path)
     assert not cache.enabled
     assert any("without cache" in r.getMessage() for r in caplog.records)
@@ -157,7 +162,7 @@ def test_corrupted_file_disables_cache_with_warning(tmp_path: Path, caplog: pyte
 def test_unopenable_location_disables_cache(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with caplog.at_level(logging.WARNING, logger="mlflow_nemo_judge.cache"):
+    with caplog.at_level(logging.WARNING, logger="mlflow_nemo_judge.http.cache"):
         cache = ResponseCache(blocker / "sub")  # parent is a file: cannot mkdir
     assert not cache.enabled
     assert caplog.records
@@ -186,6 +191,7 @@ def test_clear(tmp_path: Path) -> None:
 
 def test_safe_from_several_threads(tmp_path: Path) -> None:
     with ResponseCache(tmp_path, commit_every=7) as cache:
+
         def work(t: int) -> None:
             for i in range(100):
                 cache.put(f"{t}-{i}", {"choices": [{"text": f"{t}-{i}"}]})

@@ -33,13 +33,23 @@ def runs(_migrated_mlflow_db: Path, tmp_path_factory: pytest.TempPathFactory) ->
         mp.chdir(d)
         mp.setenv("NEMO_JUDGE_CACHE_DIR", str(d / "cache"))
         mp.setenv("MLFLOW_TRACKING_URI", uri)
-        cfg = seed_config(judge_url=f"{server.base_url}/chat/completions", judge_model="mock/judge",
-                          files_url=str(data))
+        cfg = seed_config(
+            judge_url=f"{server.base_url}/chat/completions", judge_model="mock/judge", files_url=str(data)
+        )
         faithful = mock_target(server, "mock/faithful-summarizer")
         poor = mock_target(server, "mock/poor-summarizer")
-        both = evaluate(cfg, [faithful, poor], experiment="cmp", tracking_uri=uri, limit=10, progress_bar=False)
-        jsonl = evaluate(cfg, faithful, experiment="cmp-jsonl", tracking_uri=uri, limit=10, table_max_rows=3,
-                         progress_bar=False)
+        both = evaluate(
+            cfg, [faithful, poor], experiment="cmp", tracking_uri=uri, limit=10, progress_bar=False
+        )
+        jsonl = evaluate(
+            cfg,
+            faithful,
+            experiment="cmp-jsonl",
+            tracking_uri=uri,
+            limit=10,
+            table_max_rows=3,
+            progress_bar=False,
+        )
         yield {"uri": uri, "both": both, "jsonl": jsonl}
 
 
@@ -121,7 +131,10 @@ def test_format_table_prints_one_aligned_line_per_target_and_score(runs):
     assert len(lines) == 2 + 2 * len(KEYS)
     assert lines[2].startswith("mock/faithful-summarizer") and KEYS[0] in lines[2]
     row = df.iloc[0]
-    assert f"{row[KEYS[0]]:.3f}  [{row[KEYS[0] + '/ci95_low']:.3f}, {row[KEYS[0] + '/ci95_high']:.3f}]" in lines[2]
+    assert (
+        f"{row[KEYS[0]]:.3f}  [{row[KEYS[0] + '/ci95_low']:.3f}, {row[KEYS[0] + '/ci95_high']:.3f}]"
+        in lines[2]
+    )
     # every row's "mean" column ends at the same position (right-aligned, fixed width)
     end = lines[0].index("mean") + len("mean")
     assert all(line[end - 1] != " " for line in lines[2:])
@@ -144,9 +157,11 @@ def test_write_chart_writes_pngs(runs, tmp_path):
 
 
 def test_frame_sorts_nan_last_and_keeps_missing_scores_as_nan():
-    entries = [cmp.Entry("a", "r1", scores={"t/m/s": {"mean": None, "count": 0.0, "nan_count": 3.0}}),
-               cmp.Entry("b", "r2", scores={"t/m/s": {"mean": 2.0, "ci95_low": 1.0, "ci95_high": 3.0}}),
-               cmp.Entry("c", "r3", scores={"t/m/s": {"mean": 4.0}, "t/m/other": {"mean": 1.0}})]
+    entries = [
+        cmp.Entry("a", "r1", scores={"t/m/s": {"mean": None, "count": 0.0, "nan_count": 3.0}}),
+        cmp.Entry("b", "r2", scores={"t/m/s": {"mean": 2.0, "ci95_low": 1.0, "ci95_high": 3.0}}),
+        cmp.Entry("c", "r3", scores={"t/m/s": {"mean": 4.0}, "t/m/other": {"mean": 1.0}}),
+    ]
     df = cmp.frame(entries)
     assert list(df["target"]) == ["c", "b", "a"]
     assert math.isnan(df.iloc[2]["t/m/s"]) and df.iloc[2]["t/m/s/nan_count"] == 3

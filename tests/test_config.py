@@ -15,10 +15,18 @@ def test_seed_config_round_trips_byte_for_byte():
 
 
 def test_numbers_keep_their_type_and_unknown_fields_are_kept():
-    d = {"type": "custom", "params": {"temperature": 1, "top_p": 0.5, "request_timeout": 10, "future_knob": [1, 2]},
-         "tasks": {"t": {"type": "data", "new_field": {"x": 1},
-                         "metrics": {"m": {"type": "em", "params": {"reference": "{{ item.a }}"}}}}},
-         "custom_fields": {"team": "a"}}
+    d = {
+        "type": "custom",
+        "params": {"temperature": 1, "top_p": 0.5, "request_timeout": 10, "future_knob": [1, 2]},
+        "tasks": {
+            "t": {
+                "type": "data",
+                "new_field": {"x": 1},
+                "metrics": {"m": {"type": "em", "params": {"reference": "{{ item.a }}"}}},
+            }
+        },
+        "custom_fields": {"team": "a"},
+    }
     out = load_config(d).to_dict()
     assert json.dumps(out, sort_keys=True) == json.dumps(d, sort_keys=True)
 
@@ -64,8 +72,19 @@ def test_redaction_masks_every_secret_and_keeps_env_names():
     text = json.dumps(red)
     assert "sk-SECRET123" not in text
     assert text.count(MASK) == 2
-    t = load_target({"type": "model", "model": {"api_endpoint": {
-        "url": "http://x/v1", "model_id": "m", "api_key_env": "MY_KEY", "headers": {"X-Gateway": "tok-XYZ"}}}})
+    t = load_target(
+        {
+            "type": "model",
+            "model": {
+                "api_endpoint": {
+                    "url": "http://x/v1",
+                    "model_id": "m",
+                    "api_key_env": "MY_KEY",
+                    "headers": {"X-Gateway": "tok-XYZ"},
+                }
+            },
+        }
+    )
     red_t = json.dumps(t.redacted())
     assert "MY_KEY" in red_t and "tok-XYZ" not in red_t
     assert redact({"nested": [{"hf_token": "hf_abc"}]}) == {"nested": [{"hf_token": MASK}]}
@@ -79,8 +98,12 @@ def test_sha_is_stable_across_key_rotation():
 
 
 def test_api_key_env_resolution(monkeypatch):
-    t = load_target({"type": "model", "model": {"api_endpoint": {"url": "http://x", "model_id": "m",
-                                                                  "api_key_env": "NJ_TEST_KEY"}}})
+    t = load_target(
+        {
+            "type": "model",
+            "model": {"api_endpoint": {"url": "http://x", "model_id": "m", "api_key_env": "NJ_TEST_KEY"}},
+        }
+    )
     ep = t.endpoint
     assert ep is not None
     monkeypatch.delenv("NJ_TEST_KEY", raising=False)

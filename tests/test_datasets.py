@@ -1,4 +1,4 @@
-"""Tests for mlflow_nemo_judge.datasets: locations, formats, streaming, errors, and hf:// via a loopback hub."""
+"""Tests for mlflow_nemo_judge.data: locations, formats, streaming, errors, and hf:// via a loopback hub."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
-from mlflow_nemo_judge import datasets
-from mlflow_nemo_judge.datasets import (
+from mlflow_nemo_judge import data as datasets
+from mlflow_nemo_judge.data import (
     DatasetSource,
     describe,
     file_digest,

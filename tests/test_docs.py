@@ -54,13 +54,19 @@ def test_readme_block_runs(index, tmp_path):
     code = code.replace(".venv/bin/", bindir + "/")
     for name in ("examples",):
         shutil.copytree(REPO / name, tmp_path / name, symlinks=False)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
-           "NEMO_JUDGE_CACHE_DIR": str(tmp_path / "cache"), "PATH": bindir + os.pathsep + os.environ["PATH"]}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
+        "NEMO_JUDGE_CACHE_DIR": str(tmp_path / "cache"),
+        "PATH": bindir + os.pathsep + os.environ["PATH"],
+    }
     env.pop("OPENAI_API_KEY", None)
     env.pop("NVIDIA_API_KEY", None)
     cmd = ["bash", "-euo", "pipefail", "-c", code] if lang == "bash" else [sys.executable, "-c", code]
     out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, f"block {index} failed:\n{code}\n--- stdout\n{out.stdout[-2000:]}\n--- stderr\n{out.stderr[-3000:]}"
+    assert out.returncode == 0, (
+        f"block {index} failed:\n{code}\n--- stdout\n{out.stdout[-2000:]}\n--- stderr\n{out.stderr[-3000:]}"
+    )
 
 
 def test_cli_reference_matches_help():

@@ -27,8 +27,10 @@ def _rows(tmp_path, n=6):
 
 
 def _chat(text, finish="stop"):
-    return {"choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
-            "usage": {"prompt_tokens": 3, "completion_tokens": 2}}
+    return {
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2},
+    }
 
 
 def _run(cfg, target, handler, **kw):
@@ -36,7 +38,9 @@ def _run(cfg, target, handler, **kw):
 
     async def go():
         async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
-            return await run_plan_async(plan, RunOptions(cache=False, http_client=http, progress_bar=False, **kw))
+            return await run_plan_async(
+                plan, RunOptions(cache=False, http_client=http, progress_bar=False, **kw)
+            )
 
     return asyncio.run(go())
 
@@ -57,7 +61,9 @@ def test_judge_scores_unparseable_outputs_as_nan_with_raw_text(tmp_path):
             return httpx.Response(200, json=_chat("I would say it is decent."))  # no RATING marker
         return httpx.Response(200, json=_chat(f"RATING: {n % 5 + 1}"))
 
-    res = _run(seed_config(files_url=str(_rows(tmp_path)), judge_url=JUDGE_URL, openai_api_key="jk"), TARGET, handler)
+    res = _run(
+        seed_config(files_url=str(_rows(tmp_path)), judge_url=JUDGE_URL, openai_api_key="jk"), TARGET, handler
+    )
     score = res.tasks["consult_summary_eval"]["completeness"]["completeness"]
     # rows 0..5 → ratings 1,2,NaN,4,5,1
     assert score.stats.count == 5 and score.stats.nan_count == 1
@@ -128,7 +134,8 @@ def test_request_body_merges_global_params_and_template(tmp_path):
     cfg["params"] = {"temperature": 0.5, "max_tokens": 50}
     cfg["tasks"]["consult_summary_eval"]["metrics"]["completeness"]["params"]["model"]["prompt"] = {
         "inference_params": {"temperature": 0.1, "max_tokens": 20, "request_timeout": 5, "max_retries": 2},
-        "system_prompt": "detailed thinking off"}
+        "system_prompt": "detailed thinking off",
+    }
     _run(cfg, TARGET, handler)
     target_body = next(b for b in bodies if b["model"] == "tgt")
     assert target_body["max_tokens"] == 200 and target_body["temperature"] == 0.5  # task template wins
@@ -146,7 +153,8 @@ def test_reasoning_is_stripped_before_parsing(tmp_path):
 
     cfg = seed_config(files_url=str(_rows(tmp_path, 2)), judge_url=JUDGE_URL)
     cfg["tasks"]["consult_summary_eval"]["metrics"]["completeness"]["params"]["model"]["prompt"] = {
-        "reasoning_params": {"end_token": "</think>"}}
+        "reasoning_params": {"end_token": "</think>"}
+    }
     res = _run(cfg, TARGET, handler)
     assert res.tasks["consult_summary_eval"]["completeness"]["completeness"].value == 5.0
     assert res.tasks["consult_summary_eval"]["correctness"]["correctness"].value == 5.0
@@ -154,21 +162,46 @@ def test_reasoning_is_stripped_before_parsing(tmp_path):
 
 def test_simple_metrics_and_groups(tmp_path):
     p = tmp_path / "qa.jsonl"
-    p.write_text("\n".join(json.dumps(r) for r in [
-        {"q": "capital of France?", "ref": "Paris", "n": "4"},
-        {"q": "2+2?", "ref": "four", "n": "5"}]))
-    cfg = {"type": "custom", "name": "qa", "tasks": {"qa": {
-        "type": "chat-completion", "dataset": {"files_url": str(p)},
-        "params": {"template": {"messages": [{"role": "user", "content": "{{ item.q }}"}]}},
-        "metrics": {
-            "sc": {"type": "string-check", "params": {"check": ["{{ sample.output_text | lower }}", "contains",
-                                                                "{{ item.ref | lower }}"]}},
-            "nc": {"type": "number-check", "params": {"check": ["absolute difference", "{{ item.n }}", "4",
-                                                                "epsilon", 0.5]}},
-            "em": {"type": "em", "params": {"reference": "{{ item.ref }}"}},
-            "f1": {"type": "f1", "params": {"reference": "{{ item.ref }}"}},
-            "bleu": {"type": "bleu", "params": {"references": ["{{ item.ref }}"]}}}}},
-        "groups": {"all": {"tasks": ["qa"]}}}
+    p.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"q": "capital of France?", "ref": "Paris", "n": "4"},
+                {"q": "2+2?", "ref": "four", "n": "5"},
+            ]
+        )
+    )
+    cfg = {
+        "type": "custom",
+        "name": "qa",
+        "tasks": {
+            "qa": {
+                "type": "chat-completion",
+                "dataset": {"files_url": str(p)},
+                "params": {"template": {"messages": [{"role": "user", "content": "{{ item.q }}"}]}},
+                "metrics": {
+                    "sc": {
+                        "type": "string-check",
+                        "params": {
+                            "check": [
+                                "{{ sample.output_text | lower }}",
+                                "contains",
+                                "{{ item.ref | lower }}",
+                            ]
+                        },
+                    },
+                    "nc": {
+                        "type": "number-check",
+                        "params": {"check": ["absolute difference", "{{ item.n }}", "4", "epsilon", 0.5]},
+                    },
+                    "em": {"type": "em", "params": {"reference": "{{ item.ref }}"}},
+                    "f1": {"type": "f1", "params": {"reference": "{{ item.ref }}"}},
+                    "bleu": {"type": "bleu", "params": {"references": ["{{ item.ref }}"]}},
+                },
+            }
+        },
+        "groups": {"all": {"tasks": ["qa"]}},
+    }
 
     def handler(req):
         q = json.loads(req.content)["messages"][0]["content"]
@@ -209,8 +242,9 @@ def _as_data_task(cfg):
 def test_seed_config_as_data_task_ranks_useless_summaries_lowest():
     with MockLLMServer() as srv:
         cfg, _ = _seed_on_mock(srv)
-        res = run_local(_as_data_task(cfg), {"type": "rows", "rows": [{"unused": 1}]}, cache=False,
-                        progress_bar=False)
+        res = run_local(
+            _as_data_task(cfg), {"type": "rows", "rows": [{"unused": 1}]}, cache=False, progress_bar=False
+        )
     samples = list(res.iter_samples())
     assert len(samples) == 25
     for metric in ("completeness", "correctness"):
@@ -267,5 +301,7 @@ def test_progress_callback_reaches_total():
     with MockLLMServer() as srv:
         cfg, url = _seed_on_mock(srv, limit=6)
         t = {"type": "model", "model": {"api_endpoint": {"url": url, "model_id": "mock/echo"}}}
-        run_local(cfg, t, cache=False, progress_bar=False, on_progress=lambda task, d, tot: seen.append((d, tot)))
+        run_local(
+            cfg, t, cache=False, progress_bar=False, on_progress=lambda task, d, tot: seen.append((d, tot))
+        )
     assert seen[-1] == (6, 6) and [d for d, _ in seen] == list(range(1, 7))

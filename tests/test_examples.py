@@ -41,13 +41,17 @@ def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("NEMO_JUDGE_CACHE_DIR", str(tmp_path / "cache"))
 
 
-@pytest.mark.parametrize("config", ["doctor_consults/config.yaml", "judge_existing_outputs/config.yaml",
-                                    "mixed_metrics/config.yaml"])
+@pytest.mark.parametrize(
+    "config",
+    ["doctor_consults/config.yaml", "judge_existing_outputs/config.yaml", "mixed_metrics/config.yaml"],
+)
 def test_real_endpoint_configs_validate_without_keys(config, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    target = {"doctor_consults/config.yaml": "doctor_consults/targets/llama-3.1-70b.yaml",
-              "judge_existing_outputs/config.yaml": "judge_existing_outputs/target.yaml",
-              "mixed_metrics/config.yaml": "mixed_metrics/targets/mock-echo.yaml"}[config]
+    target = {
+        "doctor_consults/config.yaml": "doctor_consults/targets/llama-3.1-70b.yaml",
+        "judge_existing_outputs/config.yaml": "judge_existing_outputs/target.yaml",
+        "mixed_metrics/config.yaml": "mixed_metrics/targets/mock-echo.yaml",
+    }[config]
     plan = build_plan(load_config(EXAMPLES / config), load_target(EXAMPLES / target), resolve_secrets=False)
     assert plan.tasks
 
@@ -56,8 +60,11 @@ def test_doctor_consults_mock_ranks_faithful_above_poor():
     with MockLLMServer() as srv:
         means = {}
         for t in ("mock-faithful.yaml", "mock-poor.yaml"):
-            cfg, tgt = _load(EXAMPLES / "doctor_consults/config.mock.yaml", EXAMPLES / "doctor_consults/targets" / t,
-                             srv.base_url)
+            cfg, tgt = _load(
+                EXAMPLES / "doctor_consults/config.mock.yaml",
+                EXAMPLES / "doctor_consults/targets" / t,
+                srv.base_url,
+            )
             res = run_local(cfg, tgt, progress_bar=False, limit=8)
             means[t] = res.tasks["consult_summary_eval"]["completeness"]["completeness"].value
     assert means["mock-faithful.yaml"] > means["mock-poor.yaml"] + 1.5
@@ -65,8 +72,11 @@ def test_doctor_consults_mock_ranks_faithful_above_poor():
 
 def test_judge_existing_outputs_flags_the_poor_reference_summaries():
     with MockLLMServer() as srv:
-        cfg, tgt = _load(EXAMPLES / "judge_existing_outputs/config.mock.yaml",
-                         EXAMPLES / "judge_existing_outputs/target.yaml", srv.base_url)
+        cfg, tgt = _load(
+            EXAMPLES / "judge_existing_outputs/config.mock.yaml",
+            EXAMPLES / "judge_existing_outputs/target.yaml",
+            srv.base_url,
+        )
         res = run_local(cfg, tgt, progress_bar=False)
         assert not any(r.path.endswith("/chat/completions") and r.model != "mock/judge" for r in srv.requests)
     samples = list(res.iter_samples())
@@ -80,8 +90,11 @@ def test_judge_existing_outputs_flags_the_poor_reference_summaries():
 
 def test_mixed_metrics_example_reports_every_metric():
     with MockLLMServer() as srv:
-        cfg, tgt = _load(EXAMPLES / "mixed_metrics/config.mock.yaml", EXAMPLES / "mixed_metrics/targets/mock-echo.yaml",
-                         srv.base_url)
+        cfg, tgt = _load(
+            EXAMPLES / "mixed_metrics/config.mock.yaml",
+            EXAMPLES / "mixed_metrics/targets/mock-echo.yaml",
+            srv.base_url,
+        )
         res = run_local(cfg, tgt, progress_bar=False)
     (task,) = res.tasks.values()
     types = {m.type for t in cfg.tasks.values() for m in t.metrics.values()}
@@ -89,14 +102,26 @@ def test_mixed_metrics_example_reports_every_metric():
     for metric, scores in task.items():
         for name, score in scores.items():
             if name != "corpus":
-                assert score.stats is not None and score.stats.count + score.stats.nan_count == 12, (metric, name)
+                assert score.stats is not None and score.stats.count + score.stats.nan_count == 12, (
+                    metric,
+                    name,
+                )
 
 
 def test_compare_and_register_script_runs_as_written(tmp_path):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
-           "NEMO_JUDGE_CACHE_DIR": str(tmp_path / "cache")}
-    out = subprocess.run([sys.executable, str(EXAMPLES / "compare_and_register/run.py"), "--experiment", "ex"],
-                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=240)
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
+        "NEMO_JUDGE_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / "compare_and_register/run.py"), "--experiment", "ex"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=240,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "MOCK" in out.stdout and "parent run:" in out.stdout, out.stdout
     from mlflow import MlflowClient
@@ -105,8 +130,11 @@ def test_compare_and_register_script_runs_as_written(tmp_path):
     versions = client.search_model_versions("name='consult-summarizer'")
     assert len(versions) == 2
     champion = client.get_model_version_by_alias("consult-summarizer", "champion")
-    faithful_run = [line.split("run ")[1].split()[0] for line in out.stdout.splitlines()
-                    if line.startswith("mock/faithful-summarizer") and " run " in line][:1]
+    faithful_run = [
+        line.split("run ")[1].split()[0]
+        for line in out.stdout.splitlines()
+        if line.startswith("mock/faithful-summarizer") and " run " in line
+    ][:1]
     assert faithful_run, out.stdout
     faithful_run = faithful_run[0]
     assert champion.run_id == faithful_run

@@ -16,22 +16,31 @@ from typing import Any
 import httpx
 import pytest
 
-from mlflow_nemo_judge.backends.nemo_client import NemoClient
+from mlflow_nemo_judge.backends.nemo.client import NemoClient
 from mlflow_nemo_judge.errors import NemoServiceError
 from mlflow_nemo_judge.testing.fake_nemo import FakeNemoService
 from mlflow_nemo_judge.testing.mock_llm import MockLLMServer
 from tests.fixtures.seed_config import seed_config
 
 ID_RE = re.compile(r"^eval-[1-9A-HJ-NP-Za-km-z]{20,22}$")
-ROWS = [{"ID": f"R{i}", "content": f"Patient {i} reports cough and fever for {i + 2} days; prescribed rest."}
-        for i in range(4)]
+ROWS = [
+    {"ID": f"R{i}", "content": f"Patient {i} reports cough and fever for {i + 2} days; prescribed rest."}
+    for i in range(4)
+]
 
 
 @pytest.fixture()
 def hf_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No ambient HF token/endpoint/offline mode and no NeMo URLs from the developer's shell."""
-    for name in ("HF_TOKEN", "HF_ENDPOINT", "HF_HUB_OFFLINE", "NEMO_EVALUATOR_URL", "NEMO_DATASTORE_URL",
-                 "NEMO_ENTITY_STORE_URL", "NEMO_API_TOKEN"):
+    for name in (
+        "HF_TOKEN",
+        "HF_ENDPOINT",
+        "HF_HUB_OFFLINE",
+        "NEMO_EVALUATOR_URL",
+        "NEMO_DATASTORE_URL",
+        "NEMO_ENTITY_STORE_URL",
+        "NEMO_API_TOKEN",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     from huggingface_hub import constants
@@ -63,21 +72,34 @@ def _upload_rows(fake: FakeNemoService, ns: str, repo: str, tmp: Path) -> str:
     httpx.post(f"{fake.base_url}/v1/datastore/namespaces", data={"namespace": ns}).raise_for_status()
     api = HfApi(endpoint=fake.hf_url, token=False)
     api.create_repo(f"{ns}/{repo}", repo_type="dataset", exist_ok=True)
-    api.upload_file(path_or_fileobj=str(path), path_in_repo="rows.jsonl", repo_id=f"{ns}/{repo}", repo_type="dataset")
+    api.upload_file(
+        path_or_fileobj=str(path), path_in_repo="rows.jsonl", repo_id=f"{ns}/{repo}", repo_type="dataset"
+    )
     return f"hf://datasets/{ns}/{repo}"
 
 
 def _config(llm: MockLLMServer, files_url: str) -> dict[str, Any]:
-    cfg = seed_config(openai_api_key="sk-judge-secret", judge_url=f"{llm.base_url}/chat/completions",
-                      judge_model="mock/judge", files_url=files_url)
+    cfg = seed_config(
+        openai_api_key="sk-judge-secret",
+        judge_url=f"{llm.base_url}/chat/completions",
+        judge_model="mock/judge",
+        files_url=files_url,
+    )
     cfg["namespace"] = "team"
     return cfg
 
 
 def _target(llm: MockLLMServer) -> dict[str, Any]:
-    return {"type": "model", "model": {"api_endpoint": {"url": f"{llm.base_url}/chat/completions",
-                                                        "model_id": "mock/poor-summarizer",
-                                                        "api_key": "nvapi-target-secret"}}}
+    return {
+        "type": "model",
+        "model": {
+            "api_endpoint": {
+                "url": f"{llm.base_url}/chat/completions",
+                "model_id": "mock/poor-summarizer",
+                "api_key": "nvapi-target-secret",
+            }
+        },
+    }
 
 
 def _wait(get: Any, job_id: str, timeout: float = 30.0) -> Any:
@@ -100,9 +122,14 @@ def test_the_fake_says_it_is_a_test_double(fake: FakeNemoService, caplog: pytest
         assert "test double" in r.json()["service"] and "test double" in r.headers["server"]
     import logging
 
-    with caplog.at_level(logging.INFO, logger="mlflow_nemo_judge.testing.fake_nemo"), FakeNemoService() as other:
+    with (
+        caplog.at_level(logging.INFO, logger="mlflow_nemo_judge.testing.fake_nemo"),
+        FakeNemoService() as other,
+    ):
         assert other.base_url.startswith("http://127.0.0.1:")
-    assert any("FAKE NeMo service" in r.getMessage() and "test double" in r.getMessage() for r in caplog.records)
+    assert any(
+        "FAKE NeMo service" in r.getMessage() and "test double" in r.getMessage() for r in caplog.records
+    )
 
 
 # ----------------------------------------------------------------------------- huggingface_hub contract
@@ -116,16 +143,35 @@ def test_huggingface_hub_uploads_lists_and_downloads(fake: FakeNemoService, hf_e
     api = HfApi(endpoint=fake.hf_url, token=False)
     # exist_ok makes a second create a no-op (the fake answers 409 like the Hub)
     api.create_repo("team/consults", repo_type="dataset", exist_ok=True)
-    commit = api.upload_file(path_or_fileobj=b'{"ID": "X"}\n', path_in_repo="extra/more.jsonl",
-                             repo_id="team/consults", repo_type="dataset")
-    assert sorted(api.list_repo_files("team/consults", repo_type="dataset")) == ["extra/more.jsonl", "rows.jsonl"]
+    commit = api.upload_file(
+        path_or_fileobj=b'{"ID": "X"}\n',
+        path_in_repo="extra/more.jsonl",
+        repo_id="team/consults",
+        repo_type="dataset",
+    )
+    assert sorted(api.list_repo_files("team/consults", repo_type="dataset")) == [
+        "extra/more.jsonl",
+        "rows.jsonl",
+    ]
     assert api.repo_info("team/consults", repo_type="dataset").sha == commit.oid
-    local = hf_hub_download("team/consults", "rows.jsonl", repo_type="dataset", endpoint=fake.hf_url,
-                            token=False, cache_dir=str(hf_env / "dl"))
+    local = hf_hub_download(
+        "team/consults",
+        "rows.jsonl",
+        repo_type="dataset",
+        endpoint=fake.hf_url,
+        token=False,
+        cache_dir=str(hf_env / "dl"),
+    )
     assert [json.loads(line) for line in Path(local).read_text().splitlines()] == ROWS
     with pytest.raises(Exception, match="404|not found|Not Found"):
-        hf_hub_download("team/consults", "missing.jsonl", repo_type="dataset", endpoint=fake.hf_url, token=False,
-                        cache_dir=str(hf_env / "dl"))
+        hf_hub_download(
+            "team/consults",
+            "missing.jsonl",
+            repo_type="dataset",
+            endpoint=fake.hf_url,
+            token=False,
+            cache_dir=str(hf_env / "dl"),
+        )
     # Repos live in Data Store namespaces, which must exist first.
     with pytest.raises(Exception, match="404|does not exist"):
         api.create_repo("nowhere/x", repo_type="dataset")
@@ -134,18 +180,25 @@ def test_huggingface_hub_uploads_lists_and_downloads(fake: FakeNemoService, hf_e
 # ------------------------------------------------------------------------------------ the official SDK
 
 
-def test_official_sdk_drives_the_fake_and_parses_every_response(fake: FakeNemoService, llm: MockLLMServer,
-                                                                 hf_env: Path) -> None:
-    sdk = pytest.importorskip("nemo_microservices", reason="the nemo-microservices SDK is a test-only dependency")
+def test_official_sdk_drives_the_fake_and_parses_every_response(
+    fake: FakeNemoService, llm: MockLLMServer, hf_env: Path
+) -> None:
+    sdk = pytest.importorskip(
+        "nemo_microservices", reason="the nemo-microservices SDK is a test-only dependency"
+    )
     from nemo_microservices.types import EvaluationResult, EvaluationStatusDetails
     from nemo_microservices.types.evaluation import EvaluationJob
 
     # Strict validation: a response that does not fit the SDK's pydantic types raises instead of passing.
-    client: Any = sdk.NeMoMicroservices(base_url=fake.base_url, _strict_response_validation=True, max_retries=0)
+    client: Any = sdk.NeMoMicroservices(
+        base_url=fake.base_url, _strict_response_validation=True, max_retries=0
+    )
     ns = client.namespaces.create(id="team")
     assert ns.id == "team" and ns.created_at is not None
     files_url = _upload_rows(fake, "team", "consults", hf_env)
-    ds = client.datasets.create(name="consults", namespace="team", files_url=files_url, description="contract")
+    ds = client.datasets.create(
+        name="consults", namespace="team", files_url=files_url, description="contract"
+    )
     assert ds.files_url == files_url and ds.id and ds.id.startswith("dataset-")
     assert client.datasets.retrieve("consults", namespace="team").name == "consults"
 
@@ -190,19 +243,28 @@ def test_official_sdk_drives_the_fake_and_parses_every_response(fake: FakeNemoSe
     assert _wait(client.evaluation.jobs.retrieve, job2.id).status == "completed"
     page = client.evaluation.jobs.list(page_size=1)
     assert page.pagination is not None and page.pagination.total_results == 2 and len(page.data) == 1
-    assert {j.id for j in page} == {job.id, job2.id}  # auto-pagination walks page 2 and stops at the empty 3rd
+    assert {j.id for j in page} == {
+        job.id,
+        job2.id,
+    }  # auto-pagination walks page 2 and stops at the empty 3rd
     assert client.evaluation.jobs.cancel(job2.id) is not None  # cancelling a finished job is a no-op
 
 
 def test_sdk_sees_documented_error_shapes(fake: FakeNemoService) -> None:
-    sdk = pytest.importorskip("nemo_microservices", reason="the nemo-microservices SDK is a test-only dependency")
+    sdk = pytest.importorskip(
+        "nemo_microservices", reason="the nemo-microservices SDK is a test-only dependency"
+    )
     client = sdk.NeMoMicroservices(base_url=fake.base_url, max_retries=0)
     with pytest.raises(sdk.NotFoundError) as nf:
         client.evaluation.jobs.retrieve("eval-doesnotexist")
     assert nf.value.body == {"detail": "Evaluation job 'eval-doesnotexist' not found."}
     with pytest.raises(sdk.UnprocessableEntityError) as bad:
         client.post("/v1/evaluation/jobs", cast_to=object, body={"target": {"type": "model"}})
-    assert bad.value.body["detail"][0] == {"loc": ["body", "config"], "msg": "Field required", "type": "missing"}
+    assert bad.value.body["detail"][0] == {
+        "loc": ["body", "config"],
+        "msg": "Field required",
+        "type": "missing",
+    }
 
 
 # ------------------------------------------------------------------------------- lifecycle and options
@@ -235,12 +297,15 @@ def test_job_lifecycle_progress_and_failure(fake: FakeNemoService, llm: MockLLMS
     with pytest.raises(NemoServiceError) as info:
         client.job_results(failed["id"])
     assert info.value.status == 404
-    assert _wait(client.get_job, client.create_job(_config(llm, files_url), _target(llm))["id"])["status"] == \
-        "completed", "fail_next_job fails one job only"
+    assert (
+        _wait(client.get_job, client.create_job(_config(llm, files_url), _target(llm))["id"])["status"]
+        == "completed"
+    ), "fail_next_job fails one job only"
 
 
-def test_cancel_a_held_job_and_missing_dataset_fails(fake: FakeNemoService, llm: MockLLMServer,
-                                                     hf_env: Path) -> None:
+def test_cancel_a_held_job_and_missing_dataset_fails(
+    fake: FakeNemoService, llm: MockLLMServer, hf_env: Path
+) -> None:
     files_url = _upload_rows(fake, "team", "consults", hf_env)
     client = NemoClient(fake.base_url)
     fake.hold_jobs.set()
@@ -250,7 +315,9 @@ def test_cancel_a_held_job_and_missing_dataset_fails(fake: FakeNemoService, llm:
     assert _wait(client.get_job, job["id"])["status"] == "cancelled"
     fake.hold_jobs.clear()
 
-    missing = _wait(client.get_job, client.create_job(_config(llm, "hf://datasets/team/nope"), _target(llm))["id"])
+    missing = _wait(
+        client.get_job, client.create_job(_config(llm, "hf://datasets/team/nope"), _target(llm))["id"]
+    )
     assert missing["status"] == "failed" and "nope" in missing["status_details"]["message"]
 
     with pytest.raises(NemoServiceError) as info:
@@ -264,7 +331,9 @@ def test_minimal_stats_and_zip_without_samples(hf_env: Path, llm: MockLLMServer)
         client = NemoClient(svc.base_url)
         job = _wait(client.get_job, client.create_job(_config(llm, files_url), _target(llm))["id"])
         res = client.job_results(job["id"])
-        stats = res["tasks"]["consult_summary_eval"]["metrics"]["correctness"]["scores"]["correctness"]["stats"]
+        stats = res["tasks"]["consult_summary_eval"]["metrics"]["correctness"]["scores"]["correctness"][
+            "stats"
+        ]
         assert set(stats) == {"count", "sum", "mean"}
         with zipfile.ZipFile(io.BytesIO(client.download_results(job["id"]))) as zf:
             assert not any(n.endswith("results/results.json") for n in zf.namelist())

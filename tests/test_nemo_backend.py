@@ -18,9 +18,10 @@ import pytest
 
 from mlflow_nemo_judge.backends import get_backend
 from mlflow_nemo_judge.backends.local import LocalBackend
-from mlflow_nemo_judge.backends.nemo import NemoBackend, NemoJobError, NemoJobTimeout, resolve_secrets
-from mlflow_nemo_judge.backends.nemo_results import build_result, read_results_zip
+from mlflow_nemo_judge.backends.nemo import NemoBackend, NemoJobError, NemoJobTimeout
+from mlflow_nemo_judge.backends.nemo.results import build_result, read_results_zip
 from mlflow_nemo_judge.config import load_config, load_target
+from mlflow_nemo_judge.config.secrets import resolve_env as resolve_secrets
 from mlflow_nemo_judge.errors import EvaluationError, SecretError
 from mlflow_nemo_judge.testing.fake_nemo import FakeNemoService
 from mlflow_nemo_judge.testing.mock_llm import MockLLMServer
@@ -34,8 +35,15 @@ TASK = "consult_summary_eval"
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("HF_TOKEN", "HF_ENDPOINT", "HF_HUB_OFFLINE", "NEMO_EVALUATOR_URL", "NEMO_DATASTORE_URL",
-                 "NEMO_ENTITY_STORE_URL", "NEMO_API_TOKEN"):
+    for name in (
+        "HF_TOKEN",
+        "HF_ENDPOINT",
+        "HF_HUB_OFFLINE",
+        "NEMO_EVALUATOR_URL",
+        "NEMO_DATASTORE_URL",
+        "NEMO_ENTITY_STORE_URL",
+        "NEMO_API_TOKEN",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     from huggingface_hub import constants
@@ -46,21 +54,54 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 def _job(status: str, **details: Any) -> dict[str, Any]:
-    return {"id": JOB_ID, "status": status, "created_at": "2025-05-08T17:21:24.210032",
-            "updated_at": "2025-05-08T17:21:30.210032",
-            "config": {"type": "custom", "tasks": {TASK: {"type": "chat-completion"}}},
-            "target": {"type": "model", "model": {"api_endpoint": {"url": "u", "model_id": "m", "api_key": "******"}}},
-            "status_details": {"message": None, "task_status": {}, "progress": None, "samples_processed": None,
-                               **details}}
+    return {
+        "id": JOB_ID,
+        "status": status,
+        "created_at": "2025-05-08T17:21:24.210032",
+        "updated_at": "2025-05-08T17:21:30.210032",
+        "config": {"type": "custom", "tasks": {TASK: {"type": "chat-completion"}}},
+        "target": {
+            "type": "model",
+            "model": {"api_endpoint": {"url": "u", "model_id": "m", "api_key": "******"}},
+        },
+        "status_details": {
+            "message": None,
+            "task_status": {},
+            "progress": None,
+            "samples_processed": None,
+            **details,
+        },
+    }
 
 
-RESULTS = {"id": "evaluation_result-1", "job": JOB_ID, "tasks": {TASK: {"metrics": {
-    "completeness": {"scores": {"completeness": {"value": 4.0, "stats": {"count": 4, "sum": 16.0, "mean": 4.0,
-                                                                          "stddev": 1.0}}}}}}}, "groups": {}}
+RESULTS = {
+    "id": "evaluation_result-1",
+    "job": JOB_ID,
+    "tasks": {
+        TASK: {
+            "metrics": {
+                "completeness": {
+                    "scores": {
+                        "completeness": {
+                            "value": 4.0,
+                            "stats": {"count": 4, "sum": 16.0, "mean": 4.0, "stddev": 1.0},
+                        }
+                    }
+                }
+            }
+        }
+    },
+    "groups": {},
+}
 
 
-def _service(polls: list[dict[str, Any]], *, logs: str = "log line", zip_bytes: bytes | None = None,
-             seen: list[str] | None = None) -> Callable[[httpx.Request], httpx.Response]:
+def _service(
+    polls: list[dict[str, Any]],
+    *,
+    logs: str = "log line",
+    zip_bytes: bytes | None = None,
+    seen: list[str] | None = None,
+) -> Callable[[httpx.Request], httpx.Response]:
     record = seen if seen is not None else []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -93,8 +134,16 @@ def _backend(handler: Callable[[httpx.Request], httpx.Response], **kw: Any) -> N
 
 def _seed(tmp_path: Path, **kw: Any) -> tuple[Any, Any]:
     cfg = seed_config(files_url="hf://datasets/ns/data", **kw)
-    target = {"type": "model", "model": {"api_endpoint": {"url": "http://target.test/v1/chat/completions",
-                                                          "model_id": "t", "api_key_env": "TEST_TARGET_KEY"}}}
+    target = {
+        "type": "model",
+        "model": {
+            "api_endpoint": {
+                "url": "http://target.test/v1/chat/completions",
+                "model_id": "t",
+                "api_key_env": "TEST_TARGET_KEY",
+            }
+        },
+    }
     return load_config(cfg), load_target(target)
 
 
@@ -106,11 +155,18 @@ def test_get_backend_builds_the_nemo_backend() -> None:
     assert isinstance(backend, NemoBackend) and backend.name == "nemo"
 
 
-def test_unknown_status_is_polled_through_with_one_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                          caplog: pytest.LogCaptureFixture) -> None:
+def test_unknown_status_is_polled_through_with_one_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setenv("TEST_TARGET_KEY", "k")
-    polls = [_job("created"), _job("queued"), _job("queued"), _job("pending"), _job("running", progress=50.0),
-             _job("completed", progress=100.0, samples_processed=4)]
+    polls = [
+        _job("created"),
+        _job("queued"),
+        _job("queued"),
+        _job("pending"),
+        _job("running", progress=50.0),
+        _job("completed", progress=100.0, samples_processed=4),
+    ]
     sleeps: list[float] = []
     backend = _backend(_service(polls), sleep=sleeps.append, poll_interval=0.5, max_poll_interval=1.0)
     with caplog.at_level(logging.WARNING, logger="mlflow_nemo_judge.backends.nemo"):
@@ -123,7 +179,9 @@ def test_unknown_status_is_polled_through_with_one_warning(tmp_path: Path, monke
     assert sleeps[:3] == [0.5, 0.5, 0.75] and max(sleeps) <= 1.0
 
 
-def test_timeout_raises_with_the_job_still_attachable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_timeout_raises_with_the_job_still_attachable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TEST_TARGET_KEY", "k")
     import time as _time
 
@@ -134,7 +192,9 @@ def test_timeout_raises_with_the_job_still_attachable(tmp_path: Path, monkeypatc
     assert "0.05s" in str(info.value) and "running" in str(info.value)
 
 
-def test_keyboard_interrupt_cancels_the_job_then_reraises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_keyboard_interrupt_cancels_the_job_then_reraises(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TEST_TARGET_KEY", "k")
     seen: list[str] = []
 
@@ -147,7 +207,9 @@ def test_keyboard_interrupt_cancels_the_job_then_reraises(tmp_path: Path, monkey
     assert f"POST /v1/evaluation/jobs/{JOB_ID}/cancel" in seen
 
 
-def test_keyboard_interrupt_wins_even_when_cancel_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_keyboard_interrupt_wins_even_when_cancel_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TEST_TARGET_KEY", "k")
     inner = _service([_job("running")])
 
@@ -181,7 +243,9 @@ def test_failed_job_raises_with_message_job_and_logs(tmp_path: Path, monkeypatch
 # ------------------------------------------------------------------------------------------ secrets
 
 
-def test_api_key_env_is_resolved_only_into_the_submission(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_api_key_env_is_resolved_only_into_the_submission(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TEST_TARGET_KEY", "nvapi-from-env")
     monkeypatch.setenv("TEST_JUDGE_KEY", "sk-from-env")
     bodies: list[dict[str, Any]] = []
@@ -201,8 +265,11 @@ def test_api_key_env_is_resolved_only_into_the_submission(tmp_path: Path, monkey
     jobs: list[dict[str, Any]] = []
     _backend(handler).run(config, target, on_job=jobs.append)
     sent = bodies[0]
-    assert sent["target"]["model"]["api_endpoint"] == {"url": "http://target.test/v1/chat/completions",
-                                                       "model_id": "t", "api_key": "nvapi-from-env"}
+    assert sent["target"]["model"]["api_endpoint"] == {
+        "url": "http://target.test/v1/chat/completions",
+        "model_id": "t",
+        "api_key": "nvapi-from-env",
+    }
     sent_judge = sent["config"]["tasks"][TASK]["metrics"]["completeness"]["params"]["model"]["api_endpoint"]
     assert sent_judge["api_key"] == "sk-from-env" and "api_key_env" not in sent_judge
     assert (config.to_dict(), target.to_dict()) == before  # the user's objects are untouched
@@ -235,15 +302,32 @@ def test_validate_refuses_a_missing_local_dataset(tmp_path: Path, monkeypatch: p
 
 
 def _per_sample_zip(values: list[float | None], nested: bool = True) -> bytes:
-    records = [{"item": {"ID": f"C{i:03d}", "content": f"consult {i}"},
-                "sample": {"output_text": f"summary {i}", "response": {
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": f"summary {i}"},
-                                 "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 10, "completion_tokens": 5}}},
-                "metrics": {"completeness": {"scores": {"completeness": {"value": v, "stats": None}}}},
-                "requests": [{"request": {"model": "t", "messages": [{"role": "user", "content": f"c{i}"}]},
-                              "response": {"usage": {"prompt_tokens": 10, "completion_tokens": 5}}}]}
-               for i, v in enumerate(values)]
+    records = [
+        {
+            "item": {"ID": f"C{i:03d}", "content": f"consult {i}"},
+            "sample": {
+                "output_text": f"summary {i}",
+                "response": {
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": f"summary {i}"},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 10, "completion_tokens": 5},
+                },
+            },
+            "metrics": {"completeness": {"scores": {"completeness": {"value": v, "stats": None}}}},
+            "requests": [
+                {
+                    "request": {"model": "t", "messages": [{"role": "user", "content": f"c{i}"}]},
+                    "response": {"usage": {"prompt_tokens": 10, "completion_tokens": 5}},
+                }
+            ],
+        }
+        for i, v in enumerate(values)
+    ]
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr("eval-x/config.json", json.dumps({"type": "custom"}))
@@ -278,7 +362,7 @@ def test_per_sample_zip_recomputes_stats_like_local(tmp_path: Path, nested: bool
 
 
 def test_without_samples_the_ci_comes_from_count_mean_stddev(tmp_path: Path) -> None:
-    from mlflow_nemo_judge.stats import ci_from_stats
+    from mlflow_nemo_judge.scoring.stats import ci_from_stats
 
     res = build_result(RESULTS, None, work_dir=tmp_path, samples_processed=4)
     stats = res.tasks[TASK]["completeness"]["completeness"].stats
@@ -303,16 +387,29 @@ def fake(tmp_path: Path) -> Iterator[FakeNemoService]:
 
 
 def _doctor(llm: MockLLMServer, data: Path, target_model: str = "mock/poor-summarizer") -> tuple[Any, Any]:
-    cfg = seed_config(openai_api_key="sk-judge-secret", judge_url=f"{llm.base_url}/chat/completions",
-                      judge_model="mock/judge", files_url=str(data))
+    cfg = seed_config(
+        openai_api_key="sk-judge-secret",
+        judge_url=f"{llm.base_url}/chat/completions",
+        judge_model="mock/judge",
+        files_url=str(data),
+    )
     cfg["tasks"][TASK]["dataset"]["limit"] = 10
-    target = {"type": "model", "model": {"api_endpoint": {"url": f"{llm.base_url}/chat/completions",
-                                                          "model_id": target_model, "api_key_env": "TEST_TARGET_KEY"}}}
+    target = {
+        "type": "model",
+        "model": {
+            "api_endpoint": {
+                "url": f"{llm.base_url}/chat/completions",
+                "model_id": target_model,
+                "api_key_env": "TEST_TARGET_KEY",
+            }
+        },
+    }
     return load_config(cfg), load_target(target)
 
 
-def test_doctor_consults_on_the_fake_equal_the_local_run(fake: FakeNemoService, llm: MockLLMServer,
-                                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_doctor_consults_on_the_fake_equal_the_local_run(
+    fake: FakeNemoService, llm: MockLLMServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = shared_data()
     monkeypatch.setenv("TEST_TARGET_KEY", "nvapi-e2e-secret")
     config, target = _doctor(llm, data)
@@ -321,7 +418,9 @@ def test_doctor_consults_on_the_fake_equal_the_local_run(fake: FakeNemoService, 
 
     progress: list[tuple[str, int, int | None]] = []
     jobs: list[dict[str, Any]] = []
-    backend = NemoBackend(fake.base_url, poll_interval=0.02, max_poll_interval=0.1, work_dir=tmp_path / "nemo")
+    backend = NemoBackend(
+        fake.base_url, poll_interval=0.02, max_poll_interval=0.1, work_dir=tmp_path / "nemo"
+    )
     remote = backend.run(config, target, progress=lambda *a: progress.append(a), on_job=jobs.append)
 
     assert remote.backend == "nemo" and remote.job is not None and remote.job["id"] == jobs[0]["id"]
@@ -339,7 +438,9 @@ def test_doctor_consults_on_the_fake_equal_the_local_run(fake: FakeNemoService, 
     assert any(ds["files_url"] == sent_url for ds in fake.es_datasets.values())
     assert fake.job_requests[0]["target"]["model"]["api_endpoint"]["api_key"] == "nvapi-e2e-secret"
     assert config.to_dict() == before and config.to_dict()["tasks"][TASK]["dataset"]["files_url"] == str(data)
-    assert "nvapi-e2e-secret" not in json.dumps(remote.job) and "sk-judge-secret" not in json.dumps(remote.job)
+    assert "nvapi-e2e-secret" not in json.dumps(remote.job) and "sk-judge-secret" not in json.dumps(
+        remote.job
+    )
 
     # Attaching to the finished job gives the same result; re-running re-uses the staged data.
     again = backend.attach(remote.job["id"])
@@ -350,12 +451,16 @@ def test_doctor_consults_on_the_fake_equal_the_local_run(fake: FakeNemoService, 
     assert len(commits) == 2  # same repo, same content: the dataset create answered 409 and was re-used
 
 
-def test_local_directory_dataset_and_limit_option(fake: FakeNemoService, llm: MockLLMServer, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_local_directory_dataset_and_limit_option(
+    fake: FakeNemoService, llm: MockLLMServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TEST_TARGET_KEY", "k")
     folder = tmp_path / "data"
     (folder / "part").mkdir(parents=True)
-    rows = [{"ID": f"D{i}", "content": f"Patient {i} has a cough. Prescribed rest for {i} days."} for i in range(6)]
+    rows = [
+        {"ID": f"D{i}", "content": f"Patient {i} has a cough. Prescribed rest for {i} days."}
+        for i in range(6)
+    ]
     (folder / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:3]))
     (folder / "part" / "b.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[3:]))
     config, target = _doctor(llm, folder, "mock/faithful-summarizer")
@@ -369,8 +474,9 @@ def test_local_directory_dataset_and_limit_option(fake: FakeNemoService, llm: Mo
     assert "team" in fake.es_namespaces and "team" in fake.ds_namespaces
 
 
-def test_failed_and_interrupted_jobs_on_the_fake(fake: FakeNemoService, llm: MockLLMServer, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_and_interrupted_jobs_on_the_fake(
+    fake: FakeNemoService, llm: MockLLMServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = shared_data()
     monkeypatch.setenv("TEST_TARGET_KEY", "k")
     config, target = _doctor(llm, data)

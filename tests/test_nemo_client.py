@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from mlflow_nemo_judge.backends.nemo import NemoBackend
-from mlflow_nemo_judge.backends.nemo_client import NemoClient, error_detail, query_params
+from mlflow_nemo_judge.backends.nemo.client import NemoClient, error_detail, query_params
 from mlflow_nemo_judge.config import load_config, load_target
 from mlflow_nemo_judge.errors import ConfigError, NemoServiceError
 from tests.fixtures.seed_config import seed_config, seed_target
@@ -35,15 +35,38 @@ def make_client(handler: Handler, sleeps: list[float] | None = None, **kw: Any) 
 # ------------------------------------------------------------------------------------------- errors
 
 
-@pytest.mark.parametrize(("response", "expected"), [
-    (httpx.Response(404, json={"detail": "Evaluation job 'eval-x' not found."}), "Evaluation job 'eval-x' not found."),
-    (httpx.Response(422, json={"detail": [
-        {"loc": ["body", "config"], "msg": "Field required", "type": "missing", "input": {"api_key": "sk-secret"}},
-        {"loc": ["body", "target", "type"], "msg": "Input should be 'model'", "type": "literal_error"}]}),
-     "body.config: Field required; body.target.type: Input should be 'model'"),
-    (httpx.Response(502, text="<html>Bad Gateway</html>"), "<html>Bad Gateway</html>"),
-    (httpx.Response(500, json={"message": "boom"}), "boom"),
-])
+@pytest.mark.parametrize(
+    ("response", "expected"),
+    [
+        (
+            httpx.Response(404, json={"detail": "Evaluation job 'eval-x' not found."}),
+            "Evaluation job 'eval-x' not found.",
+        ),
+        (
+            httpx.Response(
+                422,
+                json={
+                    "detail": [
+                        {
+                            "loc": ["body", "config"],
+                            "msg": "Field required",
+                            "type": "missing",
+                            "input": {"api_key": "sk-secret"},
+                        },
+                        {
+                            "loc": ["body", "target", "type"],
+                            "msg": "Input should be 'model'",
+                            "type": "literal_error",
+                        },
+                    ]
+                },
+            ),
+            "body.config: Field required; body.target.type: Input should be 'model'",
+        ),
+        (httpx.Response(502, text="<html>Bad Gateway</html>"), "<html>Bad Gateway</html>"),
+        (httpx.Response(500, json={"message": "boom"}), "boom"),
+    ],
+)
 def test_error_detail_str_and_422_list(response: httpx.Response, expected: str) -> None:
     assert error_detail(response) == expected
     # FastAPI echoes the offending input in 422 entries; it can hold keys and must not surface.
@@ -64,9 +87,11 @@ def test_service_error_carries_url_status_and_detail() -> None:
 
 
 def test_5xx_and_429_are_retried_with_backoff_and_retry_after() -> None:
-    answers = [httpx.Response(503, json={"detail": "busy"}),
-               httpx.Response(429, headers={"Retry-After": "2"}, json={"detail": "slow down"}),
-               httpx.Response(200, json={"id": "eval-1", "status": "running"})]
+    answers = [
+        httpx.Response(503, json={"detail": "busy"}),
+        httpx.Response(429, headers={"Retry-After": "2"}, json={"detail": "slow down"}),
+        httpx.Response(200, json={"id": "eval-1", "status": "running"}),
+    ]
     sleeps: list[float] = []
     client = make_client(lambda r: answers.pop(0), sleeps)
     assert client.get_job("eval-1")["status"] == "running"
@@ -161,7 +186,12 @@ def test_missing_evaluator_url_is_a_config_error() -> None:
 
 def test_creates_are_idempotent_on_409_and_422() -> None:
     existing_ns = {"id": "team", "created_at": "2025-05-08T17:19:19.316626", "custom_fields": {}}
-    existing_ds = {"name": "data", "namespace": "team", "files_url": "hf://datasets/team/data", "id": "dataset-1"}
+    existing_ds = {
+        "name": "data",
+        "namespace": "team",
+        "files_url": "hf://datasets/team/data",
+        "id": "dataset-1",
+    }
     calls: list[tuple[str, str, bytes]] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -190,7 +220,9 @@ def test_creates_are_idempotent_on_409_and_422() -> None:
 def test_a_real_422_on_dataset_create_is_not_mistaken_for_exists() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         if request.method == "POST":
-            return httpx.Response(422, json={"detail": [{"loc": ["body", "files_url"], "msg": "Field required"}]})
+            return httpx.Response(
+                422, json={"detail": [{"loc": ["body", "files_url"], "msg": "Field required"}]}
+            )
         return httpx.Response(404, json={"detail": "not found"})
 
     with pytest.raises(NemoServiceError) as info:
@@ -209,11 +241,25 @@ def test_list_jobs_walks_pages_and_encodes_nested_filters() -> None:
         queries.append(list(request.url.params.multi_items()))
         page = int(request.url.params["page"])
         data = [{"id": f"eval-{x}"} for x in pages.get(page, [])]
-        return httpx.Response(200, json={"object": "list", "data": data, "pagination": {
-            "page": page, "page_size": 2, "current_page_size": len(data), "total_pages": 3, "total_results": 5}})
+        return httpx.Response(
+            200,
+            json={
+                "object": "list",
+                "data": data,
+                "pagination": {
+                    "page": page,
+                    "page_size": 2,
+                    "current_page_size": len(data),
+                    "total_pages": 3,
+                    "total_results": 5,
+                },
+            },
+        )
 
     client = make_client(handler)
-    jobs = list(client.list_jobs(filter={"status": "running", "created_at": {"gt": "2025-03-18"}}, page_size=2))
+    jobs = list(
+        client.list_jobs(filter={"status": "running", "created_at": {"gt": "2025-03-18"}}, page_size=2)
+    )
     assert [j["id"] for j in jobs] == [f"eval-{x}" for x in "abcde"]
     assert len(queries) == 3  # stops at total_pages without asking for an empty page
     assert ("filter[status]", "running") in queries[0]
@@ -246,89 +292,226 @@ def test_logs_accept_text_and_zip() -> None:
 
 _JUDGE_TEMPLATE = {
     "completeness": "\nYou are a judge. Rate how complete the summary is \non a scale from 1 to 5:\n1 = missing critical "
-                    "information … 5 = fully complete\nPlease respond with RATING: <number>\n",
+    "information … 5 = fully complete\nPlease respond with RATING: <number>\n",
     "correctness": "\nYou are a judge. Rate the summary's correctness \n(no false info) on a scale 1-5:\n1 = many "
-                   "inaccuracies … 5 = completely accurate\nPlease respond with RATING: <number>\n",
+    "inaccuracies … 5 = completely accurate\nPlease respond with RATING: <number>\n",
 }
 
 
 def _captured_metric(name: str) -> dict[str, Any]:
-    return {"type": "llm-judge", "params": {
-        "model": {"api_endpoint": {"url": "https://api.openai.com/v1/chat/completions", "model_id": "gpt-4.1",
-                                   "api_key": "******"}},
-        "template": {"messages": [{"role": "system", "content": _JUDGE_TEMPLATE[name]},
-                                  {"role": "user", "content": "\nFull Consult: {{ item.content }}\nSummary: "
-                                                              "{{ sample.output_text }}\n"}]},
-        "scores": {name: {"type": "int", "parser": {"type": "regex", "pattern": "RATING:\\s*(\\d+)"}}}}}
+    return {
+        "type": "llm-judge",
+        "params": {
+            "model": {
+                "api_endpoint": {
+                    "url": "https://api.openai.com/v1/chat/completions",
+                    "model_id": "gpt-4.1",
+                    "api_key": "******",
+                }
+            },
+            "template": {
+                "messages": [
+                    {"role": "system", "content": _JUDGE_TEMPLATE[name]},
+                    {
+                        "role": "user",
+                        "content": "\nFull Consult: {{ item.content }}\nSummary: {{ sample.output_text }}\n",
+                    },
+                ]
+            },
+            "scores": {name: {"type": "int", "parser": {"type": "regex", "pattern": "RATING:\\s*(\\d+)"}}},
+        },
+    }
 
 
 CAPTURED_JOB: dict[str, Any] = {
-    "created_at": "2025-05-08T17:21:24.210032", "updated_at": "2025-05-08T17:21:24.210033",
-    "id": "eval-CjUYLQdriBtAA5X9KPDLAU", "namespace": "default", "description": None,
-    "target": {"schema_version": "1.0", "id": "eval-target-V5VgZ54rJBeoD8w1WmzSHn", "description": None,
-               "type_prefix": "eval-target", "namespace": "default", "project": None,
-               "created_at": "2025-05-08T17:21:24.209441", "updated_at": "2025-05-08T17:21:24.209442",
-               "custom_fields": {}, "ownership": None, "name": "eval-target-V5VgZ54rJBeoD8w1WmzSHn",
-               "type": "model", "cached_outputs": None,
-               "model": {"schema_version": "1.0", "id": "model-R1gn9w1tPwdfukCDoCBF2F", "description": None,
-                         "type_prefix": "model", "namespace": "default", "project": None,
-                         "created_at": "2025-05-08T17:21:24.209465", "updated_at": "2025-05-08T17:21:24.209465",
-                         "custom_fields": {}, "ownership": None, "name": "model-R1gn9w1tPwdfukCDoCBF2F",
-                         "version_id": "main", "version_tags": [], "spec": None, "artifact": None,
-                         "base_model": None,
-                         "api_endpoint": {"url": "https://integrate.api.nvidia.com/v1/chat/completions",
-                                          "model_id": "meta/llama-3.1-70b-instruct", "api_key": "******",
-                                          "format": "nim"},
-                         "peft": None, "prompt": None, "guardrails": None},
-               "retriever": None, "rag": None, "rows": None, "dataset": None},
-    "config": {"schema_version": "1.0", "id": "eval-config-MGiCNpVtA1vKP3e7Npqm3P", "description": None,
-               "type_prefix": "eval-config", "namespace": "default", "project": None,
-               "created_at": "2025-05-08T17:21:24.209320", "updated_at": "2025-05-08T17:21:24.209322",
-               "custom_fields": {}, "ownership": None, "name": "doctor_consult_summary_eval", "type": "custom",
-               "params": None,
-               "tasks": {"consult_summary_eval": {
-                   "type": "chat-completion",
-                   "params": {"template": {"messages": [
-                       {"role": "system", "content": "Given a full medical consultation, please provide a 50 word "
-                                                     "summary of the consultation."},
-                       {"role": "user", "content": "Full Consult: {{ item.content }}"}], "max_tokens": 200}},
-                   "metrics": {"completeness": _captured_metric("completeness"),
-                               "correctness": _captured_metric("correctness")},
-                   "dataset": {"schema_version": "1.0", "id": "dataset-9dhgzV4RtNi1vceLtG9b37", "description": None,
-                               "type_prefix": None, "namespace": "default", "project": None,
-                               "created_at": "2025-05-08T17:21:24.209381", "updated_at": "2025-05-08T17:21:24.209381",
-                               "custom_fields": {}, "ownership": None, "name": "dataset-9dhgzV4RtNi1vceLtG9b37",
-                               "version_id": "main", "version_tags": [], "format": None,
-                               "files_url": "hf://datasets/custom-llm-as-a-judge-eval-v1/custom-llm-as-a-judge-eval-data-v1/",
-                               "hf_endpoint": None, "split": None, "limit": 25}}},
-               "groups": None},
-    "result": None, "output_files_url": None,
+    "created_at": "2025-05-08T17:21:24.210032",
+    "updated_at": "2025-05-08T17:21:24.210033",
+    "id": "eval-CjUYLQdriBtAA5X9KPDLAU",
+    "namespace": "default",
+    "description": None,
+    "target": {
+        "schema_version": "1.0",
+        "id": "eval-target-V5VgZ54rJBeoD8w1WmzSHn",
+        "description": None,
+        "type_prefix": "eval-target",
+        "namespace": "default",
+        "project": None,
+        "created_at": "2025-05-08T17:21:24.209441",
+        "updated_at": "2025-05-08T17:21:24.209442",
+        "custom_fields": {},
+        "ownership": None,
+        "name": "eval-target-V5VgZ54rJBeoD8w1WmzSHn",
+        "type": "model",
+        "cached_outputs": None,
+        "model": {
+            "schema_version": "1.0",
+            "id": "model-R1gn9w1tPwdfukCDoCBF2F",
+            "description": None,
+            "type_prefix": "model",
+            "namespace": "default",
+            "project": None,
+            "created_at": "2025-05-08T17:21:24.209465",
+            "updated_at": "2025-05-08T17:21:24.209465",
+            "custom_fields": {},
+            "ownership": None,
+            "name": "model-R1gn9w1tPwdfukCDoCBF2F",
+            "version_id": "main",
+            "version_tags": [],
+            "spec": None,
+            "artifact": None,
+            "base_model": None,
+            "api_endpoint": {
+                "url": "https://integrate.api.nvidia.com/v1/chat/completions",
+                "model_id": "meta/llama-3.1-70b-instruct",
+                "api_key": "******",
+                "format": "nim",
+            },
+            "peft": None,
+            "prompt": None,
+            "guardrails": None,
+        },
+        "retriever": None,
+        "rag": None,
+        "rows": None,
+        "dataset": None,
+    },
+    "config": {
+        "schema_version": "1.0",
+        "id": "eval-config-MGiCNpVtA1vKP3e7Npqm3P",
+        "description": None,
+        "type_prefix": "eval-config",
+        "namespace": "default",
+        "project": None,
+        "created_at": "2025-05-08T17:21:24.209320",
+        "updated_at": "2025-05-08T17:21:24.209322",
+        "custom_fields": {},
+        "ownership": None,
+        "name": "doctor_consult_summary_eval",
+        "type": "custom",
+        "params": None,
+        "tasks": {
+            "consult_summary_eval": {
+                "type": "chat-completion",
+                "params": {
+                    "template": {
+                        "messages": [
+                            {
+                                "role": "system",
+                                "content": "Given a full medical consultation, please provide a 50 word "
+                                "summary of the consultation.",
+                            },
+                            {"role": "user", "content": "Full Consult: {{ item.content }}"},
+                        ],
+                        "max_tokens": 200,
+                    }
+                },
+                "metrics": {
+                    "completeness": _captured_metric("completeness"),
+                    "correctness": _captured_metric("correctness"),
+                },
+                "dataset": {
+                    "schema_version": "1.0",
+                    "id": "dataset-9dhgzV4RtNi1vceLtG9b37",
+                    "description": None,
+                    "type_prefix": None,
+                    "namespace": "default",
+                    "project": None,
+                    "created_at": "2025-05-08T17:21:24.209381",
+                    "updated_at": "2025-05-08T17:21:24.209381",
+                    "custom_fields": {},
+                    "ownership": None,
+                    "name": "dataset-9dhgzV4RtNi1vceLtG9b37",
+                    "version_id": "main",
+                    "version_tags": [],
+                    "format": None,
+                    "files_url": "hf://datasets/custom-llm-as-a-judge-eval-v1/custom-llm-as-a-judge-eval-data-v1/",
+                    "hf_endpoint": None,
+                    "split": None,
+                    "limit": 25,
+                },
+            }
+        },
+        "groups": None,
+    },
+    "result": None,
+    "output_files_url": None,
     "status_details": {"message": None, "task_status": {}, "progress": None},
-    "status": "created", "project": None, "custom_fields": {}, "ownership": None,
+    "status": "created",
+    "project": None,
+    "custom_fields": {},
+    "ownership": None,
 }
 # The polling cell printed these progress values (status running), then completed.
-CAPTURED_PROGRESS = [8.0, 16.0, 20.0, 28.0, 32.0, 40.0, 44.0, 48.0, 56.0, 64.0, 72.0, 72.0, 80.0, 84.0, 88.0, 96.0]
+CAPTURED_PROGRESS = [
+    8.0,
+    16.0,
+    20.0,
+    28.0,
+    32.0,
+    40.0,
+    44.0,
+    48.0,
+    56.0,
+    64.0,
+    72.0,
+    72.0,
+    80.0,
+    84.0,
+    88.0,
+    96.0,
+]
 CAPTURED_RESULTS: dict[str, Any] = {
-    "created_at": "2025-05-08T17:21:24.281058", "updated_at": "2025-05-08T17:21:24.281059",
-    "id": "evaluation_result-QWzZVGtKY1Z7hdty63hLfP", "job": "eval-CjUYLQdriBtAA5X9KPDLAU",
-    "tasks": {"consult_summary_eval": {"metrics": {
-        "completeness": {"scores": {"completeness": {"value": 4.92, "stats": {"count": 25, "sum": 123.0, "mean": 4.92}}}},
-        "correctness": {"scores": {"correctness": {"value": 4.92, "stats": {"count": 25, "sum": 123.0, "mean": 4.92}}}}}}},
-    "groups": {}, "namespace": "default", "custom_fields": {}}
+    "created_at": "2025-05-08T17:21:24.281058",
+    "updated_at": "2025-05-08T17:21:24.281059",
+    "id": "evaluation_result-QWzZVGtKY1Z7hdty63hLfP",
+    "job": "eval-CjUYLQdriBtAA5X9KPDLAU",
+    "tasks": {
+        "consult_summary_eval": {
+            "metrics": {
+                "completeness": {
+                    "scores": {
+                        "completeness": {"value": 4.92, "stats": {"count": 25, "sum": 123.0, "mean": 4.92}}
+                    }
+                },
+                "correctness": {
+                    "scores": {
+                        "correctness": {"value": 4.92, "stats": {"count": 25, "sum": 123.0, "mean": 4.92}}
+                    }
+                },
+            }
+        }
+    },
+    "groups": {},
+    "namespace": "default",
+    "custom_fields": {},
+}
 
 
 def _polls() -> list[dict[str, Any]]:
     out = []
     for pct in CAPTURED_PROGRESS:
         job = json.loads(json.dumps(CAPTURED_JOB))
-        job.update(status="running", status_details={"message": None, "task_status": {"consult_summary_eval": "running"},
-                                                     "progress": pct})
+        job.update(
+            status="running",
+            status_details={
+                "message": None,
+                "task_status": {"consult_summary_eval": "running"},
+                "progress": pct,
+            },
+        )
         out.append(job)
     final = json.loads(json.dumps(CAPTURED_JOB))
-    final.update(updated_at="2025-05-08T17:23:09.228092", result="evaluation_result-QWzZVGtKY1Z7hdty63hLfP",
-                 output_files_url="hf://datasets/evaluation-results/eval-CjUYLQdriBtAA5X9KPDLAU", status="completed",
-                 status_details={"message": "Job completed successfully.",
-                                 "task_status": {"consult_summary_eval": "completed"}, "progress": 100.0})
+    final.update(
+        updated_at="2025-05-08T17:23:09.228092",
+        result="evaluation_result-QWzZVGtKY1Z7hdty63hLfP",
+        output_files_url="hf://datasets/evaluation-results/eval-CjUYLQdriBtAA5X9KPDLAU",
+        status="completed",
+        status_details={
+            "message": "Job completed successfully.",
+            "task_status": {"consult_summary_eval": "completed"},
+            "progress": 100.0,
+        },
+    )
     out.append(final)
     return out
 
@@ -354,11 +537,19 @@ def test_seed_notebook_responses_replay_to_an_eval_result() -> None:
 
     progress: list[tuple[str, int, int | None]] = []
     jobs: list[dict[str, Any]] = []
-    backend = NemoBackend(BASE, poll_interval=0.01, http=httpx.Client(transport=httpx.MockTransport(handler)),
-                          sleep=lambda s: None)
+    backend = NemoBackend(
+        BASE,
+        poll_interval=0.01,
+        http=httpx.Client(transport=httpx.MockTransport(handler)),
+        sleep=lambda s: None,
+    )
     config = load_config(seed_config(openai_api_key="sk-judge"))
-    result = backend.run(config, load_target(seed_target("nvapi-target")),
-                         progress=lambda *a: progress.append(a), on_job=jobs.append)
+    result = backend.run(
+        config,
+        load_target(seed_target("nvapi-target")),
+        progress=lambda *a: progress.append(a),
+        on_job=jobs.append,
+    )
 
     # Submitted unchanged (hf:// dataset: nothing to stage), keys in place for NeMo to use.
     assert sent[0]["config"] == seed_config(openai_api_key="sk-judge")
@@ -374,7 +565,8 @@ def test_seed_notebook_responses_replay_to_an_eval_result() -> None:
     assert result.job["result"] == "evaluation_result-QWzZVGtKY1Z7hdty63hLfP"
     assert sorted((t, m, s) for t, m, s, _ in result.scores()) == [
         ("consult_summary_eval", "completeness", "completeness"),
-        ("consult_summary_eval", "correctness", "correctness")]
+        ("consult_summary_eval", "correctness", "correctness"),
+    ]
     for _, _, _, score in result.scores():
         assert score.value == pytest.approx(4.92)
         assert score.stats is not None
@@ -384,9 +576,18 @@ def test_seed_notebook_responses_replay_to_an_eval_result() -> None:
     assert result.usage.samples == 25
     assert result.samples_path is None and list(result.iter_samples()) == []
     assert result.to_nemo_dict()["tasks"] == {
-        t: {"metrics": {m: {"scores": {s: {"value": sc["value"], "stats": sc["stats"]}
-                                       for s, sc in mv["scores"].items()}} for m, mv in tv["metrics"].items()}}
-        for t, tv in CAPTURED_RESULTS["tasks"].items()}
+        t: {
+            "metrics": {
+                m: {
+                    "scores": {
+                        s: {"value": sc["value"], "stats": sc["stats"]} for s, sc in mv["scores"].items()
+                    }
+                }
+                for m, mv in tv["metrics"].items()
+            }
+        }
+        for t, tv in CAPTURED_RESULTS["tasks"].items()
+    }
 
 
 def test_seed_notebook_job_reattached_reports_server_wall_time() -> None:
@@ -399,7 +600,9 @@ def test_seed_notebook_job_reattached_reports_server_wall_time() -> None:
             return httpx.Response(404, json={"detail": "Not Found"})
         return httpx.Response(200, json=final)
 
-    backend = NemoBackend(BASE, http=httpx.Client(transport=httpx.MockTransport(handler)), sleep=lambda s: None)
+    backend = NemoBackend(
+        BASE, http=httpx.Client(transport=httpx.MockTransport(handler)), sleep=lambda s: None
+    )
     result = backend.attach("eval-CjUYLQdriBtAA5X9KPDLAU")
     # The job's own duration (17:21:24.210032 → 17:23:09.228092), not the instant the attach took.
     assert result.usage.wall_seconds == pytest.approx(105.01806, abs=1e-4)

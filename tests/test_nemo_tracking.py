@@ -27,8 +27,14 @@ def test_nemo_and_local_runs_have_the_same_metrics(mlflow_uri, judge_cache):
     with MockLLMServer() as srv, FakeNemoService() as fake:
         cfg, tgt = _setup(srv)
         local = evaluate(cfg, tgt, experiment="same", tracking_uri=mlflow_uri)
-        remote = evaluate(cfg, tgt, experiment="same", tracking_uri=mlflow_uri, backend="nemo",
-                          backend_options={"evaluator_url": fake.base_url, "poll_interval": 0.1})
+        remote = evaluate(
+            cfg,
+            tgt,
+            experiment="same",
+            tracking_uri=mlflow_uri,
+            backend="nemo",
+            backend_options={"evaluator_url": fake.base_url, "poll_interval": 0.1},
+        )
     cl = MlflowClient(mlflow_uri)
     lrun, rrun = cl.get_run(local.run_ids[0]), cl.get_run(remote.run_ids[0])
     assert lrun.info.run_id != rrun.info.run_id

@@ -15,26 +15,45 @@ from typing import Any
 import httpx
 import pytest
 
-from mlflow_nemo_judge.cache import CACHE_FILE_NAME, ResponseCache
 from mlflow_nemo_judge.errors import EndpointError
-from mlflow_nemo_judge.openai_client import CallResult, Endpoint, OpenAIClient, resolve_url
+from mlflow_nemo_judge.http.cache import CACHE_FILE_NAME, ResponseCache
+from mlflow_nemo_judge.http.openai import CallResult, Endpoint, OpenAIClient, resolve_url
 from mlflow_nemo_judge.results import Usage
 
 SECRET = "sk-test-SECRET-0123456789"
 CHAT_URL = "http://judge.local/v1/chat/completions"
-BODY: dict[str, Any] = {"messages": [{"role": "user", "content": "Rate this."}], "temperature": 0.0,
-                        "max_tokens": 16}
+BODY: dict[str, Any] = {
+    "messages": [{"role": "user", "content": "Rate this."}],
+    "temperature": 0.0,
+    "max_tokens": 16,
+}
 
 # The two handler shapes httpx.MockTransport accepts: plain, or async (to simulate slow servers).
-Handler = Callable[[httpx.Request], httpx.Response] | Callable[[httpx.Request], Coroutine[None, None, httpx.Response]]
+Handler = (
+    Callable[[httpx.Request], httpx.Response]
+    | Callable[[httpx.Request], Coroutine[None, None, httpx.Response]]
+)
 
 
-def chat_json(text: str | None = "4", finish: str = "stop", prompt: int = 11, completion: int = 3) -> dict[str, Any]:
-    return {"id": "x", "object": "chat.completion",
-            "choices": [{"index": 0, "finish_reason": finish,
-                         "message": {"role": "assistant", "content": text, "reasoning_content": "thinking"}}],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
-                      "total_tokens": prompt + completion}}
+def chat_json(
+    text: str | None = "4", finish: str = "stop", prompt: int = 11, completion: int = 3
+) -> dict[str, Any]:
+    return {
+        "id": "x",
+        "object": "chat.completion",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": finish,
+                "message": {"role": "assistant", "content": text, "reasoning_content": "thinking"},
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        },
+    }
 
 
 class Sleeps:
@@ -48,8 +67,9 @@ class Sleeps:
 
 
 @asynccontextmanager
-async def make_client(handler: Handler, *, usage: Usage | None = None, sleeps: Sleeps | None = None,
-                      **kw: Any) -> AsyncIterator[OpenAIClient]:
+async def make_client(
+    handler: Handler, *, usage: Usage | None = None, sleeps: Sleeps | None = None, **kw: Any
+) -> AsyncIterator[OpenAIClient]:
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
         yield OpenAIClient(http, usage=usage or Usage(), sleep=sleeps or Sleeps(), rng_seed=0, **kw)
 
@@ -70,16 +90,20 @@ def sequence(*steps: httpx.Response | Exception | dict[str, Any]) -> tuple[Handl
     return handler, seen
 
 
-def call(handler: Handler, endpoint: Endpoint | None = None, body: dict[str, Any] | None = None,
-         **kw: Any) -> tuple[CallResult, Usage, Sleeps]:
+def call(
+    handler: Handler, endpoint: Endpoint | None = None, body: dict[str, Any] | None = None, **kw: Any
+) -> tuple[CallResult, Usage, Sleeps]:
     """Run one call on a fresh client; client kwargs and call kwargs are told apart by name."""
     call_kw = {k: kw.pop(k) for k in ("kind", "timeout", "max_retries", "use_cache") if k in kw}
     usage, sleeps = Usage(), Sleeps()
 
     async def main() -> CallResult:
         async with make_client(handler, usage=usage, sleeps=sleeps, **kw) as client:
-            return await client.call(endpoint or Endpoint(CHAT_URL, "judge-model", api_key=SECRET),
-                                     body if body is not None else BODY, **call_kw)
+            return await client.call(
+                endpoint or Endpoint(CHAT_URL, "judge-model", api_key=SECRET),
+                body if body is not None else BODY,
+                **call_kw,
+            )
 
     return asyncio.run(main()), usage, sleeps
 
@@ -119,10 +143,18 @@ def test_chat_success_sends_model_params_and_key() -> None:
 
 
 def test_completions_success_with_base_url() -> None:
-    handler, seen = sequence({"choices": [{"text": " yes", "finish_reason": "stop"}],
-                              "usage": {"prompt_tokens": 5, "completion_tokens": 1}})
-    result, usage, _ = call(handler, Endpoint("http://h:8000/v1/", "base-model"),
-                            {"prompt": "Q: ok?\nA:", "max_tokens": 1}, kind="completions")
+    handler, seen = sequence(
+        {
+            "choices": [{"text": " yes", "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 1},
+        }
+    )
+    result, usage, _ = call(
+        handler,
+        Endpoint("http://h:8000/v1/", "base-model"),
+        {"prompt": "Q: ok?\nA:", "max_tokens": 1},
+        kind="completions",
+    )
     assert result.text == " yes"
     assert str(seen[0].url) == "http://h:8000/v1/completions"
     assert json.loads(seen[0].content) == {"model": "base-model", "prompt": "Q: ok?\nA:", "max_tokens": 1}
@@ -155,17 +187,23 @@ def test_endpoint_repr_hides_secrets() -> None:
     assert "judge.local" in repr(ep)
 
 
-@pytest.mark.parametrize(("url", "kind", "expected"), [
-    ("http://h/v1", "chat", "http://h/v1/chat/completions"),
-    ("http://h/v1/", "chat", "http://h/v1/chat/completions"),
-    ("http://h/v1", "completions", "http://h/v1/completions"),
-    ("http://h/v1/chat/completions", "chat", "http://h/v1/chat/completions"),
-    ("http://h/v1/chat/completions/", "chat", "http://h/v1/chat/completions"),
-    ("http://h/v1/completions", "completions", "http://h/v1/completions"),
-    ("http://h/v1/completions", "chat", "http://h/v1/completions"),
-    ("https://x.openai.azure.com/openai/deployments/d?api-version=2024-06-01", "chat",
-     "https://x.openai.azure.com/openai/deployments/d/chat/completions?api-version=2024-06-01"),
-])
+@pytest.mark.parametrize(
+    ("url", "kind", "expected"),
+    [
+        ("http://h/v1", "chat", "http://h/v1/chat/completions"),
+        ("http://h/v1/", "chat", "http://h/v1/chat/completions"),
+        ("http://h/v1", "completions", "http://h/v1/completions"),
+        ("http://h/v1/chat/completions", "chat", "http://h/v1/chat/completions"),
+        ("http://h/v1/chat/completions/", "chat", "http://h/v1/chat/completions"),
+        ("http://h/v1/completions", "completions", "http://h/v1/completions"),
+        ("http://h/v1/completions", "chat", "http://h/v1/completions"),
+        (
+            "https://x.openai.azure.com/openai/deployments/d?api-version=2024-06-01",
+            "chat",
+            "https://x.openai.azure.com/openai/deployments/d/chat/completions?api-version=2024-06-01",
+        ),
+    ],
+)
 def test_resolve_url(url: str, kind: Any, expected: str) -> None:
     assert resolve_url(url, kind) == expected
 
@@ -189,8 +227,9 @@ def test_timeout_passed_to_httpx() -> None:
 
 
 def test_429_honours_retry_after_seconds() -> None:
-    handler, seen = sequence(httpx.Response(429, headers={"Retry-After": "2.5"}, json={"error": {"message": "slow"}}),
-                             chat_json())
+    handler, seen = sequence(
+        httpx.Response(429, headers={"Retry-After": "2.5"}, json={"error": {"message": "slow"}}), chat_json()
+    )
     result, usage, sleeps = call(handler)
     assert result.text == "4" and result.attempts == 2
     assert sleeps.delays == [2.5]
@@ -199,8 +238,9 @@ def test_429_honours_retry_after_seconds() -> None:
 
 
 def test_retry_after_ms_http_date_and_cap() -> None:
-    handler, _ = sequence(httpx.Response(429, headers={"retry-after-ms": "1500", "Retry-After": "9"}),
-                          chat_json())
+    handler, _ = sequence(
+        httpx.Response(429, headers={"retry-after-ms": "1500", "Retry-After": "9"}), chat_json()
+    )
     assert call(handler)[2].delays == [1.5]
 
     handler, _ = sequence(httpx.Response(503, headers={"Retry-After": "3600"}), chat_json())
@@ -247,8 +287,12 @@ def test_backoff_is_reproducible_with_seed() -> None:
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
 def test_client_errors_fail_at_once(status: int) -> None:
-    payload = {"error": {"message": f"Incorrect API key provided: {SECRET}. " + "x" * 1000,
-                         "type": "invalid_request_error"}}
+    payload = {
+        "error": {
+            "message": f"Incorrect API key provided: {SECRET}. " + "x" * 1000,
+            "type": "invalid_request_error",
+        }
+    }
     handler, seen = sequence(httpx.Response(status, json=payload))
     err, usage, sleeps = call_error(handler)
     assert err.status == status
@@ -261,7 +305,9 @@ def test_client_errors_fail_at_once(status: int) -> None:
 
 
 def test_client_error_detail_field() -> None:
-    handler, _ = sequence(httpx.Response(422, json={"detail": [{"loc": ["body", "messages"], "msg": "field required"}]}))
+    handler, _ = sequence(
+        httpx.Response(422, json={"detail": [{"loc": ["body", "messages"], "msg": "field required"}]})
+    )
     err, _, _ = call_error(handler)
     assert "field required" in str(err) and "422" in str(err)
     handler, _ = sequence(httpx.Response(404, json={"detail": "Model not found"}))
@@ -326,7 +372,7 @@ def test_cancellation_propagates_and_is_not_retried() -> None:
 
 def test_debug_log_has_no_secrets_or_bodies(caplog: pytest.LogCaptureFixture) -> None:
     handler, _ = sequence(httpx.Response(500), chat_json())
-    with caplog.at_level(logging.DEBUG, logger="mlflow_nemo_judge.openai_client"):
+    with caplog.at_level(logging.DEBUG, logger="mlflow_nemo_judge.http.openai"):
         call(handler, body={"messages": [{"role": "user", "content": "PRIVATE-PROMPT"}]})
     text = "\n".join(r.getMessage() for r in caplog.records)
     assert "status=500" in text and CHAT_URL in text
@@ -455,7 +501,7 @@ def test_api_key_not_stored_and_cache_persists(tmp_path: Path) -> None:
 
 def test_corrupted_cache_file_still_calls(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     (tmp_path / CACHE_FILE_NAME).write_bytes(b"\x00garbage" * 500)
-    with caplog.at_level(logging.WARNING, logger="mlflow_nemo_judge.cache"):
+    with caplog.at_level(logging.WARNING, logger="mlflow_nemo_judge.http.cache"):
         cache = ResponseCache(tmp_path)
     assert not cache.enabled and caplog.records
     handler, seen = sequence(chat_json())
@@ -482,9 +528,16 @@ def test_truncated_and_empty_outputs_counted() -> None:
 
 
 def test_content_parts_are_joined() -> None:
-    handler, _ = sequence({"choices": [{"message": {"content": [{"type": "text", "text": "a"},
-                                                                {"type": "text", "text": "b"}]},
-                                        "finish_reason": "stop"}]})
+    handler, _ = sequence(
+        {
+            "choices": [
+                {
+                    "message": {"content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+                    "finish_reason": "stop",
+                }
+            ]
+        }
+    )
     result, usage, _ = call(handler)
     assert result.text == "ab"
     assert result.prompt_tokens == 0 and usage.prompt_tokens == 0  # no usage block in the response

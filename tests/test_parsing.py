@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from mlflow_nemo_judge.parsing import (
+from mlflow_nemo_judge.scoring.parsing import (
     Parsed,
     compile_regex,
     convert_value,

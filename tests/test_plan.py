@@ -17,13 +17,17 @@ M = f"{T}.metrics.completeness"
 @pytest.fixture()
 def data_file(tmp_path):
     p = tmp_path / "rows.jsonl"
-    p.write_text("\n".join(json.dumps({"ID": f"r{i}", "content": f"consult {i}", "summary": "s"}) for i in range(5)))
+    p.write_text(
+        "\n".join(json.dumps({"ID": f"r{i}", "content": f"consult {i}", "summary": "s"}) for i in range(5))
+    )
     return p
 
 
 @pytest.fixture()
 def target():
-    return load_target({"type": "model", "model": {"api_endpoint": {"url": "http://127.0.0.1:9/v1", "model_id": "m"}}})
+    return load_target(
+        {"type": "model", "model": {"api_endpoint": {"url": "http://127.0.0.1:9/v1", "model_id": "m"}}}
+    )
 
 
 def _cfg(data_file, mutate=None):
@@ -53,36 +57,106 @@ def test_seed_config_plans(data_file, target):
 
 
 CASES = [
-    ("unknown task type", lambda d: d["tasks"]["consult_summary_eval"].update(type="beir"), f"{T}.type", "unknown task type"),
-    ("unknown metric type", lambda d: d["tasks"]["consult_summary_eval"]["metrics"]["completeness"].update(type="judge"),
-     f"{M}.type", "unknown metric type"),
-    ("unknown parser type", lambda d: _metric(d)["scores"]["completeness"]["parser"].update(type="xml"),
-     f"{M}.params.scores.completeness.parser.type", "unknown parser type"),
-    ("unknown score type", lambda d: _metric(d)["scores"]["completeness"].update(type="decimal"),
-     f"{M}.params.scores.completeness.type", "unknown score type"),
-    ("regex does not compile", lambda d: _metric(d)["scores"]["completeness"]["parser"].update(pattern="RATING: (\\d+"),
-     f"{M}.params.scores.completeness.parser.pattern", ""),
-    ("regex without group", lambda d: _metric(d)["scores"]["completeness"]["parser"].update(pattern="RATING: \\d+"),
-     f"{M}.params.scores.completeness.parser.pattern", "group"),
-    ("jinja syntax", lambda d: _metric(d)["template"]["messages"][1].update(content="{{ item.content "),
-     f"{M}.params.template.messages[1].content", "syntax"),
-    ("missing variable", lambda d: _metric(d)["template"]["messages"][1].update(content="{{ item.transcript }}"),
-     f"{M}.params.template.messages[1].content", "available: content, id, summary"),
-    ("missing target variable", lambda d: d["tasks"]["consult_summary_eval"]["params"]["template"]["messages"][1].update(
-        content="{{ item.question }}"), f"{T}.params.template.messages[1].content", "'question'"),
-    ("non-positive limit", lambda d: d["tasks"]["consult_summary_eval"]["dataset"].update(limit=0), f"{T}.dataset.limit",
-     "positive"),
-    ("non-positive parallelism", lambda d: d.update(params={"parallelism": -2}), "params.parallelism", "positive"),
-    ("no metrics", lambda d: d["tasks"]["consult_summary_eval"].update(metrics={}), f"{T}.metrics", "at least one"),
+    (
+        "unknown task type",
+        lambda d: d["tasks"]["consult_summary_eval"].update(type="beir"),
+        f"{T}.type",
+        "unknown task type",
+    ),
+    (
+        "unknown metric type",
+        lambda d: d["tasks"]["consult_summary_eval"]["metrics"]["completeness"].update(type="judge"),
+        f"{M}.type",
+        "unknown metric type",
+    ),
+    (
+        "unknown parser type",
+        lambda d: _metric(d)["scores"]["completeness"]["parser"].update(type="xml"),
+        f"{M}.params.scores.completeness.parser.type",
+        "unknown parser type",
+    ),
+    (
+        "unknown score type",
+        lambda d: _metric(d)["scores"]["completeness"].update(type="decimal"),
+        f"{M}.params.scores.completeness.type",
+        "unknown score type",
+    ),
+    (
+        "regex does not compile",
+        lambda d: _metric(d)["scores"]["completeness"]["parser"].update(pattern="RATING: (\\d+"),
+        f"{M}.params.scores.completeness.parser.pattern",
+        "",
+    ),
+    (
+        "regex without group",
+        lambda d: _metric(d)["scores"]["completeness"]["parser"].update(pattern="RATING: \\d+"),
+        f"{M}.params.scores.completeness.parser.pattern",
+        "group",
+    ),
+    (
+        "jinja syntax",
+        lambda d: _metric(d)["template"]["messages"][1].update(content="{{ item.content "),
+        f"{M}.params.template.messages[1].content",
+        "syntax",
+    ),
+    (
+        "missing variable",
+        lambda d: _metric(d)["template"]["messages"][1].update(content="{{ item.transcript }}"),
+        f"{M}.params.template.messages[1].content",
+        "available: content, id, summary",
+    ),
+    (
+        "missing target variable",
+        lambda d: d["tasks"]["consult_summary_eval"]["params"]["template"]["messages"][1].update(
+            content="{{ item.question }}"
+        ),
+        f"{T}.params.template.messages[1].content",
+        "'question'",
+    ),
+    (
+        "non-positive limit",
+        lambda d: d["tasks"]["consult_summary_eval"]["dataset"].update(limit=0),
+        f"{T}.dataset.limit",
+        "positive",
+    ),
+    (
+        "non-positive parallelism",
+        lambda d: d.update(params={"parallelism": -2}),
+        "params.parallelism",
+        "positive",
+    ),
+    (
+        "no metrics",
+        lambda d: d["tasks"]["consult_summary_eval"].update(metrics={}),
+        f"{T}.metrics",
+        "at least one",
+    ),
     ("judge without scores", lambda d: _metric(d).update(scores={}), f"{M}.params.scores", "at least one"),
-    ("bad string-check op", lambda d: d["tasks"]["consult_summary_eval"]["metrics"].update(
-        sc={"type": "string-check", "params": {"check": ["{{ sample.output_text }}", "matches", "x"]}}),
-     f"{T}.metrics.sc.params.check", "unknown string-check operator"),
-    ("bad number-check", lambda d: d["tasks"]["consult_summary_eval"]["metrics"].update(
-        nc={"type": "number-check", "params": {"check": ["absolute difference", "1", "2", "epsilon", "x"]}}),
-     f"{T}.metrics.nc.params.check", ""),
-    ("em without reference", lambda d: d["tasks"]["consult_summary_eval"]["metrics"].update(em={"type": "em"}),
-     f"{T}.metrics.em.params.reference", "required"),
+    (
+        "bad string-check op",
+        lambda d: d["tasks"]["consult_summary_eval"]["metrics"].update(
+            sc={"type": "string-check", "params": {"check": ["{{ sample.output_text }}", "matches", "x"]}}
+        ),
+        f"{T}.metrics.sc.params.check",
+        "unknown string-check operator",
+    ),
+    (
+        "bad number-check",
+        lambda d: d["tasks"]["consult_summary_eval"]["metrics"].update(
+            nc={
+                "type": "number-check",
+                "params": {"check": ["absolute difference", "1", "2", "epsilon", "x"]},
+            }
+        ),
+        f"{T}.metrics.nc.params.check",
+        "",
+    ),
+    (
+        "em without reference",
+        lambda d: d["tasks"]["consult_summary_eval"]["metrics"].update(em={"type": "em"}),
+        f"{T}.metrics.em.params.reference",
+        "required",
+    ),
     ("non-custom config", lambda d: d.update(type="gsm8k"), "type", "custom"),
 ]
 
@@ -127,6 +201,7 @@ def test_missing_api_key_env_names_the_path(data_file, monkeypatch):
 def test_data_task_with_sample_reference_explains(data_file, target):
     def to_data(d):
         d["tasks"]["consult_summary_eval"]["type"] = "data"
+
     err = _err(_cfg(data_file, to_data), load_target({"type": "rows", "rows": [{"x": 1}]}))
     assert "no model call" in str(err)
 
@@ -157,7 +232,11 @@ def test_bleu_without_sacrebleu_gives_install_hint(data_file, target, monkeypatc
     import sys
 
     monkeypatch.setitem(sys.modules, "sacrebleu", None)
-    d = _cfg(data_file, lambda d: d["tasks"]["consult_summary_eval"]["metrics"].update(
-        b={"type": "bleu", "params": {"references": ["{{ item.summary }}"]}}))
+    d = _cfg(
+        data_file,
+        lambda d: d["tasks"]["consult_summary_eval"]["metrics"].update(
+            b={"type": "bleu", "params": {"references": ["{{ item.summary }}"]}}
+        ),
+    )
     with pytest.raises(MissingDependencyError, match=r"mlflow-nemo-judge\[metrics\]"):
         build_plan(load_config(copy.deepcopy(d)), target)

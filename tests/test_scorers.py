@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from mlflow_nemo_judge.errors import MissingDependencyError
-from mlflow_nemo_judge.scorers import (
+from mlflow_nemo_judge.scoring.builtin import (
     NUMBER_CHECK_OPS,
     ROUGE_SCORE_NAMES,
     STRING_CHECK_OPS,

@@ -3,7 +3,7 @@ import math
 import pytest
 from scipy import stats as sps
 
-from mlflow_nemo_judge.stats import ci_from_stats, paired_compare, summarize
+from mlflow_nemo_judge.scoring.stats import ci_from_stats, paired_compare, summarize
 
 NAN = float("nan")
 
@@ -53,7 +53,7 @@ def test_paired_identical_runs():
 
 @pytest.mark.parametrize("df", [1, 2, 3, 4, 7, 24, 49, 120, 999, 100000])
 def test_t_quantile_and_tail_match_scipy(df):
-    from mlflow_nemo_judge.stats import t_quantile_975, t_sf
+    from mlflow_nemo_judge.scoring.stats import t_quantile_975, t_sf
 
     assert t_quantile_975(df) == pytest.approx(sps.t.ppf(0.975, df), rel=1e-9)
     for t in (0.0, 0.3, 1.7, 4.2, -2.5, 30.0):

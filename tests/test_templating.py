@@ -1,7 +1,7 @@
 import pytest
 
 from mlflow_nemo_judge.errors import TemplateError
-from mlflow_nemo_judge.templating import (
+from mlflow_nemo_judge.scoring.templating import (
     build_context,
     check_syntax,
     normalize_keys,
@@ -12,7 +12,11 @@ from mlflow_nemo_judge.templating import (
 
 def test_key_normalisation_and_collisions():
     assert normalize_keys({"ID": 1, "My Field!": 2, "my_field_": 3, "my-field-": 4}) == {
-        "id": 1, "my_field_": 2, "my_field__1": 3, "my_field__2": 4}
+        "id": 1,
+        "my_field_": 2,
+        "my_field__1": 3,
+        "my_field__2": 4,
+    }
 
 
 def test_row_fields_at_top_level_and_as_item():
@@ -29,8 +33,11 @@ def test_trailing_newlines_are_kept_exactly():
 def test_json_strings_become_structures_but_content_stays_text():
     msgs = [{"role": "user", "content": "hi"}]
     ctx = build_context({"messages": msgs, "blob": '{"a": 1}'})
-    out = render_value({"messages": "{{ item.messages | tojson }}", "x": [{"role": "user", "content": "{{ item.blob }}"}]},
-                       ctx, "t")
+    out = render_value(
+        {"messages": "{{ item.messages | tojson }}", "x": [{"role": "user", "content": "{{ item.blob }}"}]},
+        ctx,
+        "t",
+    )
     assert out["messages"] == msgs
     assert out["x"][0]["content"] == '{"a": 1}'
 

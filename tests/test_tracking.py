@@ -34,14 +34,17 @@ def _client(uri: str) -> Any:
 # ------------------------------------------------------------------------------------------- keys
 
 
-@pytest.mark.parametrize(("key", "expected"), [
-    ("t/m/s", "t/m/s"),
-    ("t/pass@1/score", "t/pass_at_1/score"),
-    ("a=b/[0]/c,d", "a_b/_0_/c_d"),
-    ("/lead//double/trail/", "lead/double/trail"),
-    ("t/../x", "t/__/x"),
-    ("judge/cfg:temp v1.0-a", "judge/cfg_temp v1.0-a"),
-])
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("t/m/s", "t/m/s"),
+        ("t/pass@1/score", "t/pass_at_1/score"),
+        ("a=b/[0]/c,d", "a_b/_0_/c_d"),
+        ("/lead//double/trail/", "lead/double/trail"),
+        ("t/../x", "t/__/x"),
+        ("judge/cfg:temp v1.0-a", "judge/cfg_temp v1.0-a"),
+    ],
+)
 def test_sanitize_key_maps_into_mlflows_charset(key, expected):
     assert tracking.sanitize_key(key) == expected
 
@@ -72,8 +75,19 @@ def test_logged_model_names_avoid_forbidden_characters():
 def test_collect_secrets_finds_literal_header_and_env_keys(monkeypatch):
     monkeypatch.setenv("NJ_T_KEY", "env-secret-value-1234")
     cfg = load_config(seed_config(openai_api_key="sk-literal-abcdef"))
-    tgt = load_target({"type": "model", "model": {"api_endpoint": {
-        "url": "http://x/v1", "model_id": "m", "api_key_env": "NJ_T_KEY", "headers": {"X-Token": "hdr-secret-99"}}}})
+    tgt = load_target(
+        {
+            "type": "model",
+            "model": {
+                "api_endpoint": {
+                    "url": "http://x/v1",
+                    "model_id": "m",
+                    "api_key_env": "NJ_T_KEY",
+                    "headers": {"X-Token": "hdr-secret-99"},
+                }
+            },
+        }
+    )
     secrets = tracking.collect_secrets(cfg, tgt)
     assert set(secrets) == {"sk-literal-abcdef", "env-secret-value-1234", "hdr-secret-99"}
     text = "failed with sk-literal-abcdef and Bearer env-secret-value-1234 (hdr-secret-99)"
@@ -88,19 +102,34 @@ def test_params_are_flat_secret_free_and_hash_the_prompts(monkeypatch):
     raw = seed_config(openai_api_key="sk-literal-abcdef", files_url="data.jsonl")
     raw["params"] = {"parallelism": 4, "temperature": 0.0, "extra": {"seed": 7}}
     cfg = load_config(raw)
-    tgt = load_target({"type": "model", "model": {"api_endpoint": {
-        "url": "http://t/v1/chat/completions", "model_id": "org/model", "api_key_env": "NJ_T_KEY",
-        "headers": {"X-Token": "hdr-secret-99"}}}})
+    tgt = load_target(
+        {
+            "type": "model",
+            "model": {
+                "api_endpoint": {
+                    "url": "http://t/v1/chat/completions",
+                    "model_id": "org/model",
+                    "api_key_env": "NJ_T_KEY",
+                    "headers": {"X-Token": "hdr-secret-99"},
+                }
+            },
+        }
+    )
     p = tracking.build_params(cfg, tgt, backend="local", limit=5, parallelism=None)
     assert p["config_sha256"] == cfg.sha256() and p["target_sha256"] == tgt.sha256()
     assert p["target/model_id"] == "org/model" and p["target/api_key_env"] == "NJ_T_KEY"
-    assert p["params/parallelism"] == "4" and p["params/temperature"] == "0.0" and p["params/extra/seed"] == "7"
+    assert (
+        p["params/parallelism"] == "4" and p["params/temperature"] == "0.0" and p["params/extra/seed"] == "7"
+    )
     assert p["run/limit"] == "5" and p["run/parallelism"] == "config"
     assert p[f"task/{TASK}/dataset/files_url"] == "data.jsonl"
     assert p[f"task/{TASK}/metric/completeness/judge/url"] == "https://api.openai.com/v1/chat/completions"
     assert p[f"task/{TASK}/metric/completeness/score/completeness/type"] == "int"
     assert len(p[f"task/{TASK}/metric/correctness/template_sha256"]) == 64
-    assert p[f"task/{TASK}/metric/correctness/template_sha256"] != p[f"task/{TASK}/metric/completeness/template_sha256"]
+    assert (
+        p[f"task/{TASK}/metric/correctness/template_sha256"]
+        != p[f"task/{TASK}/metric/completeness/template_sha256"]
+    )
     blob = json.dumps(p)
     for secret in ("sk-literal-abcdef", "env-secret-value-1234", "hdr-secret-99", MASK):
         assert secret not in blob
@@ -118,8 +147,9 @@ def test_long_params_go_to_artifacts_never_truncated():
 def test_long_param_is_logged_as_an_artifact(seed_eval, mlflow_uri, tmp_path):
     cfg = copy.deepcopy(seed_eval["config"])
     cfg["description"] = "d" * 7000
-    ev = evaluate(cfg, seed_eval["faithful"], experiment="long", tracking_uri=mlflow_uri, limit=2,
-                  progress_bar=False)
+    ev = evaluate(
+        cfg, seed_eval["faithful"], experiment="long", tracking_uri=mlflow_uri, limit=2, progress_bar=False
+    )
     cl = _client(mlflow_uri)
     value = cl.get_run(ev.run_ids[0]).data.params["config/description"]
     assert value.startswith("see artifact nemo_judge/params/config/description.txt")
@@ -133,10 +163,15 @@ def test_long_param_is_logged_as_an_artifact(seed_eval, mlflow_uri, tmp_path):
 def test_prompt_documents_render_templates_as_markdown():
     cfg = load_config(seed_config())
     docs = tracking.prompt_documents(cfg)
-    assert set(docs) == {f"prompts/{TASK}/target.md", f"prompts/{TASK}/completeness.md",
-                         f"prompts/{TASK}/correctness.md"}
+    assert set(docs) == {
+        f"prompts/{TASK}/target.md",
+        f"prompts/{TASK}/completeness.md",
+        f"prompts/{TASK}/correctness.md",
+    }
     judge = docs[f"prompts/{TASK}/completeness.md"]
-    assert "Judge model `gpt-4.1`" in judge and "RATING: <number>" in judge and "RATING:\\\\s*(\\\\d+)" in judge
+    assert (
+        "Judge model `gpt-4.1`" in judge and "RATING: <number>" in judge and "RATING:\\\\s*(\\\\d+)" in judge
+    )
     assert "### message 2: user" in judge and "{{ sample.output_text }}" in judge
     assert "| `max_tokens` | `200` |" in docs[f"prompts/{TASK}/target.md"]
 
@@ -150,45 +185,86 @@ def test_prompt_fences_survive_backticks_in_templates():
 
 def test_template_fields_are_the_row_fields_the_prompts_read():
     raw = seed_config()
-    raw["tasks"][TASK]["metrics"]["completeness"]["params"]["template"]["messages"][1]["content"] += \
+    raw["tasks"][TASK]["metrics"]["completeness"]["params"]["template"]["messages"][1]["content"] += (
         "{{ item['Reference Summary'] }} {{ specialty }}"
+    )
     fields = tracking.template_fields(load_config(raw))
     assert fields == {TASK: {"content", "Reference Summary", "specialty"}}
 
 
 def test_table_row_has_inputs_output_scores_raw_and_error():
-    rec = SampleRecord(task="t", index=3, item_id="C004", item={"content": "consult", "summary": "ref", "Age": 40},
-                       output_text="out", metrics={"m": MetricOutcome({"s": float("nan")}, raw="no score", error="bad")})
+    rec = SampleRecord(
+        task="t",
+        index=3,
+        item_id="C004",
+        item={"content": "consult", "summary": "ref", "Age": 40},
+        output_text="out",
+        metrics={"m": MetricOutcome({"s": float("nan")}, raw="no score", error="bad")},
+    )
     row = tracking.table_row(rec, {"content", "age"})
-    assert row == {"task": "t", "index": 3, "item_id": "C004", "item.content": "consult", "item.Age": 40,
-                   "output_text": "out", "target_error": None, "m/s": None, "m/raw_judge_output": "no score",
-                   "m/error": "bad"}
+    assert row == {
+        "task": "t",
+        "index": 3,
+        "item_id": "C004",
+        "item.content": "consult",
+        "item.Age": 40,
+        "output_text": "out",
+        "target_error": None,
+        "m/s": None,
+        "m/raw_judge_output": "no score",
+        "m/error": "bad",
+    }
 
 
 # ---------------------------------------------------------------------------------------- metrics
 
 
 def test_score_metrics_keys_stats_and_nan_means():
-    res = EvalResult(tasks={"t": {
-        "m@1": {"pass@1": Score(0.5, ScoreStats(count=4, nan_count=1, stddev=0.5, ci95_low=0.1, ci95_high=0.9))},
-        "judge": {"r": Score(None, ScoreStats(count=0, nan_count=3))}}},
-        groups={"g": {"judge": {"r": Score(2.0, ScoreStats(count=1, nan_count=0))}}})
+    res = EvalResult(
+        tasks={
+            "t": {
+                "m@1": {
+                    "pass@1": Score(
+                        0.5, ScoreStats(count=4, nan_count=1, stddev=0.5, ci95_low=0.1, ci95_high=0.9)
+                    )
+                },
+                "judge": {"r": Score(None, ScoreStats(count=0, nan_count=3))},
+            }
+        },
+        groups={"g": {"judge": {"r": Score(2.0, ScoreStats(count=1, nan_count=0))}}},
+    )
     got = {m.key: m for m in tracking.score_metrics(res)}
     assert got["t/m_at_1/pass_at_1"].value == 0.5 and got["t/m_at_1/pass_at_1"].headline
-    assert got["t/m_at_1/pass_at_1/ci95_high"].value == 0.9 and not got["t/m_at_1/pass_at_1/ci95_high"].headline
+    assert (
+        got["t/m_at_1/pass_at_1/ci95_high"].value == 0.9 and not got["t/m_at_1/pass_at_1/ci95_high"].headline
+    )
     assert math.isnan(got["t/judge/r"].value)
     assert got["t/judge/r/count"].value == 0 and got["t/judge/r/nan_count"].value == 3
     assert "t/judge/r/stddev" not in got  # unknown stats are not invented
     assert got["groups/g/judge/r"].task is None
-    assert tracking.usage_metrics(Usage(requests=3, wall_seconds=2.0, samples=4))["usage/samples_per_second"] == 2.0
+    assert (
+        tracking.usage_metrics(Usage(requests=3, wall_seconds=2.0, samples=4))["usage/samples_per_second"]
+        == 2.0
+    )
 
 
 def test_all_nan_scores_are_logged_as_nan_with_counts(seed_eval, mlflow_uri):
     cfg = copy.deepcopy(seed_eval["config"])
-    cfg["tasks"][TASK]["metrics"]["correctness"]["params"]["model"] = {"api_endpoint": {
-        "url": f"{seed_eval['server'].base_url}/chat/completions", "model_id": "mock/judge-malformed"}}
-    ev = evaluate(cfg, seed_eval["faithful"], experiment="nan", tracking_uri=mlflow_uri, limit=3,
-                  progress_bar=False, trace_samples=1)
+    cfg["tasks"][TASK]["metrics"]["correctness"]["params"]["model"] = {
+        "api_endpoint": {
+            "url": f"{seed_eval['server'].base_url}/chat/completions",
+            "model_id": "mock/judge-malformed",
+        }
+    }
+    ev = evaluate(
+        cfg,
+        seed_eval["faithful"],
+        experiment="nan",
+        tracking_uri=mlflow_uri,
+        limit=3,
+        progress_bar=False,
+        trace_samples=1,
+    )
     m = _client(mlflow_uri).get_run(ev.run_ids[0]).data.metrics
     key = f"{TASK}/correctness/correctness"
     assert math.isnan(m[key]) and m[f"{key}/count"] == 0 and m[f"{key}/nan_count"] == 3
@@ -264,31 +340,46 @@ def fake_backend(monkeypatch):
     return install
 
 
-def test_backend_failure_marks_the_run_failed_with_a_redacted_traceback(fake_backend, mlflow_uri, tmp_path,
-                                                                        consults_path):
+def test_backend_failure_marks_the_run_failed_with_a_redacted_traceback(
+    fake_backend, mlflow_uri, tmp_path, consults_path
+):
     secret = "sk-this-must-never-be-logged-4242"
     fake_backend("raise", secret)
     with pytest.raises(RuntimeError, match="invalid key"):
-        evaluate(seed_config(openai_api_key=secret, files_url=str(consults_path)), seed_target(),
-                 experiment="fails", tracking_uri=mlflow_uri, limit=2)
+        evaluate(
+            seed_config(openai_api_key=secret, files_url=str(consults_path)),
+            seed_target(),
+            experiment="fails",
+            tracking_uri=mlflow_uri,
+            limit=2,
+        )
     cl = _client(mlflow_uri)
     (run,) = cl.search_runs([cl.get_experiment_by_name("fails").experiment_id])
     assert run.info.status == "FAILED"
     assert run.data.tags["nemo_judge.state"] == "failed"
-    assert run.data.tags["nemo_judge.error"] == f"RuntimeError: endpoint said: invalid key {MASK} for this model"
+    assert (
+        run.data.tags["nemo_judge.error"] == f"RuntimeError: endpoint said: invalid key {MASK} for this model"
+    )
     assert run.data.tags["nemo_judge.job_id"] == "eval-job-42"
     tb = Path(cl.download_artifacts(run.info.run_id, "nemo_judge/error.txt", str(tmp_path))).read_text()
     assert "Traceback (most recent call last)" in tb and "RuntimeError" in tb and MASK in tb
     assert secret not in tb
-    job = json.loads(Path(cl.download_artifacts(run.info.run_id, "nemo_judge/job.json", str(tmp_path))).read_text())
+    job = json.loads(
+        Path(cl.download_artifacts(run.info.run_id, "nemo_judge/job.json", str(tmp_path))).read_text()
+    )
     assert job["auth"]["api_key"] == MASK
 
 
 def test_keyboard_interrupt_marks_the_run_killed(fake_backend, mlflow_uri, consults_path):
     fake_backend("interrupt")
     with pytest.raises(KeyboardInterrupt):
-        evaluate(seed_config(files_url=str(consults_path)), seed_target(), experiment="killed",
-                 tracking_uri=mlflow_uri, limit=2)
+        evaluate(
+            seed_config(files_url=str(consults_path)),
+            seed_target(),
+            experiment="killed",
+            tracking_uri=mlflow_uri,
+            limit=2,
+        )
     cl = _client(mlflow_uri)
     (run,) = cl.search_runs([cl.get_experiment_by_name("killed").experiment_id])
     assert run.info.status == "KILLED" and run.data.tags["nemo_judge.state"] == "killed"
@@ -305,14 +396,24 @@ def test_run_is_created_running_before_the_first_model_call(seed_eval, mlflow_ur
         cl = _client(mlflow_uri)
         (found,) = cl.search_runs([cl.get_experiment_by_name("order").experiment_id])
         run = cl.get_run(found.info.run_id)  # search results carry no model inputs
-        seen.update(status=run.info.status, params=len(run.data.params), inputs=run.inputs,
-                    requests=seed_eval["server"].request_count,
-                    artifacts={f.path for f in cl.list_artifacts(run.info.run_id, "nemo_judge")})
+        seen.update(
+            status=run.info.status,
+            params=len(run.data.params),
+            inputs=run.inputs,
+            requests=seed_eval["server"].request_count,
+            artifacts={f.path for f in cl.list_artifacts(run.info.run_id, "nemo_judge")},
+        )
         return real_run(self, config, target, **kw)
 
     monkeypatch.setattr(LocalBackend, "run", spy)
-    evaluate(seed_eval["config"], seed_eval["faithful"], experiment="order", tracking_uri=mlflow_uri, limit=2,
-             progress_bar=False)
+    evaluate(
+        seed_eval["config"],
+        seed_eval["faithful"],
+        experiment="order",
+        tracking_uri=mlflow_uri,
+        limit=2,
+        progress_bar=False,
+    )
     assert seen["status"] == "RUNNING" and seen["requests"] == 0 and seen["params"] > 20
     assert {"nemo_judge/config.json", "nemo_judge/target.json", "nemo_judge/prompts"} <= seen["artifacts"]
     assert len(seen["inputs"].dataset_inputs) == 1 and len(seen["inputs"].model_inputs) == 1
@@ -328,13 +429,30 @@ def test_no_key_reaches_the_mlflow_store(seed_eval, mlflow_uri, tmp_path, monkey
     env_target = "nvapi-ENVTARGET-5f3a9c71d2e8"
     header = "hdr-HEADERSECRET-77aa99bb"
     monkeypatch.setenv("NJ_SCAN_TARGET_KEY", env_target)
-    cfg = seed_config(openai_api_key=literal_judge, judge_url=f"{server.base_url}/chat/completions",
-                      judge_model="mock/judge", files_url=seed_eval["config"]["tasks"][TASK]["dataset"]["files_url"])
-    targets = [mock_target(server, "mock/faithful-summarizer", api_key_env="NJ_SCAN_TARGET_KEY",
-                           headers={"X-Tenant-Token": header}),
-               mock_target(server, "mock/poor-summarizer", api_key=literal_target)]
-    evaluate(cfg, targets, experiment="scan", tracking_uri=mlflow_uri, limit=3, register_model="scanned",
-             progress_bar=False)
+    cfg = seed_config(
+        openai_api_key=literal_judge,
+        judge_url=f"{server.base_url}/chat/completions",
+        judge_model="mock/judge",
+        files_url=seed_eval["config"]["tasks"][TASK]["dataset"]["files_url"],
+    )
+    targets = [
+        mock_target(
+            server,
+            "mock/faithful-summarizer",
+            api_key_env="NJ_SCAN_TARGET_KEY",
+            headers={"X-Tenant-Token": header},
+        ),
+        mock_target(server, "mock/poor-summarizer", api_key=literal_target),
+    ]
+    evaluate(
+        cfg,
+        targets,
+        experiment="scan",
+        tracking_uri=mlflow_uri,
+        limit=3,
+        register_model="scanned",
+        progress_bar=False,
+    )
     assert server.request_count > 0
     fake_backend("raise", env_target)
     with pytest.raises(RuntimeError):
@@ -368,8 +486,15 @@ def test_traces_fall_back_to_the_public_span_api(seed_eval, mlflow_uri, monkeypa
         raise ImportError("no batch writer in this MLflow")
 
     monkeypatch.setattr(tracking._BatchTraceWriter, "__init__", unavailable)
-    ev = evaluate(seed_eval["config"], seed_eval["poor"], experiment="spans", tracking_uri=mlflow_uri, limit=2,
-                  progress_bar=False, trace_samples=5)
+    ev = evaluate(
+        seed_eval["config"],
+        seed_eval["poor"],
+        experiment="spans",
+        tracking_uri=mlflow_uri,
+        limit=2,
+        progress_bar=False,
+        trace_samples=5,
+    )
     run = _client(mlflow_uri).get_run(ev.run_ids[0])
     assert run.data.tags["nemo_judge.traces"] == "2"
     traces = mlflow.search_traces(locations=[ev.experiment_id], run_id=ev.run_ids[0], return_type="list")
@@ -377,8 +502,12 @@ def test_traces_fall_back_to_the_public_span_api(seed_eval, mlflow_uri, monkeypa
     for trace in traces:
         assert trace.info.trace_metadata["mlflow.modelId"] == run.inputs.model_inputs[0].model_id
         assert {a.name for a in trace.info.assessments} == {"completeness", "correctness"}
-        assert {s.name for s in trace.data.spans} == {f"{TASK}/{trace.info.tags['nemo_judge.item_id']}", "target",
-                                                      "judge/completeness", "judge/correctness"}
+        assert {s.name for s in trace.data.spans} == {
+            f"{TASK}/{trace.info.tags['nemo_judge.item_id']}",
+            "target",
+            "judge/completeness",
+            "judge/correctness",
+        }
 
 
 def test_a_table_logged_again_replaces_the_old_one(mlflow_uri, tmp_path):

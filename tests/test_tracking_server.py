@@ -40,9 +40,21 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     d = tmp_path_factory.mktemp("mlflow-server")
     port = _free_port()
     exe = Path(sys.executable).parent / "mlflow"
-    cmd = [str(exe) if exe.exists() else sys.executable, *([] if exe.exists() else ["-m", "mlflow"]), "server",
-           "--backend-store-uri", f"sqlite:///{d}/mlflow.db", "--artifacts-destination", str(d / "artifacts"),
-           "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    cmd = [
+        str(exe) if exe.exists() else sys.executable,
+        *([] if exe.exists() else ["-m", "mlflow"]),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{d}/mlflow.db",
+        "--artifacts-destination",
+        str(d / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     env.pop("MLFLOW_TRACKING_URI", None)
     log = open(d / "server.log", "wb")  # noqa: SIM115 - closed at teardown
@@ -77,12 +89,20 @@ def _get(url: str, endpoint: str, **query: str) -> Any:
 
 def test_evaluation_against_a_remote_tracking_server(mlflow_server, seed_eval, monkeypatch, capsys):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    ev = evaluate(seed_eval["config"], [seed_eval["faithful"], seed_eval["poor"]], experiment="remote",
-                  tracking_uri=mlflow_server, limit=10, progress_bar=False)
+    ev = evaluate(
+        seed_eval["config"],
+        [seed_eval["faithful"], seed_eval["poor"]],
+        experiment="remote",
+        tracking_uri=mlflow_server,
+        limit=10,
+        progress_bar=False,
+    )
     assert ev.parent_run_id and len(ev.run_ids) == 2
     assert capsys.readouterr().out == ""  # stdout stays clean for the CLI's --output json
 
-    for run_id, model_id in zip(ev.run_ids, ["mock/faithful-summarizer", "mock/poor-summarizer"], strict=True):
+    for run_id, model_id in zip(
+        ev.run_ids, ["mock/faithful-summarizer", "mock/poor-summarizer"], strict=True
+    ):
         run = _get(mlflow_server, "/api/2.0/mlflow/runs/get", run_id=run_id)["run"]
         assert run["info"]["status"] == "FINISHED"
         tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
@@ -93,13 +113,16 @@ def test_evaluation_against_a_remote_tracking_server(mlflow_server, seed_eval, m
         assert tags["mlflow.parentRunId"] == ev.parent_run_id
         assert params["target/model_id"] == model_id and params[f"task/{TASK}/dataset/limit"] == "25"
         assert metrics[f"{KEY}/count"] == 10 and metrics["progress"] == 100
-        assert metrics[KEY] == pytest.approx(ev.results[ev.run_ids.index(run_id)].tasks[TASK]["completeness"][
-            "completeness"].value)
+        assert metrics[KEY] == pytest.approx(
+            ev.results[ev.run_ids.index(run_id)].tasks[TASK]["completeness"]["completeness"].value
+        )
         assert run["inputs"]["dataset_inputs"][0]["dataset"]["name"] == "doctor_consults_with_summaries"
         arts = _get(mlflow_server, "/api/2.0/mlflow/artifacts/list", run_id=run_id, path="nemo_judge")
         names = {f["path"] for f in arts["files"]}
         assert {"nemo_judge/results.json", "nemo_judge/samples.json", "nemo_judge/config.json"} <= names
-        models = _get(mlflow_server, f"/api/2.0/mlflow/logged-models/{run['inputs']['model_inputs'][0]['model_id']}")
+        models = _get(
+            mlflow_server, f"/api/2.0/mlflow/logged-models/{run['inputs']['model_inputs'][0]['model_id']}"
+        )
         assert models["model"]["info"]["name"] == model_id.replace("/", "-")
 
     import mlflow
@@ -113,8 +136,14 @@ def test_evaluation_against_a_remote_tracking_server(mlflow_server, seed_eval, m
     assert {a.name for a in traces[0].info.assessments} == {"completeness", "correctness"}
 
     # idempotency, the leaderboard and the paired test work the same over HTTP
-    again = evaluate(seed_eval["config"], [seed_eval["faithful"], seed_eval["poor"]], experiment="remote",
-                     tracking_uri=mlflow_server, limit=10, progress_bar=False)
+    again = evaluate(
+        seed_eval["config"],
+        [seed_eval["faithful"], seed_eval["poor"]],
+        experiment="remote",
+        tracking_uri=mlflow_server,
+        limit=10,
+        progress_bar=False,
+    )
     assert again.reused == [True, True] and again.run_ids == ev.run_ids
     board = compare("remote", tracking_uri=mlflow_server)
     assert list(board["target"]) == ["mock/faithful-summarizer", "mock/poor-summarizer"]

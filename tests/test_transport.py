@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from mlflow_nemo_judge.transport import FastHTTPClient, ShardedAsyncClient, make_client
+from mlflow_nemo_judge.http.transport import FastHTTPClient, ShardedAsyncClient, make_client
 
 Reply = Callable[[bytes, bytes], Awaitable[bytes | None]]  # (head, body) -> raw response (None: hang up)
 
@@ -72,8 +72,9 @@ class RawServer:
 
 def ok_json(payload: Any, extra: str = "") -> bytes:
     body = json.dumps(payload).encode()
-    return (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
-            ).encode() + body
+    return (
+        f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
+    ).encode() + body
 
 
 async def echo(head: bytes, body: bytes) -> bytes:
@@ -97,8 +98,11 @@ def client(connections: int = 4, timeout: float = 5.0) -> FastHTTPClient:
 @aio
 async def test_post_json_roundtrip_and_headers() -> None:
     async with RawServer(echo) as srv, client() as c:
-        r = await c.post(srv.url, json={"model": "m", "text": "héllo"},
-                         headers={"Authorization": "Bearer k", "X-Team": "qa"})
+        r = await c.post(
+            srv.url,
+            json={"model": "m", "text": "héllo"},
+            headers={"Authorization": "Bearer k", "X-Team": "qa"},
+        )
     assert r.status_code == 200 and r.json() == {"echo": {"model": "m", "text": "héllo"}}
     assert r.headers["content-type"] == "application/json"
     head, body = srv.requests[0]
@@ -108,7 +112,10 @@ async def test_post_json_roundtrip_and_headers() -> None:
     assert hdrs["host"].startswith("127.0.0.1:") and hdrs["authorization"] == "Bearer k"
     assert hdrs["x-team"] == "qa" and hdrs["content-type"] == "application/json"
     assert int(hdrs["content-length"]) == len(body)
-    assert body == json.dumps({"model": "m", "text": "héllo"}, ensure_ascii=False, separators=(",", ":")).encode()
+    assert (
+        body
+        == json.dumps({"model": "m", "text": "héllo"}, ensure_ascii=False, separators=(",", ":")).encode()
+    )
 
 
 @aio
@@ -131,7 +138,9 @@ async def test_chunked_gzip_and_close_delimited_bodies() -> None:
     async def chunked(head: bytes, body: bytes) -> bytes:
         parts = [payload[:7], payload[7:]]
         chunks = b"".join(f"{len(p):x};ext=1\r\n".encode() + p + b"\r\n" for p in parts)
-        return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\nX-Trailer: 1\r\n\r\n"
+        return (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\nX-Trailer: 1\r\n\r\n"
+        )
 
     async def gzipped(head: bytes, body: bytes) -> bytes:
         z = gzip.compress(payload)
@@ -161,7 +170,9 @@ async def test_informational_responses_are_skipped() -> None:
 async def test_error_statuses_are_returned_not_raised() -> None:
     async def limited(head: bytes, body: bytes) -> bytes:
         b = b'{"error": {"message": "slow down"}}'
-        return (f"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 2\r\nContent-Length: {len(b)}\r\n\r\n").encode() + b
+        return (
+            f"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 2\r\nContent-Length: {len(b)}\r\n\r\n"
+        ).encode() + b
 
     async with RawServer(limited) as srv, client() as c:
         r = await c.post(srv.url, json={})
@@ -192,7 +203,7 @@ async def test_failures_raise_httpx_transport_errors() -> None:
         return b"SPDY/9 what\r\n\r\n"
 
     async def short(head: bytes, body: bytes) -> bytes | None:
-        return b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{\"a\""
+        return b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{"a"'
 
     async with RawServer(hang_up) as srv, client() as c:
         with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
@@ -260,7 +271,6 @@ def _no_env_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-
 @aio
 async def test_https_with_sni_hostname_check_and_keep_alive(tmp_path: Any) -> None:
     import shutil
@@ -270,9 +280,28 @@ async def test_https_with_sni_hostname_check_and_keep_alive(tmp_path: Any) -> No
     if shutil.which("openssl") is None:
         pytest.skip("openssl CLI not available to make a test certificate")
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.load_cert_chain(cert, key)
     srv = RawServer(echo)
@@ -280,7 +309,9 @@ async def test_https_with_sni_hostname_check_and_keep_alive(tmp_path: Any) -> No
     port = srv.server.sockets[0].getsockname()[1]
     url = f"https://localhost:{port}/v1/chat/completions"
     try:
-        trusted = FastHTTPClient(2, httpx.Timeout(5.0), ssl_context=ssl.create_default_context(cafile=str(cert)))
+        trusted = FastHTTPClient(
+            2, httpx.Timeout(5.0), ssl_context=ssl.create_default_context(cafile=str(cert))
+        )
         async with trusted:
             rs = await asyncio.gather(*(trusted.post(url, json={"i": i}) for i in range(6)))
         assert [r.json()["echo"]["i"] for r in rs] == list(range(6))
@@ -294,7 +325,7 @@ async def test_https_with_sni_hostname_check_and_keep_alive(tmp_path: Any) -> No
 
 @aio
 async def test_python310_deadline_shim() -> None:
-    from mlflow_nemo_judge.transport import _deadline_compat
+    from mlflow_nemo_judge.http.transport import _deadline_compat
 
     async with _deadline_compat(None):
         await asyncio.sleep(0)

@@ -45,18 +45,24 @@ def start_mock_server() -> MockLLMServer:
 def compare_and_register(config: EvalConfig, targets: list[Target], experiment: str) -> None:
     # One call: both targets are run and judged, each as an MLflow run under one parent run. Each
     # target's model becomes a version of "consult-summarizer"; "champion" points at the best one.
-    ev = evaluate(config, targets, experiment=experiment, register_model="consult-summarizer", alias="champion")
+    ev = evaluate(
+        config, targets, experiment=experiment, register_model="consult-summarizer", alias="champion"
+    )
     for target, run_id, result in zip(targets, ev.run_ids, ev.results, strict=True):
         scores = result.tasks["consult_summary_eval"]
         means = {m: scores[m][m].value for m in ("completeness", "correctness")}  # None if all were NaN
-        print(f"{target.display_name:28s} run {run_id}  "
-              + "  ".join(f"{m} {'n/a' if v is None else f'{v:.2f}'}" for m, v in means.items()))
+        print(
+            f"{target.display_name:28s} run {run_id}  "
+            + "  ".join(f"{m} {'n/a' if v is None else f'{v:.2f}'}" for m, v in means.items())
+        )
     print(f"parent run: {ev.parent_run_id}\n")
     print(format_table(leaderboard(experiment)))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--real", action="store_true", help="real endpoints instead of the mock models")
     parser.add_argument("--experiment", default="doctor-consults", help="MLflow experiment name")
     args = parser.parse_args()
@@ -71,8 +77,10 @@ def main() -> None:
     targets = [load_target(EXAMPLE / "targets" / f) for f in ("mock-faithful.yaml", "mock-poor.yaml")]
     with start_mock_server() as server:
         point_at(server.base_url, config, targets)
-        print(f"Using MOCK models (test doubles, not LLMs) served on {server.base_url}: "
-              "targets mock/faithful-summarizer and mock/poor-summarizer, judge mock/judge.")
+        print(
+            f"Using MOCK models (test doubles, not LLMs) served on {server.base_url}: "
+            "targets mock/faithful-summarizer and mock/poor-summarizer, judge mock/judge."
+        )
         compare_and_register(config, targets, args.experiment)
 
 

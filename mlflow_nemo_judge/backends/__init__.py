@@ -21,8 +21,14 @@ class Backend(Protocol):
     def validate(self, config: EvalConfig, target: Target) -> None:
         """Raise a ``ConfigError`` for anything this backend cannot run, before any call."""
 
-    def run(self, config: EvalConfig, target: Target, *, progress: ProgressCallback | None = None,
-            on_job: Any = None) -> EvalResult:
+    def run(
+        self,
+        config: EvalConfig,
+        target: Target,
+        *,
+        progress: ProgressCallback | None = None,
+        on_job: Any = None,
+    ) -> EvalResult:
         """Run to completion and return NeMo-shaped results. ``on_job(job_dict)`` is called once a
         remote job exists (nemo backend) so tracking can record its id before waiting."""
 

@@ -21,8 +21,14 @@ class LocalBackend:
     def validate(self, config: EvalConfig, target: Target) -> None:
         build_plan(config, target, limit=self.options.limit, parallelism=self.options.parallelism)
 
-    def run(self, config: EvalConfig, target: Target, *, progress: ProgressCallback | None = None,
-            on_job: Any = None) -> EvalResult:
+    def run(
+        self,
+        config: EvalConfig,
+        target: Target,
+        *,
+        progress: ProgressCallback | None = None,
+        on_job: Any = None,
+    ) -> EvalResult:
         plan = build_plan(config, target, limit=self.options.limit, parallelism=self.options.parallelism)
         opts = self.options
         if progress is not None:

@@ -14,7 +14,6 @@ One module per concern; callers import from the package (``from mlflow_nemo_judg
 which re-exports the names below:
 
 - ``names``: identity tags, artifact paths, MLflow's limits, key sanitising (no mlflow)
-- ``redaction``: the secrets a config/target can send and masking them in free text (no mlflow)
 - ``params``: pure builders of params, score metrics, table rows and the model spec (no mlflow)
 - ``documents``: the prompt documents and run descriptions in markdown (no mlflow)
 - ``store``: tracking URI and client, experiments, run search and read-back, the model registry
@@ -26,6 +25,8 @@ Names with a leading underscore are private to this package (shared between its 
 
 from __future__ import annotations
 
+from mlflow_nemo_judge.config.secrets import collect as collect_secrets
+from mlflow_nemo_judge.config.secrets import redact_text
 from mlflow_nemo_judge.errors import TrackingError
 from mlflow_nemo_judge.tracking.documents import describe_parent, describe_run, prompt_documents
 from mlflow_nemo_judge.tracking.names import (
@@ -85,7 +86,6 @@ from mlflow_nemo_judge.tracking.params import (
     usage_metrics,
 )
 from mlflow_nemo_judge.tracking.progress import _ProgressLogger
-from mlflow_nemo_judge.tracking.redaction import collect_secrets, redact_text
 from mlflow_nemo_judge.tracking.runs import RunTracker
 from mlflow_nemo_judge.tracking.store import (
     RunSummary,

@@ -8,7 +8,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mlflow_nemo_judge.config import EvalConfig, Target, redact_url, sha256_json
+from mlflow_nemo_judge.config import EvalConfig, Target, sha256_json
+from mlflow_nemo_judge.config.secrets import redact_url
 from mlflow_nemo_judge.tracking.names import (
     ART_COMPARISON,
     ART_CONFIG,
@@ -62,16 +63,24 @@ def prompt_documents(config: EvalConfig) -> dict[str, str]:
         template = (task.get("params") or {}).get("template")
         base = f"prompts/{_safe_name(tname)}"
         if template is not None:
-            lines = [f"# Target prompt — task `{tname}`", "",
-                     f"sha256 `{sha256_json(template)}`; rendered with Jinja2 per dataset row (`item.<field>`).", ""]
+            lines = [
+                f"# Target prompt — task `{tname}`",
+                "",
+                f"sha256 `{sha256_json(template)}`; rendered with Jinja2 per dataset row (`item.<field>`).",
+                "",
+            ]
             docs[f"{base}/target.md"] = "\n".join(lines + _template_markdown(template))
         for mname, metric in (task.get("metrics") or {}).items():
             mparams = metric.get("params") or {}
             jt = mparams.get("template")
             if jt is None:
                 continue
-            lines = [f"# Judge prompt — metric `{mname}` of task `{tname}`", "",
-                     f"sha256 `{sha256_json(jt)}`; metric type `{metric.get('type')}`.", ""]
+            lines = [
+                f"# Judge prompt — metric `{mname}` of task `{tname}`",
+                "",
+                f"sha256 `{sha256_json(jt)}`; metric type `{metric.get('type')}`.",
+                "",
+            ]
             model = mparams.get("model")
             if isinstance(model, Mapping):
                 jep = model.get("api_endpoint") or {}
@@ -104,9 +113,13 @@ def describe_run(config: EvalConfig, target: Target, datasets: Sequence[DatasetI
         what = f"the model `{target.model}`"
     else:
         what = f"the outputs in the `{target.type}` target `{target.display_name}`"
-    lines = [f"Evaluation of {what} with the NeMo Evaluator config **{config.display_name}** "
-             f"(sha256 `{config.sha256()[:12]}`) on the `{backend}` backend, by mlflow-nemo-judge.", "",
-             "| task | type | data | rows | metrics (judge) |", "|---|---|---|---|---|"]
+    lines = [
+        f"Evaluation of {what} with the NeMo Evaluator config **{config.display_name}** "
+        f"(sha256 `{config.sha256()[:12]}`) on the `{backend}` backend, by mlflow-nemo-judge.",
+        "",
+        "| task | type | data | rows | metrics (judge) |",
+        "|---|---|---|---|---|",
+    ]
     by_task = {d.task: d for d in datasets}
     for tname, task in (cfg.get("tasks") or {}).items():
         d = by_task.get(tname)
@@ -122,15 +135,22 @@ def describe_run(config: EvalConfig, target: Target, datasets: Sequence[DatasetI
                 judge = f" by `{model}`"
             mets.append(f"{mname} ({metric.get('type')}{judge})")
         lines.append(f"| {tname} | {task.get('type')} | {data} | {rows} | {', '.join(mets)} |")
-    lines += ["", f"Artifacts: `{ART_CONFIG}`, `{ART_TARGET}` (secrets redacted), `{ART_DIR}/prompts/`, "
-                  f"`{ART_RESULTS}` (NeMo results shape), per-sample table `{ART_TABLE}`, plots."]
+    lines += [
+        "",
+        f"Artifacts: `{ART_CONFIG}`, `{ART_TARGET}` (secrets redacted), `{ART_DIR}/prompts/`, "
+        f"`{ART_RESULTS}` (NeMo results shape), per-sample table `{ART_TABLE}`, plots.",
+    ]
     return "\n".join(lines)
 
 
-def describe_parent(config: EvalConfig, names: Sequence[str], datasets: Sequence[DatasetInfo], backend: str) -> str:
+def describe_parent(
+    config: EvalConfig, names: Sequence[str], datasets: Sequence[DatasetInfo], backend: str
+) -> str:
     targets = ", ".join(f"`{n}`" for n in names)
     data = ", ".join(sorted({f"`{d.files_url}`" for d in datasets if d.files_url})) or "the targets' own rows"
-    return (f"Comparison of {len(names)} targets ({targets}) under the NeMo Evaluator config "
-            f"**{config.display_name}** (sha256 `{config.sha256()[:12]}`) on {data}, `{backend}` backend. "
-            f"One child run per target (same config, same data); the leaderboard is `{ART_COMPARISON}` and "
-            f"`{ART_DIR}/plots/comparison.png` (mean with 95% CI per score per target).")
+    return (
+        f"Comparison of {len(names)} targets ({targets}) under the NeMo Evaluator config "
+        f"**{config.display_name}** (sha256 `{config.sha256()[:12]}`) on {data}, `{backend}` backend. "
+        f"One child run per target (same config, same data); the leaderboard is `{ART_COMPARISON}` and "
+        f"`{ART_DIR}/plots/comparison.png` (mean with 95% CI per score per target)."
+    )

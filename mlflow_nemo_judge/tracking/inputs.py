@@ -28,7 +28,7 @@ def _dataset_source(info: DatasetInfo) -> Any:
     if url.startswith(("http://", "https://")):
         return HTTPDatasetSource(url)
     if url.startswith("hf://"):
-        parts = url[len("hf://"):].split("/")
+        parts = url[len("hf://") :].split("/")
         if parts and parts[0] == "datasets":
             parts = parts[1:]
         repo = "/".join(parts[:2])
@@ -51,9 +51,17 @@ def _mlflow_dataset(info: DatasetInfo) -> Any:
         import pandas as pd
         from mlflow.data.pandas_dataset import from_pandas
 
-        df = pd.DataFrame([{k: v if v is None or isinstance(v, (str, int, float, bool)) else
-                            json.dumps(v, ensure_ascii=False, default=str) for k, v in r.items()}
-                           for r in info.rows])
+        df = pd.DataFrame(
+            [
+                {
+                    k: v
+                    if v is None or isinstance(v, (str, int, float, bool))
+                    else json.dumps(v, ensure_ascii=False, default=str)
+                    for k, v in r.items()
+                }
+                for r in info.rows
+            ]
+        )
         try:
             return from_pandas(df, source=source, name=info.name, digest=info.digest)
         except Exception as exc:  # schema inference on odd columns must not fail the run

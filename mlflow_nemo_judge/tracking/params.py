@@ -13,7 +13,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mlflow_nemo_judge.config import MASK, SECRET_KEYS, EvalConfig, Target, redact_url, sha256_json
+from mlflow_nemo_judge.config import EvalConfig, Target, sha256_json
+from mlflow_nemo_judge.config.secrets import MASK, SECRET_KEYS, redact_url
 from mlflow_nemo_judge.results import EvalResult, SampleRecord, Usage
 from mlflow_nemo_judge.tracking.names import ART_DIR, MAX_PARAM_VALUE, STATS, logged_model_name, sanitize_key
 
@@ -52,8 +53,15 @@ class DatasetInfo:
     rows: list[dict[str, Any]] | None = None
 
 
-def build_params(config: EvalConfig, target: Target, *, backend: str, limit: int | None,
-                 parallelism: int | None, datasets: Sequence[DatasetInfo] = ()) -> dict[str, str]:
+def build_params(
+    config: EvalConfig,
+    target: Target,
+    *,
+    backend: str,
+    limit: int | None,
+    parallelism: int | None,
+    datasets: Sequence[DatasetInfo] = (),
+) -> dict[str, str]:
     """The flattened, secret-free settings of one evaluation, keyed by sanitised param names.
 
     Built from the redacted dumps, so a secret cannot reach a param even through an unknown field;
@@ -61,10 +69,16 @@ def build_params(config: EvalConfig, target: Target, *, backend: str, limit: int
     prompt version.
     """
     cfg = config.redacted()
-    p: dict[str, str] = {"config_sha256": config.sha256(), "target_sha256": target.sha256(), "backend": backend,
-                         "config/name": config.display_name, "config/type": config.type,
-                         "target/type": target.type, "run/limit": str(limit) if limit else "none",
-                         "run/parallelism": str(parallelism) if parallelism else "config"}
+    p: dict[str, str] = {
+        "config_sha256": config.sha256(),
+        "target_sha256": target.sha256(),
+        "backend": backend,
+        "config/name": config.display_name,
+        "config/type": config.type,
+        "target/type": target.type,
+        "run/limit": str(limit) if limit else "none",
+        "run/parallelism": str(parallelism) if parallelism else "config",
+    }
     known = {"type", "name", "tasks", "groups", "params"}
     for k, v in cfg.items():
         if k not in known:
@@ -147,8 +161,10 @@ def split_long_params(params: Mapping[str, str]) -> tuple[dict[str, str], dict[s
         if len(v) > MAX_PARAM_VALUE:
             rel = f"params/{k}.txt"
             files[rel] = v
-            short[k] = f"see artifact {ART_DIR}/{rel} ({len(v)} chars, sha256 " \
-                       f"{hashlib.sha256(v.encode('utf-8')).hexdigest()[:12]})"
+            short[k] = (
+                f"see artifact {ART_DIR}/{rel} ({len(v)} chars, sha256 "
+                f"{hashlib.sha256(v.encode('utf-8')).hexdigest()[:12]})"
+            )
         else:
             short[k] = v
     return short, files
@@ -175,14 +191,22 @@ def score_metrics(result: EvalResult) -> list[ScoreMetric]:
             for metric, scores in metrics.items():
                 for sname, sc in scores.items():
                     key = sanitize_key(f"{prefix}{name}/{metric}/{sname}")
-                    out.append(ScoreMetric(key, float("nan") if sc.value is None else float(sc.value),
-                                           name if is_task else None, True))
+                    out.append(
+                        ScoreMetric(
+                            key,
+                            float("nan") if sc.value is None else float(sc.value),
+                            name if is_task else None,
+                            True,
+                        )
+                    )
                     if sc.stats is None:
                         continue
                     for stat in STATS:
                         v = getattr(sc.stats, stat)
                         if v is not None:
-                            out.append(ScoreMetric(f"{key}/{stat}", float(v), name if is_task else None, False))
+                            out.append(
+                                ScoreMetric(f"{key}/{stat}", float(v), name if is_task else None, False)
+                            )
 
     emit("", result.tasks, True)
     emit("groups/", result.groups, False)
@@ -201,7 +225,7 @@ def template_fields(config: EvalConfig) -> dict[str, set[str] | None]:
     prompts used rather than every column of the dataset; None when templates could not be parsed."""
     from jinja2 import nodes
 
-    from mlflow_nemo_judge.templating import environment
+    from mlflow_nemo_judge.scoring.templating import environment
 
     env = environment()
     out: dict[str, set[str] | None] = {}
@@ -231,13 +255,24 @@ def template_fields(config: EvalConfig) -> dict[str, set[str] | None]:
                     ok = False
                     continue
                 for node in ast.find_all((nodes.Getattr, nodes.Getitem, nodes.Name)):
-                    if isinstance(node, nodes.Getattr) and isinstance(node.node, nodes.Name) \
-                            and node.node.name == "item":
+                    if (
+                        isinstance(node, nodes.Getattr)
+                        and isinstance(node.node, nodes.Name)
+                        and node.node.name == "item"
+                    ):
                         used.add(node.attr)
-                    elif isinstance(node, nodes.Getitem) and isinstance(node.node, nodes.Name) \
-                            and node.node.name == "item" and isinstance(node.arg, nodes.Const):
+                    elif (
+                        isinstance(node, nodes.Getitem)
+                        and isinstance(node.node, nodes.Name)
+                        and node.node.name == "item"
+                        and isinstance(node.arg, nodes.Const)
+                    ):
                         used.add(str(node.arg.value))
-                    elif isinstance(node, nodes.Name) and node.ctx == "load" and node.name not in ("item", "sample"):
+                    elif (
+                        isinstance(node, nodes.Name)
+                        and node.ctx == "load"
+                        and node.name not in ("item", "sample")
+                    ):
                         used.add(node.name)
         out[tname] = used if ok and used else None
     return out
@@ -246,14 +281,17 @@ def template_fields(config: EvalConfig) -> dict[str, set[str] | None]:
 def table_row(rec: SampleRecord, fields: set[str] | None) -> dict[str, Any]:
     """One row of the per-sample table: ids, the inputs the templates used, the target output, and per
     metric its parsed score(s) (None where unparseable), the raw judge text and the error."""
-    from mlflow_nemo_judge.templating import normalize_key
+    from mlflow_nemo_judge.scoring.templating import normalize_key
 
     row: dict[str, Any] = {"task": rec.task, "index": rec.index, "item_id": rec.item_id}
     for k, v in rec.item.items():
         if fields is None or normalize_key(str(k)) in fields or str(k) in fields:
             # Nested values as JSON text: a table column must have one type for the UI and pandas.
-            row[f"item.{k}"] = v if v is None or isinstance(v, (str, int, float, bool)) else \
-                json.dumps(v, ensure_ascii=False, default=str)
+            row[f"item.{k}"] = (
+                v
+                if v is None or isinstance(v, (str, int, float, bool))
+                else json.dumps(v, ensure_ascii=False, default=str)
+            )
     row["output_text"] = rec.output_text
     row["target_error"] = rec.target_error
     for mname, outcome in rec.metrics.items():
@@ -295,5 +333,9 @@ def model_spec(target: Target) -> ModelSpec:
         if target.rows is not None:
             params["rows"] = str(len(target.rows))
         model_type = "llm" if isinstance(target.model, str) else "outputs"
-    return ModelSpec(name=logged_model_name(target.display_name), target_sha256=target.sha256(),
-                     params={k: v[:MAX_PARAM_VALUE] for k, v in params.items()}, model_type=model_type)
+    return ModelSpec(
+        name=logged_model_name(target.display_name),
+        target_sha256=target.sha256(),
+        params={k: v[:MAX_PARAM_VALUE] for k, v in params.items()},
+        model_type=model_type,
+    )

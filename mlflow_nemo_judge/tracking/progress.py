@@ -20,7 +20,9 @@ class _ProgressLogger:
     does the I/O. A failed progress write is logged and ignored: progress must never fail a run.
     """
 
-    def __init__(self, cl: Any, run_id: str, n_tasks: int, step0: int, interval: float = PROGRESS_INTERVAL) -> None:
+    def __init__(
+        self, cl: Any, run_id: str, n_tasks: int, step0: int, interval: float = PROGRESS_INTERVAL
+    ) -> None:
         self.cl, self.run_id, self.n_tasks = cl, run_id, max(1, n_tasks)
         self.step = step0
         self.interval = interval

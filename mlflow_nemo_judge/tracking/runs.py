@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlflow_nemo_judge.config import EvalConfig, Target
+from mlflow_nemo_judge.config.secrets import redact, redact_text
 from mlflow_nemo_judge.results import EvalResult
 from mlflow_nemo_judge.tracking.documents import prompt_documents
 from mlflow_nemo_judge.tracking.inputs import _mlflow_dataset
@@ -55,7 +56,6 @@ from mlflow_nemo_judge.tracking.params import (
     usage_metrics,
 )
 from mlflow_nemo_judge.tracking.progress import _now_ms, _ProgressLogger
-from mlflow_nemo_judge.tracking.redaction import _redact_obj, redact_text
 from mlflow_nemo_judge.tracking.traces import (
     _BatchTraceWriter,
     _trace_sample,
@@ -87,8 +87,18 @@ class RunTracker:
     # -- creation ------------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, cl: Any, experiment_id: str, *, run_name: str, description: str, tags: Mapping[str, str],
-               parent_run_id: str | None = None, secrets: Sequence[str] = (), n_tasks: int = 1) -> RunTracker:
+    def create(
+        cls,
+        cl: Any,
+        experiment_id: str,
+        *,
+        run_name: str,
+        description: str,
+        tags: Mapping[str, str],
+        parent_run_id: str | None = None,
+        secrets: Sequence[str] = (),
+        n_tasks: int = 1,
+    ) -> RunTracker:
         all_tags = {**_context_tags(), **tags, TAG_STATE: "running", "mlflow.note.content": description}
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
@@ -113,8 +123,10 @@ class RunTracker:
             return
         from mlflow.entities import RunTag
 
-        self.cl.log_batch(self.run_id, tags=[RunTag(k, redact_text(str(v), self.secrets)[:MAX_TAG_VALUE])
-                                             for k, v in tags.items()])
+        self.cl.log_batch(
+            self.run_id,
+            tags=[RunTag(k, redact_text(str(v), self.secrets)[:MAX_TAG_VALUE]) for k, v in tags.items()],
+        )
 
     def log_files(self, files: Mapping[str, str | bytes | Path]) -> None:
         """Stage ``{relative path: content}`` in a temp dir and upload it under ``nemo_judge/`` in one go."""
@@ -141,14 +153,24 @@ class RunTracker:
         todo = {k: v for k, v in params.items() if k not in existing}
         differing = sorted(k for k, v in params.items() if k in existing and existing[k] != v)
         if todo:
-            self.cl.log_batch(self.run_id, params=[Param(k, redact_text(v, self.secrets)) for k, v in todo.items()])
+            self.cl.log_batch(
+                self.run_id, params=[Param(k, redact_text(v, self.secrets)) for k, v in todo.items()]
+            )
         return differing
 
     # -- setup (before the first model call) ------------------------------------------------------
 
-    def log_setup(self, *, config: EvalConfig, target: Target, params: Mapping[str, str],
-                  datasets: Sequence[DatasetInfo], model: ModelSpec | None,
-                  existing_params: Mapping[str, str] | None = None, setup_done: bool = False) -> None:
+    def log_setup(
+        self,
+        *,
+        config: EvalConfig,
+        target: Target,
+        params: Mapping[str, str],
+        datasets: Sequence[DatasetInfo],
+        model: ModelSpec | None,
+        existing_params: Mapping[str, str] | None = None,
+        setup_done: bool = False,
+    ) -> None:
         """Config, target, prompts, params, dataset inputs and the LoggedModel, before any model call.
 
         On a resumed run whose setup completed, only params missing from ``existing_params`` are logged:
@@ -159,12 +181,18 @@ class RunTracker:
             files: dict[str, str | bytes | Path] = {
                 "config.json": json.dumps(config.redacted(), indent=2, ensure_ascii=False),
                 "target.json": json.dumps(target.redacted(), indent=2, ensure_ascii=False),
-                **prompt_documents(config), **long_files}
+                **prompt_documents(config),
+                **long_files,
+            }
             self.log_files(files)
         skipped = self.log_params(short, existing_params)
         if skipped:
-            logger.warning("MLflow run %s: %d param(s) differ from the recorded values and were kept as recorded: "
-                           "%s", self.run_id, len(skipped), ", ".join(skipped[:10]))
+            logger.warning(
+                "MLflow run %s: %d param(s) differ from the recorded values and were kept as recorded: %s",
+                self.run_id,
+                len(skipped),
+                ", ".join(skipped[:10]),
+            )
             self.set_tags({TAG_SKIPPED_PARAMS: ",".join(skipped)[:MAX_TAG_VALUE]})
         if setup_done:
             return
@@ -183,13 +211,19 @@ class RunTracker:
 
         found = self.cl.search_logged_models(
             experiment_ids=[self.experiment_id],
-            filter_string=f"tags.`{TAG_TARGET_SHA}` = {quote(spec.target_sha256)}", max_results=1)
+            filter_string=f"tags.`{TAG_TARGET_SHA}` = {quote(spec.target_sha256)}",
+            max_results=1,
+        )
         if found:
             return str(found[0].model_id)
-        m = mlflow.create_external_model(name=spec.name, source_run_id=self.run_id,
-                                         tags={TAG_TARGET_SHA: spec.target_sha256},
-                                         params=spec.params, model_type=spec.model_type,
-                                         experiment_id=self.experiment_id)
+        m = mlflow.create_external_model(
+            name=spec.name,
+            source_run_id=self.run_id,
+            tags={TAG_TARGET_SHA: spec.target_sha256},
+            params=spec.params,
+            model_type=spec.model_type,
+            experiment_id=self.experiment_id,
+        )
         return str(m.model_id)
 
     def _log_inputs(self, datasets: Sequence[DatasetInfo]) -> None:
@@ -222,7 +256,7 @@ class RunTracker:
         jid = job.get("id") if isinstance(job, Mapping) else None
         if jid:
             self.set_tags({TAG_JOB_ID: str(jid)})
-        self.log_files({"job.json": json.dumps(_redact_obj(job), indent=2, default=str)})
+        self.log_files({"job.json": json.dumps(redact(job), indent=2, default=str)})
 
     def _stop_progress(self) -> int:
         if self._progress is None:
@@ -232,10 +266,17 @@ class RunTracker:
 
     # -- endings ------------------------------------------------------------------------------------
 
-    def finish(self, result: EvalResult, *, config: EvalConfig, datasets: Sequence[DatasetInfo],
-               table_max_rows: int = DEFAULT_TABLE_MAX_ROWS, plots: bool = True,
-               trace_samples: int = DEFAULT_TRACE_SAMPLES, judge_models: Mapping[tuple[str, str], str] | None = None
-               ) -> None:
+    def finish(
+        self,
+        result: EvalResult,
+        *,
+        config: EvalConfig,
+        datasets: Sequence[DatasetInfo],
+        table_max_rows: int = DEFAULT_TABLE_MAX_ROWS,
+        plots: bool = True,
+        trace_samples: int = DEFAULT_TRACE_SAMPLES,
+        judge_models: Mapping[tuple[str, str], str] | None = None,
+    ) -> None:
         from mlflow.entities import Metric
 
         step = self._stop_progress()
@@ -245,17 +286,26 @@ class RunTracker:
         for sm in score_metrics(result):
             d = by_task.get(sm.task) if sm.task else None
             link = sm.headline and self.model_id is not None
-            metrics.append(Metric(sm.key, sm.value, ts, 0, model_id=self.model_id if link else None,
-                                  dataset_name=d.name if link and d else None,
-                                  dataset_digest=d.digest if link and d else None))
+            metrics.append(
+                Metric(
+                    sm.key,
+                    sm.value,
+                    ts,
+                    0,
+                    model_id=self.model_id if link else None,
+                    dataset_name=d.name if link and d else None,
+                    dataset_digest=d.digest if link and d else None,
+                )
+            )
         metrics += [Metric(k, v, ts, 0) for k, v in usage_metrics(result.usage).items()]
         metrics.append(Metric("progress", 100.0, ts, step))
         self.cl.log_batch(self.run_id, metrics=metrics)
 
         files: dict[str, str | bytes | Path] = {
-            "results.json": json.dumps(result.to_nemo_dict(), indent=2, ensure_ascii=False)}
+            "results.json": json.dumps(result.to_nemo_dict(), indent=2, ensure_ascii=False)
+        }
         if result.job:
-            files["job.json"] = json.dumps(_redact_obj(result.job), indent=2, default=str)
+            files["job.json"] = json.dumps(redact(result.job), indent=2, default=str)
         fields = template_fields(config)
         rows: list[dict[str, Any]] | None = []
         values: dict[tuple[str, str], dict[str, list[float | None]]] = {}
@@ -269,15 +319,19 @@ class RunTracker:
             if rows is not None:
                 row = table_row(rec, fields.get(rec.task))
                 if self.secrets:  # an error message may quote a key back
-                    row = {k: redact_text(v, self.secrets) if isinstance(v, str) else v for k, v in row.items()}
+                    row = {
+                        k: redact_text(v, self.secrets) if isinstance(v, str) else v for k, v in row.items()
+                    }
                 rows.append(row)
                 if len(rows) > table_max_rows:
                     rows = None  # too big for a UI table: the JSONL file is the per-sample record
         with tempfile.TemporaryDirectory(prefix="nemo-judge-plots-") as tmp:
             if result.samples_path is not None and Path(result.samples_path).exists():
-                files["samples.jsonl"] = self._redacted_copy(Path(result.samples_path), Path(tmp) / "samples.jsonl")
+                files["samples.jsonl"] = self._redacted_copy(
+                    Path(result.samples_path), Path(tmp) / "samples.jsonl"
+                )
             if plots and values:
-                from mlflow_nemo_judge import plots as plt
+                from mlflow_nemo_judge.compare import plots as plt
 
                 for (task, mname), per in values.items():
                     rel = f"plots/{_safe_name(task)}/{_safe_name(mname)}.png"
@@ -333,15 +387,23 @@ class RunTracker:
             df.to_json(local, orient="split", index=False, date_format="iso")
             self.cl.log_artifact(self.run_id, str(local), str(Path(path).parent))
 
-    def log_parent_setup(self, config: EvalConfig, targets: Sequence[Target], params: Mapping[str, str]) -> None:
+    def log_parent_setup(
+        self, config: EvalConfig, targets: Sequence[Target], params: Mapping[str, str]
+    ) -> None:
         """A parent run records the shared config (params without the per-target ones) and the list of
         targets, which is what resuming the parent needs to find or re-create its children."""
-        short, long_files = split_long_params({k: v for k, v in params.items()
-                                               if not k.startswith(("target/", "target_sha256"))})
+        short, long_files = split_long_params(
+            {k: v for k, v in params.items() if not k.startswith(("target/", "target_sha256"))}
+        )
         short["targets"] = ", ".join(t.display_name for t in targets)[:MAX_PARAM_VALUE]
-        self.log_files({"config.json": json.dumps(config.redacted(), indent=2, ensure_ascii=False),
-                        "targets.json": json.dumps([t.redacted() for t in targets], indent=2, ensure_ascii=False),
-                        **prompt_documents(config), **long_files})
+        self.log_files(
+            {
+                "config.json": json.dumps(config.redacted(), indent=2, ensure_ascii=False),
+                "targets.json": json.dumps([t.redacted() for t in targets], indent=2, ensure_ascii=False),
+                **prompt_documents(config),
+                **long_files,
+            }
+        )
         self.log_params(short)
 
     def mark_finished(self) -> None:

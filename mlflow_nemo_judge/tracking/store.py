@@ -102,22 +102,36 @@ def resolve_experiment(cl: Any, experiment: str | None) -> str:
             if exp is None:
                 raise
     if exp.lifecycle_stage == "deleted":
-        raise TrackingError(f"MLflow experiment {experiment!r} is deleted; restore it (mlflow experiments restore) "
-                            "or choose another --experiment")
+        raise TrackingError(
+            f"MLflow experiment {experiment!r} is deleted; restore it (mlflow experiments restore) "
+            "or choose another --experiment"
+        )
     return str(exp.experiment_id)
 
 
 # --------------------------------------------------------------------------------------- read back
 
 
-def find_runs(cl: Any, experiment_id: str, tags: Mapping[str, str], *, status: str | None = "FINISHED",
-              max_results: int = 50) -> list[Any]:
+def find_runs(
+    cl: Any,
+    experiment_id: str,
+    tags: Mapping[str, str],
+    *,
+    status: str | None = "FINISHED",
+    max_results: int = 50,
+) -> list[Any]:
     """Runs of the experiment carrying all ``tags`` (newest first), e.g. an earlier identical evaluation."""
     clauses = [f"tags.`{k}` = {quote(v)}" for k, v in tags.items()]
     if status:
         clauses.append(f"attributes.status = '{status}'")
-    return list(cl.search_runs([experiment_id], " AND ".join(clauses), max_results=max_results,
-                               order_by=["attributes.start_time DESC"]))
+    return list(
+        cl.search_runs(
+            [experiment_id],
+            " AND ".join(clauses),
+            max_results=max_results,
+            order_by=["attributes.start_time DESC"],
+        )
+    )
 
 
 def get_run(cl: Any, run_id: str) -> Any:
@@ -169,7 +183,9 @@ def load_result(cl: Any, run: Any) -> EvalResult:
     run_id = run.info.run_id
     doc = download_json(cl, run_id, ART_RESULTS)
     if doc is None:
-        raise TrackingError(f"MLflow run {run_id} has no {ART_RESULTS}; it was not finished by mlflow-nemo-judge")
+        raise TrackingError(
+            f"MLflow run {run_id} has no {ART_RESULTS}; it was not finished by mlflow-nemo-judge"
+        )
     m = run.data.metrics
     usage = Usage()
     for name in vars(usage):
@@ -179,8 +195,12 @@ def load_result(cl: Any, run: Any) -> EvalResult:
             setattr(usage, name, type(cur)(m[key]))
     samples_dir = Path(tempfile.mkdtemp(prefix="nemo-judge-run-"))
     local = _download(cl, run_id, ART_SAMPLES, str(samples_dir))
-    res = EvalResult.from_nemo_dict(doc, usage=usage, samples_path=Path(local) if local else None,
-                                    backend=run.data.tags.get(TAG_BACKEND, "local"))
+    res = EvalResult.from_nemo_dict(
+        doc,
+        usage=usage,
+        samples_path=Path(local) if local else None,
+        backend=run.data.tags.get(TAG_BACKEND, "local"),
+    )
     res.run_ids = [run_id]
     return res
 
@@ -225,8 +245,9 @@ class RunSummary:
     metrics: dict[str, float]
 
 
-def fetch_runs(experiment: str | None = None, run_ids: Sequence[str] | None = None,
-               tracking_uri: str | None = None) -> list[RunSummary]:
+def fetch_runs(
+    experiment: str | None = None, run_ids: Sequence[str] | None = None, tracking_uri: str | None = None
+) -> list[RunSummary]:
     """The mlflow-nemo-judge runs of an experiment (or the given runs), newest first."""
     cl = client(tracking_uri)
     runs: list[Any] = []
@@ -239,15 +260,29 @@ def fetch_runs(experiment: str | None = None, run_ids: Sequence[str] | None = No
         exp_id = exp.experiment_id if exp is not None else resolve_experiment(cl, None)
         token = None
         while True:
-            page = cl.search_runs([exp_id], f"tags.`{TAG_CONFIG_SHA}` != ''", max_results=1000,
-                                  order_by=["attributes.start_time DESC"], page_token=token)
+            page = cl.search_runs(
+                [exp_id],
+                f"tags.`{TAG_CONFIG_SHA}` != ''",
+                max_results=1000,
+                order_by=["attributes.start_time DESC"],
+                page_token=token,
+            )
             runs.extend(page)
             token = page.token
             if not token:
                 break
-    return [RunSummary(run_id=r.info.run_id, run_name=r.info.run_name or "", experiment_id=r.info.experiment_id,
-                       status=r.info.status, start_time=int(r.info.start_time or 0), tags=dict(r.data.tags),
-                       metrics=dict(r.data.metrics)) for r in runs]
+    return [
+        RunSummary(
+            run_id=r.info.run_id,
+            run_name=r.info.run_name or "",
+            experiment_id=r.info.experiment_id,
+            status=r.info.status,
+            start_time=int(r.info.start_time or 0),
+            tags=dict(r.data.tags),
+            metrics=dict(r.data.metrics),
+        )
+        for r in runs
+    ]
 
 
 # ---------------------------------------------------------------------------------------- registry

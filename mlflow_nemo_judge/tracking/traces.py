@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mlflow_nemo_judge.config.secrets import redact_strings, redact_text
 from mlflow_nemo_judge.results import SampleRecord
-from mlflow_nemo_judge.tracking.redaction import _redact_strings, redact_text
 
 # ------------------------------------------------------------------------------------------ traces
 
@@ -46,46 +46,90 @@ class _TraceSample:
     tags: dict[str, str]
 
 
-def _trace_sample(rec: SampleRecord, judge_models: Mapping[tuple[str, str], str], secrets: Sequence[str]
-                  ) -> _TraceSample:
+def _trace_sample(
+    rec: SampleRecord, judge_models: Mapping[tuple[str, str], str], secrets: Sequence[str]
+) -> _TraceSample:
     """What one sample's trace shows, independent of how it is written (and already redacted)."""
     spans: list[_TraceSpan] = []
     feedbacks: list[_TraceFeedback] = []
     if rec.request is not None or rec.output_text is not None or rec.target_error:
-        spans.append(_TraceSpan("target", "CHAT_MODEL", _redact_strings(rec.request or {}, secrets),
-                                _redact_strings(rec.output_text, secrets),
-                                redact_text(rec.target_error, secrets) if rec.target_error else None))
+        spans.append(
+            _TraceSpan(
+                "target",
+                "CHAT_MODEL",
+                redact_strings(rec.request or {}, secrets),
+                redact_strings(rec.output_text, secrets),
+                redact_text(rec.target_error, secrets) if rec.target_error else None,
+            )
+        )
     for mname, outcome in rec.metrics.items():
         judge = judge_models.get((rec.task, mname))
-        spans.append(_TraceSpan(
-            f"judge/{mname}" if judge else f"metric/{mname}", "LLM" if judge else "EVALUATOR",
-            {"metric": mname, **({"judge_model": judge} if judge else {})},
-            _redact_strings({"raw": outcome.raw, "scores": {k: None if math.isnan(v) else v
-                                                            for k, v in outcome.scores.items()}}, secrets),
-            redact_text(outcome.error, secrets) if outcome.error else None))
+        spans.append(
+            _TraceSpan(
+                f"judge/{mname}" if judge else f"metric/{mname}",
+                "LLM" if judge else "EVALUATOR",
+                {"metric": mname, **({"judge_model": judge} if judge else {})},
+                redact_strings(
+                    {
+                        "raw": outcome.raw,
+                        "scores": {k: None if math.isnan(v) else v for k, v in outcome.scores.items()},
+                    },
+                    secrets,
+                ),
+                redact_text(outcome.error, secrets) if outcome.error else None,
+            )
+        )
         rationale = redact_text(outcome.raw, secrets) if outcome.raw else None
         for sname, value in outcome.scores.items():
             nan = math.isnan(value)
-            feedbacks.append(_TraceFeedback(
-                name=mname if sname == mname else f"{mname}/{sname}", value=None if nan else value,
-                error=redact_text(outcome.error or "no score", secrets) if nan else None, rationale=rationale,
-                judge=judge, metadata={"task": rec.task, "metric": mname, "score": sname}, span=len(spans) - 1))
-    return _TraceSample(name=f"{rec.task}/{rec.item_id}",
-                        inputs=_redact_strings({"task": rec.task, "item_id": rec.item_id, "item": rec.item}, secrets),
-                        outputs=_redact_strings(rec.output_text, secrets), spans=spans, feedbacks=feedbacks,
-                        tags={"nemo_judge.task": rec.task[:250], "nemo_judge.item_id": rec.item_id[:250]})
+            feedbacks.append(
+                _TraceFeedback(
+                    name=mname if sname == mname else f"{mname}/{sname}",
+                    value=None if nan else value,
+                    error=redact_text(outcome.error or "no score", secrets) if nan else None,
+                    rationale=rationale,
+                    judge=judge,
+                    metadata={"task": rec.task, "metric": mname, "score": sname},
+                    span=len(spans) - 1,
+                )
+            )
+    return _TraceSample(
+        name=f"{rec.task}/{rec.item_id}",
+        inputs=redact_strings({"task": rec.task, "item_id": rec.item_id, "item": rec.item}, secrets),
+        outputs=redact_strings(rec.output_text, secrets),
+        spans=spans,
+        feedbacks=feedbacks,
+        tags={"nemo_judge.task": rec.task[:250], "nemo_judge.item_id": rec.item_id[:250]},
+    )
 
 
 def _feedback(fb: _TraceFeedback, trace_id: str | None, span_id: str | None) -> Any:
     from mlflow.entities import AssessmentSource, AssessmentSourceType, Feedback
 
-    source = AssessmentSource(source_type=AssessmentSourceType.LLM_JUDGE, source_id=fb.judge) if fb.judge \
+    source = (
+        AssessmentSource(source_type=AssessmentSourceType.LLM_JUDGE, source_id=fb.judge)
+        if fb.judge
         else AssessmentSource(source_type=AssessmentSourceType.CODE, source_id="mlflow-nemo-judge")
+    )
     if fb.value is None:
-        return Feedback(name=fb.name, error=fb.error, rationale=fb.rationale, source=source, trace_id=trace_id,
-                        metadata=fb.metadata, span_id=span_id)
-    return Feedback(name=fb.name, value=fb.value, rationale=fb.rationale, source=source, trace_id=trace_id,
-                    metadata=fb.metadata, span_id=span_id)
+        return Feedback(
+            name=fb.name,
+            error=fb.error,
+            rationale=fb.rationale,
+            source=source,
+            trace_id=trace_id,
+            metadata=fb.metadata,
+            span_id=span_id,
+        )
+    return Feedback(
+        name=fb.name,
+        value=fb.value,
+        rationale=fb.rationale,
+        source=source,
+        trace_id=trace_id,
+        metadata=fb.metadata,
+        span_id=span_id,
+    )
 
 
 def _preview(obj: Any, limit: int = 1000) -> str:
@@ -154,13 +198,20 @@ class _BatchTraceWriter:
             live_root.set_outputs(sample.outputs)
             root.end()
             spans.append(live_root.to_immutable_span())
-            infos.append(self._info(
-                trace_id=trace_id, trace_location=self._location.from_experiment_id(self.experiment_id),
-                request_time=start // 1_000_000, state=self._state.OK,
-                execution_duration=max(0, (time.time_ns() - start) // 1_000_000),
-                request_preview=_preview(sample.inputs), response_preview=_preview(sample.outputs),
-                trace_metadata=dict(metadata), tags={"mlflow.traceName": sample.name[:250], **sample.tags},
-                assessments=[_feedback(fb, trace_id, span_ids[fb.span]) for fb in sample.feedbacks]))
+            infos.append(
+                self._info(
+                    trace_id=trace_id,
+                    trace_location=self._location.from_experiment_id(self.experiment_id),
+                    request_time=start // 1_000_000,
+                    state=self._state.OK,
+                    execution_duration=max(0, (time.time_ns() - start) // 1_000_000),
+                    request_preview=_preview(sample.inputs),
+                    response_preview=_preview(sample.outputs),
+                    trace_metadata=dict(metadata),
+                    tags={"mlflow.traceName": sample.name[:250], **sample.tags},
+                    assessments=[_feedback(fb, trace_id, span_ids[fb.span]) for fb in sample.feedbacks],
+                )
+            )
         # Trace infos first: then the spans attach to existing traces, MLflow's cheap path. A server
         # takes them concurrently (one round trip each, ~50 ms); a sqlite file serialises writes anyway.
         if self.remote and len(infos) > 1:
@@ -172,24 +223,32 @@ class _BatchTraceWriter:
             for info in infos:
                 self._client.start_trace(info)
         for i in range(0, len(spans), self.SPAN_CHUNK):
-            self._client.log_spans(self.experiment_id, spans[i:i + self.SPAN_CHUNK])
+            self._client.log_spans(self.experiment_id, spans[i : i + self.SPAN_CHUNK])
         return len(infos)
 
 
-def _write_traces_with_spans(samples: Sequence[_TraceSample], experiment_id: str, run_id: str,
-                             model_id: str | None) -> int:
+def _write_traces_with_spans(
+    samples: Sequence[_TraceSample], experiment_id: str, run_id: str, model_id: str | None
+) -> int:
     """The same traces through MLflow's public span API (slower; used when the batch writer is not)."""
     import mlflow
 
     metadata = {"mlflow.sourceRun": run_id, **({"mlflow.modelId": model_id} if model_id else {})}
     written: list[tuple[str, list[Any]]] = []
     for sample in samples:
-        root = mlflow.start_span_no_context(name=sample.name, span_type="EVALUATOR", inputs=sample.inputs,
-                                            experiment_id=experiment_id, metadata=metadata, tags=sample.tags)
+        root = mlflow.start_span_no_context(
+            name=sample.name,
+            span_type="EVALUATOR",
+            inputs=sample.inputs,
+            experiment_id=experiment_id,
+            metadata=metadata,
+            tags=sample.tags,
+        )
         span_ids = []
         for sp in sample.spans:
-            span = mlflow.start_span_no_context(name=sp.name, span_type=sp.span_type, parent_span=root,
-                                                inputs=sp.inputs)
+            span = mlflow.start_span_no_context(
+                name=sp.name, span_type=sp.span_type, parent_span=root, inputs=sp.inputs
+            )
             if sp.error:
                 span.set_attribute("error", sp.error)
                 span.set_status("ERROR")

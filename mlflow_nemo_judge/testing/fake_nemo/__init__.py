@@ -36,8 +36,8 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from mlflow_nemo_judge.config import redact
-from mlflow_nemo_judge.testing.fake_nemo_jobs import (
+from mlflow_nemo_judge.config.secrets import redact
+from mlflow_nemo_judge.testing.fake_nemo.jobs import (
     FakeJob,
     entity,
     expand_config,
@@ -77,8 +77,11 @@ class _Error(Exception):
 
     def reply(self) -> _Reply:
         if self.hub_code is not None:
-            return _json(self.status, {"error": self.detail},
-                         {"X-Error-Code": self.hub_code, "X-Error-Message": str(self.detail)})
+            return _json(
+                self.status,
+                {"error": self.detail},
+                {"X-Error-Code": self.hub_code, "X-Error-Message": str(self.detail)},
+            )
         return _json(self.status, {"detail": self.detail})
 
 
@@ -94,7 +97,9 @@ class _Request:
         try:
             return json.loads(self.body or b"null")
         except ValueError:
-            raise _Error(422, [{"loc": ["body"], "msg": "JSON decode error", "type": "json_invalid"}]) from None
+            raise _Error(
+                422, [{"loc": ["body"], "msg": "JSON decode error", "type": "json_invalid"}]
+            ) from None
 
     def param(self, name: str, default: str | None = None) -> str | None:
         return next((v for k, v in self.query if k == name), default)
@@ -138,8 +143,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         parts = urlsplit(self.path)
-        req = _Request(self.command, parts.path, parse_qsl(parts.query, keep_blank_values=True),
-                       {k.lower(): v for k, v in self.headers.items()}, self._body())
+        req = _Request(
+            self.command,
+            parts.path,
+            parse_qsl(parts.query, keep_blank_values=True),
+            {k.lower(): v for k, v in self.headers.items()},
+            self._body(),
+        )
         try:
             reply = self.server.app.dispatch(req)
         except _Error as exc:
@@ -178,9 +188,18 @@ class FakeNemoService:
     ``running`` until cleared or cancelled.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, fail_next_job: bool = False,
-                 queue_delay: float = 0.02, sample_delay: float = 0.0, minimal_stats: bool = False,
-                 include_samples: bool = True, work_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        fail_next_job: bool = False,
+        queue_delay: float = 0.02,
+        sample_delay: float = 0.0,
+        minimal_stats: bool = False,
+        include_samples: bool = True,
+        work_dir: str | Path | None = None,
+    ) -> None:
         self.host, self.port = host, port
         self.fail_next_job = fail_next_job
         self.queue_delay, self.sample_delay = queue_delay, sample_delay
@@ -188,7 +207,9 @@ class FakeNemoService:
         self.hold_jobs = threading.Event()
         self.lock = threading.RLock()
         self._own_work = work_dir is None
-        self.work_dir = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="fake-nemo-"))
+        self.work_dir = (
+            Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="fake-nemo-"))
+        )
         self.es_namespaces: dict[str, dict[str, Any]] = {}
         self.es_datasets: dict[tuple[str, str], dict[str, Any]] = {}
         self.ds_namespaces: dict[str, dict[str, Any]] = {}
@@ -222,8 +243,9 @@ class FakeNemoService:
         self._server = _Server((self.host, self.port), _Handler)
         self._server.app = self
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-nemo", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-nemo", daemon=True
+        )
         self._thread.start()
         log.info(STARTUP_LINE.format(url=self.base_url))
         return self
@@ -247,8 +269,9 @@ class FakeNemoService:
     def __enter__(self) -> FakeNemoService:
         return self if self._server is not None else self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     # ----------------------------------------------------------------------- used by the job runner
@@ -272,12 +295,16 @@ class FakeNemoService:
         hf = r"/v1/hf"
         repo = r"(?P<kind>datasets|models|spaces)/(?P<ns>[^/]+)/(?P<name>[^/]+)"
         table: list[tuple[str, str, Callable[..., _Reply]]] = [
-            ("GET", r"/", self._health), ("GET", r"/health", self._health), ("GET", r"/v1/health", self._health),
+            ("GET", r"/", self._health),
+            ("GET", r"/health", self._health),
+            ("GET", r"/v1/health", self._health),
             # Entity Store
-            ("POST", r"/v1/namespaces", self._es_ns_create), ("GET", r"/v1/namespaces", self._es_ns_list),
+            ("POST", r"/v1/namespaces", self._es_ns_create),
+            ("GET", r"/v1/namespaces", self._es_ns_list),
             ("GET", r"/v1/namespaces/(?P<ns>[^/]+)", self._es_ns_get),
             ("DELETE", r"/v1/namespaces/(?P<ns>[^/]+)", self._es_ns_delete),
-            ("POST", r"/v1/datasets", self._es_ds_create), ("GET", r"/v1/datasets", self._es_ds_list),
+            ("POST", r"/v1/datasets", self._es_ds_create),
+            ("GET", r"/v1/datasets", self._es_ds_list),
             ("GET", r"/v1/datasets/(?P<ns>[^/]+)/(?P<name>[^/]+)", self._es_ds_get),
             ("PATCH", r"/v1/datasets/(?P<ns>[^/]+)/(?P<name>[^/]+)", self._es_ds_patch),
             ("DELETE", r"/v1/datasets/(?P<ns>[^/]+)/(?P<name>[^/]+)", self._es_ds_delete),
@@ -292,7 +319,8 @@ class FakeNemoService:
             ("HEAD", hf + r"/" + repo + r"/(?:resolve|blob)/(?P<rev>[^/]+)/(?P<path>.+)", self._hf_file),
             ("GET", hf + r"/" + repo + r"/(?:resolve|blob)/(?P<rev>[^/]+)/(?P<path>.+)", self._hf_file),
             # Evaluator
-            ("POST", r"/v1/evaluation/jobs", self._job_create), ("GET", r"/v1/evaluation/jobs", self._job_list),
+            ("POST", r"/v1/evaluation/jobs", self._job_create),
+            ("GET", r"/v1/evaluation/jobs", self._job_list),
             ("GET", r"/v1/evaluation/jobs/(?P<id>[^/]+)", self._job_get),
             ("DELETE", r"/v1/evaluation/jobs/(?P<id>[^/]+)", self._job_delete),
             ("GET", r"/v1/evaluation/jobs/(?P<id>[^/]+)/status", self._job_status),
@@ -309,7 +337,11 @@ class FakeNemoService:
                 ("GET", rf"/v1/evaluation/{kind}", self._crud(kind, "list")),
                 ("GET", rf"/v1/evaluation/{kind}/(?P<ns>[^/]+)/(?P<name>[^/]+)", self._crud(kind, "get")),
                 ("PATCH", rf"/v1/evaluation/{kind}/(?P<ns>[^/]+)/(?P<name>[^/]+)", self._crud(kind, "patch")),
-                ("DELETE", rf"/v1/evaluation/{kind}/(?P<ns>[^/]+)/(?P<name>[^/]+)", self._crud(kind, "delete")),
+                (
+                    "DELETE",
+                    rf"/v1/evaluation/{kind}/(?P<ns>[^/]+)/(?P<name>[^/]+)",
+                    self._crud(kind, "delete"),
+                ),
             ]
         self._routes = [(m, re.compile(p.rstrip("/") + "/?$" if p != "/" else "/$"), h) for m, p, h in table]
 
@@ -336,27 +368,47 @@ class FakeNemoService:
 
     @staticmethod
     def _page(req: _Request, items: list[dict[str, Any]]) -> _Reply:
-        filters = {k[len("filter["):-1]: v for k, v in req.query if k.startswith("filter[") and k.count("[") == 1}
+        filters = {
+            k[len("filter[") : -1]: v for k, v in req.query if k.startswith("filter[") and k.count("[") == 1
+        }
         items = [i for i in items if all(str(i.get(k)) == v for k, v in filters.items())]
         sort = req.param("sort") or "created_at"
         items.sort(key=lambda i: str(i.get(sort.lstrip("-")) or ""), reverse=sort.startswith("-"))
         try:
             page, size = max(1, int(req.param("page") or 1)), max(1, int(req.param("page_size") or 10))
         except ValueError:
-            raise _Error(422, [{"loc": ["query", "page"], "msg": "Input should be a valid integer",
-                                "type": "int_parsing"}]) from None
-        chunk = items[(page - 1) * size: page * size]
-        return _json(200, {"object": "list", "data": chunk,
-                           "pagination": {"page": page, "page_size": size, "current_page_size": len(chunk),
-                                          "total_pages": max(1, -(-len(items) // size)),
-                                          "total_results": len(items)},
-                           "sort": sort, "filter": filters, "search": {}})
+            raise _Error(
+                422,
+                [{"loc": ["query", "page"], "msg": "Input should be a valid integer", "type": "int_parsing"}],
+            ) from None
+        chunk = items[(page - 1) * size : page * size]
+        return _json(
+            200,
+            {
+                "object": "list",
+                "data": chunk,
+                "pagination": {
+                    "page": page,
+                    "page_size": size,
+                    "current_page_size": len(chunk),
+                    "total_pages": max(1, -(-len(items) // size)),
+                    "total_results": len(items),
+                },
+                "sort": sort,
+                "filter": filters,
+                "search": {},
+            },
+        )
 
     @staticmethod
     def _required(body: Any, *names: str, where: tuple[str, ...] = ("body",)) -> dict[str, Any]:
         if not isinstance(body, dict):
-            raise _Error(422, [{"loc": list(where), "msg": "Input should be a valid dictionary", "type": "dict_type"}])
-        missing = [{"loc": [*where, n], "msg": "Field required", "type": "missing"} for n in names if n not in body]
+            raise _Error(
+                422, [{"loc": list(where), "msg": "Input should be a valid dictionary", "type": "dict_type"}]
+            )
+        missing = [
+            {"loc": [*where, n], "msg": "Field required", "type": "missing"} for n in names if n not in body
+        ]
         if missing:
             raise _Error(422, missing)
         return body
@@ -373,9 +425,15 @@ class FakeNemoService:
             if body["id"] in self.es_namespaces:
                 raise _Error(409, f"Namespace '{body['id']}' already exists.")
             ts = now()
-            ns = {"id": body["id"], "created_at": ts, "updated_at": ts, "description": body.get("description"),
-                  "project": body.get("project"), "custom_fields": body.get("custom_fields") or {},
-                  "ownership": body.get("ownership")}
+            ns = {
+                "id": body["id"],
+                "created_at": ts,
+                "updated_at": ts,
+                "description": body.get("description"),
+                "project": body.get("project"),
+                "custom_fields": body.get("custom_fields") or {},
+                "ownership": body.get("ownership"),
+            }
             self.es_namespaces[body["id"]] = ns
         return _json(200, ns)
 
@@ -449,8 +507,11 @@ class FakeNemoService:
             if form["namespace"] in self.ds_namespaces:
                 raise _Error(409, f"namespace {form['namespace']} already exists")
             ts = now().split(".")[0] + "Z"
-            self.ds_namespaces[form["namespace"]] = {"namespace": form["namespace"], "created_at": ts,
-                                                     "updated_at": ts}
+            self.ds_namespaces[form["namespace"]] = {
+                "namespace": form["namespace"],
+                "created_at": ts,
+                "updated_at": ts,
+            }
         return _json(201, self.ds_namespaces[form["namespace"]])
 
     def _ds_ns_get(self, req: _Request, ns: str) -> _Reply:
@@ -474,7 +535,9 @@ class FakeNemoService:
         with self.lock:
             # Like NDS, repos live in namespaces: create the Data Store namespace first (reference §3).
             if ns not in self.ds_namespaces:
-                raise _Error(404, f"namespace {ns!r} does not exist in the Data Store", hub_code="RepoNotFound")
+                raise _Error(
+                    404, f"namespace {ns!r} does not exist in the Data Store", hub_code="RepoNotFound"
+                )
             repo_id = f"{ns}/{body['name']}"
             url = f"{self.hf_url}/{kind}/{repo_id}" if kind != "models" else f"{self.hf_url}/{repo_id}"
             if (kind, repo_id) in self.repos:
@@ -487,8 +550,15 @@ class FakeNemoService:
         with self.lock:
             self._repo(kind, ns, name, rev)
         # Every file is "regular" (base64 inside the commit): the fake has no LFS/Xet storage.
-        return _json(200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
-                                      "oid": None} for f in body["files"]]})
+        return _json(
+            200,
+            {
+                "files": [
+                    {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": None}
+                    for f in body["files"]
+                ]
+            },
+        )
 
     def _hf_commit(self, req: _Request, kind: str, ns: str, name: str, rev: str) -> _Reply:
         ops = [json.loads(line) for line in req.body.splitlines() if line.strip()]
@@ -507,8 +577,14 @@ class FakeNemoService:
             for path in sorted(files):
                 digest.update(path.encode() + b"\0" + _blob_oid(files[path]).encode())
             repo.files, repo.head = files, digest.hexdigest()
-        return _json(200, {"commitUrl": f"{self.hf_url}/{kind}/{repo.repo_id}/commit/{repo.head}",
-                           "commitOid": repo.head, "pullRequestUrl": None})
+        return _json(
+            200,
+            {
+                "commitUrl": f"{self.hf_url}/{kind}/{repo.repo_id}/commit/{repo.head}",
+                "commitOid": repo.head,
+                "pullRequestUrl": None,
+            },
+        )
 
     def _hf_tree(self, req: _Request, kind: str, ns: str, name: str, rev: str, path: str | None) -> _Reply:
         recursive = (req.param("recursive") or "").lower() in ("1", "true")
@@ -519,24 +595,48 @@ class FakeNemoService:
             for fpath, data in sorted(repo.files.items()):
                 if prefix and not fpath.startswith(prefix + "/"):
                     continue
-                rel = fpath[len(prefix) + 1:] if prefix else fpath
+                rel = fpath[len(prefix) + 1 :] if prefix else fpath
                 parts = rel.split("/")
                 for depth in range(1, len(parts)):
                     folder = "/".join(([prefix] if prefix else []) + parts[:depth])
                     if recursive or depth == 1:
-                        entries.setdefault(folder, {"type": "directory", "oid": hashlib.sha1(folder.encode()).hexdigest(),  # noqa: S324
-                                                    "size": 0, "path": folder})
+                        entries.setdefault(
+                            folder,
+                            {
+                                "type": "directory",
+                                "oid": hashlib.sha1(folder.encode()).hexdigest(),  # noqa: S324
+                                "size": 0,
+                                "path": folder,
+                            },
+                        )
                 if recursive or len(parts) == 1:
-                    entries[fpath] = {"type": "file", "oid": _blob_oid(data), "size": len(data), "path": fpath}
+                    entries[fpath] = {
+                        "type": "file",
+                        "oid": _blob_oid(data),
+                        "size": len(data),
+                        "path": fpath,
+                    }
         return _json(200, list(entries.values()))
 
     def _hf_info(self, req: _Request, kind: str, ns: str, name: str, rev: str | None) -> _Reply:
         with self.lock:
             repo = self._repo(kind, ns, name, rev)
-            return _json(200, {"id": repo.repo_id, "author": ns, "sha": repo.head, "private": False,
-                               "disabled": False, "gated": False, "downloads": 0, "likes": 0, "tags": [],
-                               "lastModified": now() + "Z",
-                               "siblings": [{"rfilename": p} for p in sorted(repo.files)]})
+            return _json(
+                200,
+                {
+                    "id": repo.repo_id,
+                    "author": ns,
+                    "sha": repo.head,
+                    "private": False,
+                    "disabled": False,
+                    "gated": False,
+                    "downloads": 0,
+                    "likes": 0,
+                    "tags": [],
+                    "lastModified": now() + "Z",
+                    "siblings": [{"rfilename": p} for p in sorted(repo.files)],
+                },
+            )
 
     def _hf_file(self, req: _Request, kind: str, ns: str, name: str, rev: str, path: str) -> _Reply:
         with self.lock:
@@ -552,7 +652,9 @@ class FakeNemoService:
 
     # ----------------------------------------------------------------------------------- Evaluator
 
-    def _resolve_ref(self, store: dict[tuple[str, str], dict[str, Any]], ref: str, what: str) -> dict[str, Any]:
+    def _resolve_ref(
+        self, store: dict[tuple[str, str], dict[str, Any]], ref: str, what: str
+    ) -> dict[str, Any]:
         ns, _, name = ref.partition("/")
         if (ns, name) not in store:
             raise _Error(404, f"Evaluation {what} '{ref}' not found.")
@@ -575,13 +677,27 @@ class FakeNemoService:
             else:
                 tgt_rec = expand_target(self._required(tgt, "type", where=("body", "target")), ns)
             ts = now()
-            record: dict[str, Any] = {"created_at": ts, "updated_at": ts, "id": new_id("eval"), "namespace": ns,
-                      "description": body.get("description"), "target": tgt_rec, "config": cfg_rec,
-                      "result": None, "output_files_url": body.get("output_files_url"),
-                      "status_details": {"message": None, "task_status": {}, "progress": None,
-                                         "samples_processed": None},
-                      "status": "created", "project": body.get("project"),
-                      "custom_fields": body.get("custom_fields") or {}, "ownership": body.get("ownership")}
+            record: dict[str, Any] = {
+                "created_at": ts,
+                "updated_at": ts,
+                "id": new_id("eval"),
+                "namespace": ns,
+                "description": body.get("description"),
+                "target": tgt_rec,
+                "config": cfg_rec,
+                "result": None,
+                "output_files_url": body.get("output_files_url"),
+                "status_details": {
+                    "message": None,
+                    "task_status": {},
+                    "progress": None,
+                    "samples_processed": None,
+                },
+                "status": "created",
+                "project": body.get("project"),
+                "custom_fields": body.get("custom_fields") or {},
+                "ownership": body.get("ownership"),
+            }
             job = FakeJob(record)
             job.log("INFO", f"Job {job.id} created (FAKE NeMo service, a test double)")
             self.jobs[job.id] = job
@@ -612,16 +728,24 @@ class FakeNemoService:
             job = self._job(id)
             result = self.results.get(job.record.get("result") or "")
             if result is None:
-                raise _Error(404, f"Results for job '{id}' are not available (status {job.record['status']}).")
+                raise _Error(
+                    404, f"Results for job '{id}' are not available (status {job.record['status']})."
+                )
             return _json(200, result)
 
     def _job_download(self, req: _Request, id: str) -> _Reply:
         with self.lock:
             job = self._job(id)
             if job.result_zip is None:
-                raise _Error(404, f"Results for job '{id}' are not available (status {job.record['status']}).")
-            return _Reply(200, job.result_zip, "application/zip",
-                          {"Content-Disposition": f'attachment; filename="{id}.zip"'})
+                raise _Error(
+                    404, f"Results for job '{id}' are not available (status {job.record['status']})."
+                )
+            return _Reply(
+                200,
+                job.result_zip,
+                "application/zip",
+                {"Content-Disposition": f'attachment; filename="{id}.zip"'},
+            )
 
     def _job_logs(self, req: _Request, id: str) -> _Reply:
         with self.lock:
@@ -637,7 +761,9 @@ class FakeNemoService:
             job = self._job(id)
         request_cancel(self, job)
         with self.lock:
-            return _json(200, {"id": id, "status": job.record["status"], "message": "Job cancellation requested."})
+            return _json(
+                200, {"id": id, "status": job.record["status"], "message": "Job cancellation requested."}
+            )
 
     def _job_delete(self, req: _Request, id: str) -> _Reply:
         with self.lock:

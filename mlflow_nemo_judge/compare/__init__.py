@@ -62,8 +62,16 @@ def entries_from_runs(runs: Iterable[tracking.RunSummary]) -> list[Entry]:
             if last in tracking.STATS and head in keys:
                 continue
             scores[k] = {"mean": r.metrics[k], **{s: r.metrics.get(f"{k}/{s}") for s in SCORE_COLUMNS}}
-        out.append(Entry(target=r.tags.get(tracking.TAG_TARGET, ""), run_id=r.run_id, run_name=r.run_name,
-                         status=r.status, config=r.tags.get(tracking.TAG_CONFIG_NAME, ""), scores=scores))
+        out.append(
+            Entry(
+                target=r.tags.get(tracking.TAG_TARGET, ""),
+                run_id=r.run_id,
+                run_name=r.run_name,
+                status=r.status,
+                config=r.tags.get(tracking.TAG_CONFIG_NAME, ""),
+                scores=scores,
+            )
+        )
     return out
 
 
@@ -73,7 +81,9 @@ def entries_from_results(items: Iterable[tuple[str, str, EvalResult]]) -> list[E
     for label, run_id, res in items:
         metrics = {m.key: m.value for m in tracking.score_metrics(res)}
         heads = [m.key for m in tracking.score_metrics(res) if m.headline]
-        scores = {k: {"mean": metrics[k], **{s: metrics.get(f"{k}/{s}") for s in SCORE_COLUMNS}} for k in heads}
+        scores = {
+            k: {"mean": metrics[k], **{s: metrics.get(f"{k}/{s}") for s in SCORE_COLUMNS}} for k in heads
+        }
         out.append(Entry(target=label, run_id=run_id, status="FINISHED", scores=scores))
     return out
 
@@ -90,8 +100,13 @@ def frame(entries: Sequence[Entry], metrics: Sequence[str] | None = None) -> pd.
                 keys.append(k)
     rows = []
     for e in entries:
-        row: dict[str, Any] = {"target": e.target, "run_id": e.run_id, "run_name": e.run_name,
-                               "status": e.status, "config": e.config}
+        row: dict[str, Any] = {
+            "target": e.target,
+            "run_id": e.run_id,
+            "run_name": e.run_name,
+            "status": e.status,
+            "config": e.config,
+        }
         for k in keys:
             sc = e.scores.get(k, {})
             row[k] = _f(sc.get("mean"))
@@ -101,7 +116,9 @@ def frame(entries: Sequence[Entry], metrics: Sequence[str] | None = None) -> pd.
     columns = list(ID_COLUMNS) + [c for k in keys for c in (k, *(f"{k}/{s}" for s in SCORE_COLUMNS))]
     df = pd.DataFrame(rows, columns=columns)
     if keys and len(df):
-        df = df.sort_values(keys[0], ascending=False, na_position="last", kind="stable").reset_index(drop=True)
+        df = df.sort_values(keys[0], ascending=False, na_position="last", kind="stable").reset_index(
+            drop=True
+        )
     return df
 
 
@@ -113,8 +130,13 @@ def score_keys(df: pd.DataFrame) -> list[str]:
     return [c for c in df.columns if f"{c}/ci95_low" in df.columns]
 
 
-def leaderboard(experiment: str | None = None, *, run_ids: Sequence[str] | None = None,
-                metrics: Sequence[str] | None = None, tracking_uri: str | None = None) -> pd.DataFrame:
+def leaderboard(
+    experiment: str | None = None,
+    *,
+    run_ids: Sequence[str] | None = None,
+    metrics: Sequence[str] | None = None,
+    tracking_uri: str | None = None,
+) -> pd.DataFrame:
     """One row per evaluation run of ``experiment`` (or of ``run_ids``): scores with CIs and counts."""
     runs = tracking.fetch_runs(experiment, run_ids, tracking_uri)
     return frame(entries_from_runs(runs), metrics)
@@ -134,18 +156,22 @@ def _aligned(df: pd.DataFrame, task: str, column: str) -> dict[tuple[str, int], 
     for item_id, value in zip(sub["item_id"].astype(str), sub[column], strict=True):
         n = seen.get(item_id, 0)
         seen[item_id] = n + 1
-        out[(item_id, n)] = float("nan") if value is None or (isinstance(value, float) and math.isnan(value)) \
+        out[(item_id, n)] = (
+            float("nan")
+            if value is None or (isinstance(value, float) and math.isnan(value))
             else float(value)
+        )
     return out
 
 
-def paired(run_a: str, run_b: str, *, metrics: Sequence[str] | None = None,
-           tracking_uri: str | None = None) -> pd.DataFrame:
+def paired(
+    run_a: str, run_b: str, *, metrics: Sequence[str] | None = None, tracking_uri: str | None = None
+) -> pd.DataFrame:
     """Per score: mean difference ``b − a`` over the items both runs judged, its 95% CI and the p-value
     of a paired t-test (pairs where either side is NaN are dropped and not counted in ``n``)."""
     import pandas as pd
 
-    from mlflow_nemo_judge.stats import paired_compare
+    from mlflow_nemo_judge.scoring.stats import paired_compare
 
     tree_a = tracking.load_results_tree(run_a, tracking_uri)
     tree_b = tracking.load_results_tree(run_b, tracking_uri)
@@ -161,8 +187,19 @@ def paired(run_a: str, run_b: str, *, metrics: Sequence[str] | None = None,
         da, db = _aligned(fa, t, f"{m}/{s}"), _aligned(fb, t, f"{m}/{s}")
         shared = [k for k in da if k in db]
         pc = paired_compare([da[k] for k in shared], [db[k] for k in shared])
-        rows.append({"metric": key, "n": pc.n, "mean_a": pc.mean_a, "mean_b": pc.mean_b, "mean_diff": pc.mean_diff,
-                     "ci95_low": pc.ci95_low, "ci95_high": pc.ci95_high, "p_value": pc.p_value, "test": pc.test})
+        rows.append(
+            {
+                "metric": key,
+                "n": pc.n,
+                "mean_a": pc.mean_a,
+                "mean_b": pc.mean_b,
+                "mean_diff": pc.mean_diff,
+                "ci95_low": pc.ci95_low,
+                "ci95_high": pc.ci95_high,
+                "p_value": pc.p_value,
+                "test": pc.test,
+            }
+        )
     df = pd.DataFrame(rows, columns=list(PAIRED_COLUMNS))
     df.attrs.update({"run_a": run_a, "run_b": run_b})
     return df
@@ -194,8 +231,10 @@ def _render(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[in
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
 
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in
-                         enumerate(zip(cells, widths, strict=True))).rstrip()
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
 
     return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
@@ -213,13 +252,25 @@ def format_table(df: pd.DataFrame) -> str:
             for k in keys:
                 lo, hi = r.get(f"{k}/ci95_low"), r.get(f"{k}/ci95_high")
                 ci = f"[{_dec(lo)}, {_dec(hi)}]" if not (_isnan(lo) or _isnan(hi)) else "-"
-                rows.append([str(r["target"]), str(r["run_id"])[:8], k, _dec(r[k]), ci,
-                             _num(r.get(f"{k}/count")), _num(r.get(f"{k}/nan_count"))])
+                rows.append(
+                    [
+                        str(r["target"]),
+                        str(r["run_id"])[:8],
+                        k,
+                        _dec(r[k]),
+                        ci,
+                        _num(r.get(f"{k}/count")),
+                        _num(r.get(f"{k}/nan_count")),
+                    ]
+                )
         return _render(headers, rows, {3, 5, 6})
     headers = [str(c) for c in df.columns]
     numeric = {i for i, c in enumerate(df.columns) if df[c].dtype.kind in "iuf"}
-    return _render(headers, [[_num(v) if i in numeric else str(v) for i, v in enumerate(r)]
-                             for r in df.itertuples(index=False)], numeric)
+    return _render(
+        headers,
+        [[_num(v) if i in numeric else str(v) for i, v in enumerate(r)] for r in df.itertuples(index=False)],
+        numeric,
+    )
 
 
 def _isnan(v: Any) -> bool:
@@ -227,29 +278,38 @@ def _isnan(v: Any) -> bool:
 
 
 def _intervals(df: pd.DataFrame) -> dict[str, list[Any]]:
-    from mlflow_nemo_judge.plots import Interval
+    from mlflow_nemo_judge.compare.plots import Interval
 
     panels: dict[str, list[Any]] = {}
     if "mean_diff" in df.columns:  # a paired frame: one panel of differences
         panels["mean difference (b − a), 95% CI"] = [
-            Interval(str(r["metric"]), None if _isnan(r["mean_diff"]) else float(r["mean_diff"]),
-                     None if _isnan(r["ci95_low"]) else float(r["ci95_low"]),
-                     None if _isnan(r["ci95_high"]) else float(r["ci95_high"])) for _, r in df.iterrows()]
+            Interval(
+                str(r["metric"]),
+                None if _isnan(r["mean_diff"]) else float(r["mean_diff"]),
+                None if _isnan(r["ci95_low"]) else float(r["ci95_low"]),
+                None if _isnan(r["ci95_high"]) else float(r["ci95_high"]),
+            )
+            for _, r in df.iterrows()
+        ]
         return panels
     labels = [str(t) for t in df["target"]]
     dup = {x for x in labels if labels.count(x) > 1}
     labels = [f"{t} ({str(rid)[:6]})" if t in dup else t for t, rid in zip(labels, df["run_id"], strict=True)]
     for k in score_keys(df):
-        panels[k] = [Interval(lab, None if _isnan(r[k]) else float(r[k]),
-                              None if _isnan(r[f"{k}/ci95_low"]) else float(r[f"{k}/ci95_low"]),
-                              None if _isnan(r[f"{k}/ci95_high"]) else float(r[f"{k}/ci95_high"]))
-                     for lab, (_, r) in zip(labels, df.iterrows(), strict=True)]
+        panels[k] = [
+            Interval(
+                lab,
+                None if _isnan(r[k]) else float(r[k]),
+                None if _isnan(r[f"{k}/ci95_low"]) else float(r[f"{k}/ci95_low"]),
+                None if _isnan(r[f"{k}/ci95_high"]) else float(r[f"{k}/ci95_high"]),
+            )
+            for lab, (_, r) in zip(labels, df.iterrows(), strict=True)
+        ]
     return panels
 
 
 def write_chart(df: pd.DataFrame, path: str | Path, title: str | None = None) -> Path:
     """PNG of a leaderboard (mean with 95% CI per score per target) or of a paired frame."""
-    from mlflow_nemo_judge.plots import comparison_chart
+    from mlflow_nemo_judge.compare.plots import comparison_chart
 
     return comparison_chart(_intervals(df), path, title=title)
-

@@ -33,8 +33,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from mlflow_nemo_judge.cache import ResponseCache
+from mlflow_nemo_judge.config.secrets import redact_text
 from mlflow_nemo_judge.errors import EndpointError
+from mlflow_nemo_judge.http.cache import ResponseCache
 from mlflow_nemo_judge.results import Usage
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,6 @@ Kind = Literal["chat", "completions"]
 # every 5xx is retried as well.
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
 _MESSAGE_LIMIT = 300
-_REDACTED = "***"
 
 
 @dataclass(frozen=True)
@@ -93,9 +93,7 @@ def _http_timeout(secs: float) -> httpx.Timeout:
 
 def _redact(text: str, secret: str | None) -> str:
     # Providers sometimes echo the (possibly partial) key in auth errors; drop any verbatim occurrence.
-    if secret:
-        text = text.replace(secret, _REDACTED)
-    return text
+    return redact_text(text, [secret]) if secret else text
 
 
 def _truncate(text: str, limit: int = _MESSAGE_LIMIT) -> str:
@@ -172,8 +170,9 @@ def _content_text(content: Any) -> str | None:
         return content
     if isinstance(content, list):
         # Some servers return content as a list of parts ({"type": "text", "text": ...}); join the text.
-        texts: list[str] = [p["text"] for p in content
-                            if isinstance(p, dict) and isinstance(p.get("text"), str)]
+        texts: list[str] = [
+            p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+        ]
         return "".join(texts)
     return str(content)
 
@@ -186,13 +185,20 @@ def _extract(data: dict[str, Any]) -> tuple[str | None, str | None, int, int]:
     # Decide by shape rather than by the requested kind, so a base URL that really points at the other
     # API still yields its text.
     message = choice.get("message")
-    text = _content_text(message.get("content")) if isinstance(message, dict) else _content_text(
-        choice.get("text"))
+    text = (
+        _content_text(message.get("content"))
+        if isinstance(message, dict)
+        else _content_text(choice.get("text"))
+    )
     finish = choice.get("finish_reason")
     raw_usage = data.get("usage")
     usage: dict[str, Any] = raw_usage if isinstance(raw_usage, dict) else {}
-    return (text, finish if isinstance(finish, str) else None, _int(usage.get("prompt_tokens")),
-            _int(usage.get("completion_tokens")))
+    return (
+        text,
+        finish if isinstance(finish, str) else None,
+        _int(usage.get("prompt_tokens")),
+        _int(usage.get("completion_tokens")),
+    )
 
 
 def _well_formed(data: Any) -> bool:
@@ -213,10 +219,20 @@ class OpenAIClient:
     sets default headers on it, so one endpoint's key is never sent to another.
     """
 
-    def __init__(self, http: HTTPPoster, *, usage: Usage, cache: ResponseCache | None = None,
-                 max_concurrency: int = 8, max_retries: int = 5, timeout: float = 60.0,
-                 backoff_base: float = 0.5, backoff_max: float = 30.0, rng_seed: int | None = None,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        http: HTTPPoster,
+        *,
+        usage: Usage,
+        cache: ResponseCache | None = None,
+        max_concurrency: int = 8,
+        max_retries: int = 5,
+        timeout: float = 60.0,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+        rng_seed: int | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1")
         if max_retries < 0:
@@ -266,12 +282,26 @@ class OpenAIClient:
             self.usage.truncated_outputs += 1
         if text is None or not text.strip():
             self.usage.empty_outputs += 1
-        return CallResult(text=text, finish_reason=finish, raw=data, prompt_tokens=prompt_tokens,
-                          completion_tokens=completion_tokens, cached=cached, attempts=attempts)
+        return CallResult(
+            text=text,
+            finish_reason=finish,
+            raw=data,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cached=cached,
+            attempts=attempts,
+        )
 
-    async def call(self, endpoint: Endpoint, body: dict[str, Any], *, kind: Kind = "chat",
-                   timeout: float | None = None, max_retries: int | None = None,
-                   use_cache: bool = True) -> CallResult:
+    async def call(
+        self,
+        endpoint: Endpoint,
+        body: dict[str, Any],
+        *,
+        kind: Kind = "chat",
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        use_cache: bool = True,
+    ) -> CallResult:
         """POST ``{"model": endpoint.model_id, **body}`` and return the first choice.
 
         Raises :class:`EndpointError` at once on a non-retryable status (400, 401, 403, 404, 422, …)
@@ -310,8 +340,7 @@ class OpenAIClient:
             try:
                 # The slot is held only for the request itself, never during backoff sleeps.
                 async with self._semaphore():
-                    response = await self._http.post(url, json=payload, headers=headers,
-                                                     timeout=http_timeout)
+                    response = await self._http.post(url, json=payload, headers=headers, timeout=http_timeout)
             except httpx.UnsupportedProtocol as exc:
                 # A bad scheme in the configured URL will not fix itself; retrying only delays the error.
                 self.usage.failed_requests += 1
@@ -320,11 +349,17 @@ class OpenAIClient:
                 # TransportError covers TimeoutException, connect errors, dropped connections and
                 # RemoteProtocolError; DecodingError is a garbled (e.g. bad gzip) body. All are worth
                 # another try.
-                failure = _redact(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__,
-                                  endpoint.api_key)
+                failure = _redact(
+                    f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, endpoint.api_key
+                )
                 last_exc = exc
-                log.debug("POST %s model=%s attempt=%d failed: %s", url, endpoint.model_id, attempts,
-                          type(exc).__name__)
+                log.debug(
+                    "POST %s model=%s attempt=%d failed: %s",
+                    url,
+                    endpoint.model_id,
+                    attempts,
+                    type(exc).__name__,
+                )
             else:
                 status = response.status_code
                 log.debug("POST %s model=%s attempt=%d status=%d", url, endpoint.model_id, attempts, status)
@@ -350,13 +385,20 @@ class OpenAIClient:
             retry_index = attempts - 1
             if retry_index >= retries_allowed:
                 self.usage.failed_requests += 1
-                error = EndpointError(url, f"failed after {attempts} attempt(s); last failure: {failure}",
-                                      status)
+                error = EndpointError(
+                    url, f"failed after {attempts} attempt(s); last failure: {failure}", status
+                )
                 if last_exc is not None:
                     raise error from last_exc
                 raise error
             delay = self.backoff_delay(retry_index, retry_after)
             self.usage.retries += 1
-            log.debug("retrying %s model=%s in %.2fs (retry %d/%d)", url, endpoint.model_id, delay,
-                      retry_index + 1, retries_allowed)
+            log.debug(
+                "retrying %s model=%s in %.2fs (retry %d/%d)",
+                url,
+                endpoint.model_id,
+                delay,
+                retry_index + 1,
+                retries_allowed,
+            )
             await self._sleep(delay)

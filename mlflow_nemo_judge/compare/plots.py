@@ -34,7 +34,7 @@ def _figure(width: float, height: float) -> Any:
 
 
 def _finite(values: Sequence[float | None]) -> tuple[list[float], int]:
-    from mlflow_nemo_judge.stats import split_nan
+    from mlflow_nemo_judge.scoring.stats import split_nan
 
     return split_nan(values)
 
@@ -72,7 +72,9 @@ def score_distribution(title: str, scores: Mapping[str, Sequence[float | None]],
     return path
 
 
-def comparison_chart(panels: Mapping[str, Sequence[Interval]], path: str | Path, title: str | None = None) -> Path:
+def comparison_chart(
+    panels: Mapping[str, Sequence[Interval]], path: str | Path, title: str | None = None
+) -> Path:
     """One panel per score key, one row per target: the mean as a dot with its 95% CI as error bars,
     so overlapping intervals (no clear winner) are visible at a glance."""
     path = Path(path)
@@ -93,8 +95,14 @@ def comparison_chart(panels: Mapping[str, Sequence[Interval]], path: str | Path,
             lo = it.mean - it.low if it.low is not None else 0.0
             hi = it.high - it.mean if it.high is not None else 0.0
             ax.errorbar([it.mean], [y], xerr=[[lo], [hi]], fmt="o", capsize=4, color="#4c72b0")
-            ax.annotate(f"{it.mean:.3g}", (it.mean, y), textcoords="offset points", xytext=(0, 6),
-                        ha="center", fontsize=7)
+            ax.annotate(
+                f"{it.mean:.3g}",
+                (it.mean, y),
+                textcoords="offset points",
+                xytext=(0, 6),
+                ha="center",
+                fontsize=7,
+            )
         ax.set_yticks(ys, [it.label for it in items], fontsize=8)
         ax.set_ylim(-0.7, max(len(items) - 0.3, 0.7))
         ax.set_title(key, fontsize=8)

@@ -27,12 +27,13 @@ from urllib.parse import unquote
 
 import httpx
 
-from mlflow_nemo_judge.backends.nemo_client import NemoClient
-from mlflow_nemo_judge.backends.nemo_results import build_result, read_results_zip
-from mlflow_nemo_judge.config import EvalConfig, Target, redact, source_path
-from mlflow_nemo_judge.datasets import DatasetSource, file_digest, resolve_files
+from mlflow_nemo_judge.backends.nemo.client import NemoClient
+from mlflow_nemo_judge.backends.nemo.results import build_result, read_results_zip
+from mlflow_nemo_judge.config import EvalConfig, Target, source_path
+from mlflow_nemo_judge.config.secrets import redact, resolve_env
+from mlflow_nemo_judge.data import DatasetSource, file_digest, resolve_files
 from mlflow_nemo_judge.engine import ProgressCallback
-from mlflow_nemo_judge.errors import ConfigError, DatasetError, EvaluationError, NemoServiceError, SecretError
+from mlflow_nemo_judge.errors import ConfigError, DatasetError, EvaluationError, NemoServiceError
 from mlflow_nemo_judge.results import EvalResult
 
 log = logging.getLogger(__name__)
@@ -52,8 +53,9 @@ class NemoJobError(EvaluationError):
     tracking layer can keep both as artifacts of the failed run.
     """
 
-    def __init__(self, message: str, *, job_id: str, job: dict[str, Any] | None = None,
-                 logs: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, job_id: str, job: dict[str, Any] | None = None, logs: str | None = None
+    ) -> None:
         super().__init__(message)
         self.job_id = job_id
         self.job = job
@@ -73,7 +75,7 @@ def _local_root(url: str, base_dir: Path | None) -> Path:
     raw = url.strip()
     if raw.lower().startswith("file://"):
         # Same reading as datasets.py: what follows file:// is a path (NeMo's own "file://fiqa/" is relative).
-        raw = unquote(raw[len("file://"):].split("?", 1)[0].split("#", 1)[0])
+        raw = unquote(raw[len("file://") :].split("?", 1)[0].split("#", 1)[0])
     path = Path(raw).expanduser()
     if not path.is_absolute():
         path = (base_dir or Path.cwd()) / path
@@ -88,29 +90,6 @@ def _repo_name(root: Path, files: list[tuple[Path, str]]) -> str:
         digest.update(f"{dest}\0{file_digest(src)}\n".encode())
     stem = re.sub(r"[^a-z0-9]+", "-", (root.stem if root.is_file() else root.name).lower()).strip("-")[:48]
     return f"{stem or 'dataset'}-{digest.hexdigest()[:12]}"
-
-
-def resolve_secrets(obj: Any, path: str = "") -> Any:
-    """A copy of ``obj`` where every ``api_key_env`` is replaced by ``api_key`` from the environment.
-
-    A literal ``api_key`` wins (as in ``APIEndpoint.resolve_api_key``); ``api_key_env`` is removed either
-    way because NeMo does not know the field.
-    """
-    if isinstance(obj, Mapping):
-        out = {k: resolve_secrets(v, f"{path}.{k}" if path else str(k)) for k, v in obj.items()}
-        if "api_key_env" in out:
-            name = out.pop("api_key_env")
-            if not out.get("api_key") and name:
-                value = os.environ.get(str(name))
-                if not value:
-                    where = f"{path}.api_key_env" if path else "api_key_env"
-                    raise SecretError(where, f"environment variable {name} is not set (it should hold the API key "
-                                             f"for {out.get('url', 'this endpoint')})")
-                out["api_key"] = value
-        return out
-    if isinstance(obj, list):
-        return [resolve_secrets(v, f"{path}[{i}]") for i, v in enumerate(obj)]
-    return obj
 
 
 def _parse_time(value: Any) -> datetime.datetime | None:
@@ -133,15 +112,35 @@ class NemoBackend:
 
     name = "nemo"
 
-    def __init__(self, evaluator_url: str | None = None, datastore_url: str | None = None,
-                 entity_store_url: str | None = None, namespace: str | None = None, token: str | None = None,
-                 headers: Mapping[str, str] | None = None, poll_interval: float = 0.5,
-                 max_poll_interval: float = 10.0, timeout: float | None = None, http: httpx.Client | None = None,
-                 *, limit: int | None = None, work_dir: str | os.PathLike[str] | None = None,
-                 max_retries: int = 4, client: NemoClient | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        self.client = client or NemoClient(evaluator_url, datastore_url, entity_store_url, token=token,
-                                           headers=headers, http=http, max_retries=max_retries, sleep=sleep)
+    def __init__(
+        self,
+        evaluator_url: str | None = None,
+        datastore_url: str | None = None,
+        entity_store_url: str | None = None,
+        namespace: str | None = None,
+        token: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        poll_interval: float = 0.5,
+        max_poll_interval: float = 10.0,
+        timeout: float | None = None,
+        http: httpx.Client | None = None,
+        *,
+        limit: int | None = None,
+        work_dir: str | os.PathLike[str] | None = None,
+        max_retries: int = 4,
+        client: NemoClient | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client = client or NemoClient(
+            evaluator_url,
+            datastore_url,
+            entity_store_url,
+            token=token,
+            headers=headers,
+            http=http,
+            max_retries=max_retries,
+            sleep=sleep,
+        )
         self.namespace = namespace
         if poll_interval <= 0 or max_poll_interval <= 0:
             raise ConfigError("nemo.poll_interval", "poll intervals must be positive")
@@ -172,7 +171,9 @@ class NemoBackend:
                 found.append((f"target.{key}", ds))
         return found
 
-    def _files(self, path: str, ds: Mapping[str, Any], base: Path | None) -> tuple[Path, list[tuple[Path, str]]]:
+    def _files(
+        self, path: str, ds: Mapping[str, Any], base: Path | None
+    ) -> tuple[Path, list[tuple[Path, str]]]:
         root = _local_root(ds["files_url"], base)
         try:
             found = resolve_files(DatasetSource(url=ds["files_url"], format=ds.get("format"), base_dir=base))
@@ -193,8 +194,8 @@ class NemoBackend:
         for path, ds in self._local_datasets(cfg, tgt):
             src = tbase if path.startswith("target.") else cbase
             self._files(path, ds, src.parent if src else None)
-        resolve_secrets(cfg)
-        resolve_secrets(tgt, "target")
+        resolve_env(cfg)
+        resolve_env(tgt, "target")
 
     # ----------------------------------------------------------------------------------------- stage
 
@@ -216,8 +217,9 @@ class NemoBackend:
             if root not in staged:
                 name = _repo_name(root, files)
                 files_url = self.client.upload_files(ns, name, files)
-                self.client.create_dataset(name, ns, files_url,
-                                           description=f"staged by mlflow-nemo-judge from {root.name}")
+                self.client.create_dataset(
+                    name, ns, files_url, description=f"staged by mlflow-nemo-judge from {root.name}"
+                )
                 log.info("staged %s as %s (%d file(s))", root.name, files_url, len(files))
                 staged[root] = files_url
             ds["files_url"] = staged[root]
@@ -242,12 +244,18 @@ class NemoBackend:
         cfg, tgt = copy.deepcopy(config.to_dict()), copy.deepcopy(target.to_dict())
         self._stage(config, target, cfg, tgt)
         self._apply_limit(cfg)
-        return resolve_secrets(cfg), resolve_secrets(tgt, "target")
+        return resolve_env(cfg), resolve_env(tgt, "target")
 
     # ------------------------------------------------------------------------------------------- run
 
-    def run(self, config: EvalConfig, target: Target, *, progress: ProgressCallback | None = None,
-            on_job: JobCallback | None = None) -> EvalResult:
+    def run(
+        self,
+        config: EvalConfig,
+        target: Target,
+        *,
+        progress: ProgressCallback | None = None,
+        on_job: JobCallback | None = None,
+    ) -> EvalResult:
         start = time.monotonic()
         cfg, tgt = self.prepare(config, target)
         job = self.client.create_job(cfg, tgt, namespace=self.namespace)
@@ -266,8 +274,14 @@ class NemoBackend:
     def logs(self, job_id: str) -> str:
         return self.client.job_logs(job_id)
 
-    def _finish(self, job_id: str, job: dict[str, Any], progress: ProgressCallback | None, start: float,
-                server_time: bool) -> EvalResult:
+    def _finish(
+        self,
+        job_id: str,
+        job: dict[str, Any],
+        progress: ProgressCallback | None,
+        start: float,
+        server_time: bool,
+    ) -> EvalResult:
         try:
             job = self._wait(job_id, job, progress)
         except KeyboardInterrupt:
@@ -278,27 +292,44 @@ class NemoBackend:
             message = (job.get("status_details") or {}).get("message") or "no message from the service"
             logs = self._logs_quietly(job_id)
             what = "was cancelled" if status == "cancelled" else "failed"
-            raise NemoJobError(f"NeMo job {job_id} {what}: {message}", job_id=job_id, job=redact(job), logs=logs)
+            raise NemoJobError(
+                f"NeMo job {job_id} {what}: {message}", job_id=job_id, job=redact(job), logs=logs
+            )
         results = self.client.job_results(job_id)
         samples = None
         try:
             samples, _ = read_results_zip(self.client.download_results(job_id))
         except (NemoServiceError, ValueError) as exc:  # ValueError: zipfile.BadZipFile
-            log.warning("per-sample results of job %s are unavailable (%s); statistics come from the "
-                        "service's aggregates", job_id, exc)
+            log.warning(
+                "per-sample results of job %s are unavailable (%s); statistics come from the "
+                "service's aggregates",
+                job_id,
+                exc,
+            )
         wall = time.monotonic() - start
         if server_time:
             t0, t1 = _parse_time(job.get("created_at")), _parse_time(job.get("updated_at"))
             if t0 is not None and t1 is not None and t1 >= t0:
                 wall = (t1 - t0).total_seconds()
-        work_dir = (self.work_dir / job_id) if self.work_dir else Path(tempfile.mkdtemp(prefix=f"nemo-judge-{job_id}-"))
+        work_dir = (
+            (self.work_dir / job_id)
+            if self.work_dir
+            else Path(tempfile.mkdtemp(prefix=f"nemo-judge-{job_id}-"))
+        )
         # Group scores are pooled from their tasks' samples, as locally; the job's config names the members.
         config = job.get("config")
         config = config if isinstance(config, Mapping) else {}
         groups = {g: list((v or {}).get("tasks") or []) for g, v in (config.get("groups") or {}).items()}
         sd = job.get("status_details") or {}
-        return build_result(results, samples, work_dir=work_dir, job=redact(job), group_tasks=groups,
-                            samples_processed=sd.get("samples_processed"), wall_seconds=wall)
+        return build_result(
+            results,
+            samples,
+            work_dir=work_dir,
+            job=redact(job),
+            group_tasks=groups,
+            samples_processed=sd.get("samples_processed"),
+            wall_seconds=wall,
+        )
 
     def _cancel_quietly(self, job_id: str) -> None:
         try:
@@ -306,7 +337,9 @@ class NemoBackend:
             log.warning("interrupted: asked NeMo to cancel job %s", job_id)
         except (NemoServiceError, httpx.HTTPError) as exc:
             # Cancel is unimplemented on some versions (reference §4.5); the interrupt still wins.
-            log.warning("interrupted: could not cancel NeMo job %s (%s); it may still be running", job_id, exc)
+            log.warning(
+                "interrupted: could not cancel NeMo job %s (%s); it may still be running", job_id, exc
+            )
 
     def _logs_quietly(self, job_id: str) -> str | None:
         try:
@@ -340,13 +373,19 @@ class NemoBackend:
                 return job
             if status not in ACTIVE and status not in warned:
                 warned.add(status)
-                log.warning("NeMo job %s reports status %r, which this client does not know; still polling",
-                            job_id, status)
+                log.warning(
+                    "NeMo job %s reports status %r, which this client does not know; still polling",
+                    job_id,
+                    status,
+                )
             now = time.monotonic()
             if deadline is not None and now >= deadline:
-                raise NemoJobTimeout(f"NeMo job {job_id} did not finish within {self.timeout:g}s (status {status}); "
-                                     f"it is still on the service: attach to it later with its id",
-                                     job_id=job_id, job=redact(job))
+                raise NemoJobTimeout(
+                    f"NeMo job {job_id} did not finish within {self.timeout:g}s (status {status}); "
+                    f"it is still on the service: attach to it later with its id",
+                    job_id=job_id,
+                    job=redact(job),
+                )
             self._sleep(interval if deadline is None else max(0.0, min(interval, deadline - now)))
             # Grow the interval only while nothing moves, so a busy job is followed closely.
             interval = interval if changed else min(interval * 1.5, self.max_poll_interval)

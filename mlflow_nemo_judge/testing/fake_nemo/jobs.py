@@ -29,7 +29,18 @@ log = logging.getLogger("mlflow_nemo_judge.testing.fake_nemo")
 
 _B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 # The ScoreStats fields NeMo defines; our ci95_* are not among them.
-NEMO_STATS = ("count", "sum", "mean", "min", "max", "stddev", "variance", "stderr", "sum_squared", "nan_count")
+NEMO_STATS = (
+    "count",
+    "sum",
+    "mean",
+    "min",
+    "max",
+    "stddev",
+    "variance",
+    "stderr",
+    "sum_squared",
+    "nan_count",
+)
 MINIMAL_STATS = ("count", "sum", "mean")  # what the 2025-05 server in the seed notebook returned
 
 
@@ -47,16 +58,25 @@ def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None).isoformat()
 
 
-def entity(prefix: str | None, body: Mapping[str, Any], namespace: str | None = None,
-           versioned: bool = False) -> dict[str, Any]:
+def entity(
+    prefix: str | None, body: Mapping[str, Any], namespace: str | None = None, versioned: bool = False
+) -> dict[str, Any]:
     """The common entity envelope NeMo wraps around stored objects, then the object's own fields."""
     eid = new_id(prefix or "dataset")
     ts = now()
-    out: dict[str, Any] = {"schema_version": "1.0", "id": eid, "description": body.get("description"),
-                           "type_prefix": prefix, "namespace": body.get("namespace") or namespace or "default",
-                           "project": body.get("project"), "created_at": ts, "updated_at": ts,
-                           "custom_fields": body.get("custom_fields") or {}, "ownership": body.get("ownership"),
-                           "name": body.get("name") or eid}
+    out: dict[str, Any] = {
+        "schema_version": "1.0",
+        "id": eid,
+        "description": body.get("description"),
+        "type_prefix": prefix,
+        "namespace": body.get("namespace") or namespace or "default",
+        "project": body.get("project"),
+        "created_at": ts,
+        "updated_at": ts,
+        "custom_fields": body.get("custom_fields") or {},
+        "ownership": body.get("ownership"),
+        "name": body.get("name") or eid,
+    }
     if versioned:
         out.update({"version_id": "main", "version_tags": []})
     return out
@@ -73,17 +93,24 @@ def _with(base: dict[str, Any], body: Mapping[str, Any], defaults: Mapping[str, 
 def expand_dataset(ds: Any, namespace: str) -> Any:
     if not isinstance(ds, Mapping):
         return ds  # a "namespace/name" reference stays a string
-    return _with(entity(None, ds, namespace, versioned=True), ds,
-                 {"format": None, "files_url": None, "hf_endpoint": None, "split": None, "limit": None})
+    return _with(
+        entity(None, ds, namespace, versioned=True),
+        ds,
+        {"format": None, "files_url": None, "hf_endpoint": None, "split": None, "limit": None},
+    )
 
 
 def expand_config(body: Mapping[str, Any], namespace: str) -> dict[str, Any]:
     tasks = {}
     for name, task in (body.get("tasks") or {}).items():
         t = dict(task or {})
-        tasks[name] = {"type": t.get("type"), "params": t.get("params"), "metrics": t.get("metrics"),
-                       "dataset": expand_dataset(t.get("dataset"), namespace),
-                       **{k: v for k, v in t.items() if k not in ("type", "params", "metrics", "dataset")}}
+        tasks[name] = {
+            "type": t.get("type"),
+            "params": t.get("params"),
+            "metrics": t.get("metrics"),
+            "dataset": expand_dataset(t.get("dataset"), namespace),
+            **{k: v for k, v in t.items() if k not in ("type", "params", "metrics", "dataset")},
+        }
     out = _with(entity("eval-config", body, namespace), body, {"type": None, "params": None, "groups": None})
     out["tasks"] = tasks if body.get("tasks") is not None else None
     return out
@@ -92,9 +119,19 @@ def expand_config(body: Mapping[str, Any], namespace: str) -> dict[str, Any]:
 def expand_model(model: Any, namespace: str) -> Any:
     if not isinstance(model, Mapping):
         return model
-    out = _with(entity("model", model, namespace, versioned=True), model,
-                {"spec": None, "artifact": None, "base_model": None, "api_endpoint": None, "peft": None,
-                 "prompt": None, "guardrails": None})
+    out = _with(
+        entity("model", model, namespace, versioned=True),
+        model,
+        {
+            "spec": None,
+            "artifact": None,
+            "base_model": None,
+            "api_endpoint": None,
+            "peft": None,
+            "prompt": None,
+            "guardrails": None,
+        },
+    )
     ep = out.get("api_endpoint")
     if isinstance(ep, Mapping):
         # Observed quirk (§10.5): an omitted format is stored as "nim".
@@ -103,9 +140,19 @@ def expand_model(model: Any, namespace: str) -> Any:
 
 
 def expand_target(body: Mapping[str, Any], namespace: str) -> dict[str, Any]:
-    out = _with(entity("eval-target", body, namespace), body,
-                {"type": None, "cached_outputs": None, "model": None, "retriever": None, "rag": None,
-                 "rows": None, "dataset": None})
+    out = _with(
+        entity("eval-target", body, namespace),
+        body,
+        {
+            "type": None,
+            "cached_outputs": None,
+            "model": None,
+            "retriever": None,
+            "rag": None,
+            "rows": None,
+            "dataset": None,
+        },
+    )
     out["model"] = expand_model(body.get("model"), namespace)
     out["dataset"] = expand_dataset(body.get("dataset"), namespace)
     return out
@@ -131,18 +178,36 @@ def nemo_tree(tree: Mapping[str, Any], minimal: bool) -> dict[str, Any]:
 
 def per_sample_record(rec: Mapping[str, Any], model_id: str | None) -> dict[str, Any]:
     """A local ``SampleRecord`` dict in the per-sample ``results.json`` shape (reference §7.3)."""
-    response = {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion", "model": model_id,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": rec.get("output_text")},
-                             "finish_reason": rec.get("finish_reason")}]}
-    metrics = {m: {"scores": {s: {"value": v if isinstance(v, (int, float)) and math.isfinite(v) else None,
-                                  "stats": None}
-                              for s, v in (out.get("scores") or {}).items()}}
-               for m, out in (rec.get("metrics") or {}).items()}
+    response = {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+        "object": "chat.completion",
+        "model": model_id,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": rec.get("output_text")},
+                "finish_reason": rec.get("finish_reason"),
+            }
+        ],
+    }
+    metrics = {
+        m: {
+            "scores": {
+                s: {"value": v if isinstance(v, (int, float)) and math.isfinite(v) else None, "stats": None}
+                for s, v in (out.get("scores") or {}).items()
+            }
+        }
+        for m, out in (rec.get("metrics") or {}).items()
+    }
     requests = []
     if rec.get("request") is not None:
         requests.append({"request": {"model": model_id, **rec["request"]}, "response": response})
-    return {"item": rec.get("item"), "sample": {"output_text": rec.get("output_text"), "response": response},
-            "metrics": metrics, "requests": requests}
+    return {
+        "item": rec.get("item"),
+        "sample": {"output_text": rec.get("output_text"), "response": response},
+        "metrics": metrics,
+        "requests": requests,
+    }
 
 
 @dataclass
@@ -198,13 +263,17 @@ class JobRunner:
             job.log("INFO", f"Job {job.id} scheduled")
             self._pause(self.store.queue_delay)
             tasks = list(job.record["config"].get("tasks") or {})
-            self._update("running", progress=0.0, samples_processed=0, task_status={t: "pending" for t in tasks})
+            self._update(
+                "running", progress=0.0, samples_processed=0, task_status={t: "pending" for t in tasks}
+            )
             job.log("INFO", f"Job {job.id} running")
             while self.store.hold_jobs.is_set():  # tests freeze jobs here to attach or cancel mid-run
                 self._pause(0.02)
             if self.store.take_failure():
-                raise RuntimeError("simulated failure requested by the test (fail_next_job): the evaluation "
-                                   "could not be completed")
+                raise RuntimeError(
+                    "simulated failure requested by the test (fail_next_job): the evaluation "
+                    "could not be completed"
+                )
             self._evaluate(tasks)
         except _Cancelled:
             job.log("INFO", f"Job {job.id} cancelled")
@@ -213,8 +282,10 @@ class JobRunner:
             message = " ".join(str(exc).split()) or type(exc).__name__
             job.log("ERROR", f"Job {job.id} failed: {type(exc).__name__}: {message}")
             with self.store.lock:
-                ts = {t: ("failed" if s != "completed" else s)
-                      for t, s in (job.record["status_details"].get("task_status") or {}).items()}
+                ts = {
+                    t: ("failed" if s != "completed" else s)
+                    for t, s in (job.record["status_details"].get("task_status") or {}).items()
+                }
             self._update("failed", message=message, task_status=ts)
 
     def _materialize(self, ds: Any, work: Path) -> Any:
@@ -231,17 +302,28 @@ class JobRunner:
             return ds  # another hub: left to the engine
         from huggingface_hub import HfApi, hf_hub_download
 
-        parts = str(ds["files_url"])[len("hf://datasets/"):].split("/", 2)
+        parts = str(ds["files_url"])[len("hf://datasets/") :].split("/", 2)
         repo_id, sub = f"{parts[0]}/{parts[1]}", (parts[2] if len(parts) > 2 else "").strip("/")
         api = HfApi(endpoint=self.store.hf_url, token=False)
-        files = [f for f in api.list_repo_files(repo_id, repo_type="dataset")
-                 if not sub or f == sub or f.startswith(sub + "/")]
+        files = [
+            f
+            for f in api.list_repo_files(repo_id, repo_type="dataset")
+            if not sub or f == sub or f.startswith(sub + "/")
+        ]
         if not files:
             raise RuntimeError(f"{ds['files_url']}: no such files in the Data Store")
         local = None
         for f in files:
-            local = Path(hf_hub_download(repo_id, f, repo_type="dataset", endpoint=self.store.hf_url,
-                                         token=False, cache_dir=str(work / "hf-cache")))
+            local = Path(
+                hf_hub_download(
+                    repo_id,
+                    f,
+                    repo_type="dataset",
+                    endpoint=self.store.hf_url,
+                    token=False,
+                    cache_dir=str(work / "hf-cache"),
+                )
+            )
         assert local is not None
         snapshot = local
         for _ in Path(files[-1]).parts:
@@ -272,16 +354,22 @@ class JobRunner:
         def on_progress(task: str, n: int, total: int | None) -> None:
             done[task] = n
             processed = sum(done.values())
-            status = {t: ("completed" if done.get(t, 0) >= totals[t] else "running" if t in done else "pending")
-                      for t in totals}
-            self._update(progress=round(100.0 * processed / grand, 2), samples_processed=processed,
-                         task_status=status)
+            status = {
+                t: ("completed" if done.get(t, 0) >= totals[t] else "running" if t in done else "pending")
+                for t in totals
+            }
+            self._update(
+                progress=round(100.0 * processed / grand, 2), samples_processed=processed, task_status=status
+            )
             if self.store.sample_delay:
                 time.sleep(self.store.sample_delay)
 
         async def main() -> Any:
-            fut = asyncio.ensure_future(run_plan_async(plan, RunOptions(cache=False, work_dir=work,
-                                                                       progress_bar=False, on_progress=on_progress)))
+            fut = asyncio.ensure_future(
+                run_plan_async(
+                    plan, RunOptions(cache=False, work_dir=work, progress_bar=False, on_progress=on_progress)
+                )
+            )
             with self.store.lock:
                 job.loop, job.task = asyncio.get_running_loop(), fut
             if job.cancel.is_set():
@@ -306,22 +394,35 @@ class JobRunner:
         result_id = new_id("evaluation_result")
         ts = now()
         files_url = f"hf://datasets/evaluation-results/{job.id}"
-        entity_doc = {"created_at": ts, "updated_at": ts, "id": result_id, "job": job.id,
-                      "tasks": nemo_tree(nemo["tasks"], self.store.minimal_stats),
-                      "groups": nemo_tree(nemo["groups"], self.store.minimal_stats),
-                      "namespace": job.record.get("namespace") or "default", "files_url": files_url,
-                      "custom_fields": {}, "description": None, "project": None, "ownership": None}
+        entity_doc = {
+            "created_at": ts,
+            "updated_at": ts,
+            "id": result_id,
+            "job": job.id,
+            "tasks": nemo_tree(nemo["tasks"], self.store.minimal_stats),
+            "groups": nemo_tree(nemo["groups"], self.store.minimal_stats),
+            "namespace": job.record.get("namespace") or "default",
+            "files_url": files_url,
+            "custom_fields": {},
+            "description": None,
+            "project": None,
+            "ownership": None,
+        }
         job.log("INFO", "Job completed successfully.")
         job.result_zip = self._zip(entity_doc, samples if self.store.include_samples else None)
         self.store.put_result(entity_doc)
-        self._update("completed", message="Job completed successfully.", progress=100.0,
-                     samples_processed=sum(len(v) for v in samples.values()),
-                     task_status={t: "completed" for t in totals})
+        self._update(
+            "completed",
+            message="Job completed successfully.",
+            progress=100.0,
+            samples_processed=sum(len(v) for v in samples.values()),
+            task_status={t: "completed" for t in totals},
+        )
         with self.store.lock:
             job.record.update(result=result_id, output_files_url=files_url)
 
     def _zip(self, aggregate: dict[str, Any], samples: dict[str, list[dict[str, Any]]] | None) -> bytes:
-        from mlflow_nemo_judge.config import redact
+        from mlflow_nemo_judge.config.secrets import redact
 
         buf = io.BytesIO()
         root = f"{self.job.id}/"

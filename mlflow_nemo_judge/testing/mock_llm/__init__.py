@@ -53,7 +53,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple
 
-from mlflow_nemo_judge.testing.mock_models import MOCK_MODELS, generate, truncate_words, word_count
+from mlflow_nemo_judge.testing.mock_llm.models import MOCK_MODELS, generate, truncate_words, word_count
 
 __all__ = [
     "MOCK_MODELS",
@@ -151,7 +151,6 @@ class RequestLogEntry:
     status: int
     fault: str | None
     time: float
-
 
 
 # ----------------------------------------------------------------------------------------------- HTTP
@@ -915,7 +914,7 @@ def start_subprocess(
         command += ["--alias", f"{alias}={target}"]
     # The child must import this package even when it is run from a source checkout, not installed.
     env = dict(os.environ)
-    package_root = str(Path(__file__).resolve().parents[2])
+    package_root = str(Path(__file__).resolve().parents[3])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
     lines: queue.Queue[str] = queue.Queue()
@@ -945,7 +944,3 @@ def start_subprocess(
             f"mock LLM server did not start (exit code {process.returncode}, first line {line!r})"
         )
     return process, match.group(1)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

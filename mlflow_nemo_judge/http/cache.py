@@ -66,8 +66,9 @@ def cache_key(url: str, model: str, body: dict[str, Any]) -> str:
     never turns an identical request into a miss. Headers, and hence the API key, are deliberately left
     out: a key rotation must not invalidate the cache, and the key must not be derivable from the file.
     """
-    canonical = json.dumps({"url": url, "model": model, "body": body}, sort_keys=True,
-                           separators=(",", ":"), ensure_ascii=False)
+    canonical = json.dumps(
+        {"url": url, "model": model, "body": body}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
@@ -84,8 +85,9 @@ class _Store:
     """The connection and its batching state, separate from ``ResponseCache`` so that the exit-time
     finalizer and the commit timer can hold it without keeping the cache object alive."""
 
-    def __init__(self, con: sqlite3.Connection, db_path: Path, commit_every: int,
-                 commit_interval: float) -> None:
+    def __init__(
+        self, con: sqlite3.Connection, db_path: Path, commit_every: int, commit_interval: float
+    ) -> None:
         self.con: sqlite3.Connection | None = con
         self.db_path = db_path
         self.commit_every = commit_every
@@ -99,8 +101,12 @@ class _Store:
     # -- everything below is called with self.lock held unless noted --------------------------------
 
     def disable(self, what: str, exc: BaseException) -> None:
-        log.warning("Response cache %s disabled after an error during %s: %s; continuing without cache",
-                    self.db_path, what, exc)
+        log.warning(
+            "Response cache %s disabled after an error during %s: %s; continuing without cache",
+            self.db_path,
+            what,
+            exc,
+        )
         self._cancel_timer()
         con, self.con = self.con, None
         self.pending = 0
@@ -180,8 +186,9 @@ class ResponseCache:
 
     key = staticmethod(cache_key)
 
-    def __init__(self, path: Path | None = None, *, commit_every: int = 200,
-                 commit_interval: float = 1.0) -> None:
+    def __init__(
+        self, path: Path | None = None, *, commit_every: int = 200, commit_interval: float = 1.0
+    ) -> None:
         if commit_every < 1:
             raise ValueError("commit_every must be >= 1")
         db_path = _resolve_db_path(path)
@@ -263,8 +270,10 @@ class ResponseCache:
             try:
                 if not con.in_transaction:
                     con.execute("BEGIN")
-                con.execute("INSERT OR REPLACE INTO responses (key, response, created) VALUES (?, ?, ?)",
-                            (key, text, time.time()))
+                con.execute(
+                    "INSERT OR REPLACE INTO responses (key, response, created) VALUES (?, ?, ?)",
+                    (key, text, time.time()),
+                )
             except sqlite3.Error as exc:
                 store.disable("put", exc)
                 return
@@ -322,8 +331,9 @@ class ResponseCache:
     def __enter__(self) -> ResponseCache:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def __repr__(self) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 
 from mlflow_nemo_judge.plan import item_id
 from mlflow_nemo_judge.results import NAN, EvalResult, MetricOutcome, SampleRecord, Score, ScoreStats, Usage
-from mlflow_nemo_judge.stats import ci_from_stats, summarize
+from mlflow_nemo_judge.scoring.stats import ci_from_stats, summarize
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,8 @@ _RECORD_KEYS = ("item", "sample", "metrics")
 
 def _is_record_list(value: Any) -> bool:
     return isinstance(value, list) and all(
-        isinstance(r, Mapping) and any(k in r for k in _RECORD_KEYS) for r in value)
+        isinstance(r, Mapping) and any(k in r for k in _RECORD_KEYS) for r in value
+    )
 
 
 def read_results_zip(data: bytes) -> tuple[SampleDoc | None, dict[str, Any] | None]:
@@ -100,9 +101,16 @@ def sample_record(task: str, index: int, rec: Mapping[str, Any]) -> SampleRecord
     if requests and isinstance(requests[0], Mapping) and isinstance(requests[0].get("request"), Mapping):
         # The local engine records the body minus the model id; do the same so tables line up.
         request = {k: v for k, v in requests[0]["request"].items() if k != "model"}
-    return SampleRecord(task=task, index=index, item_id=item_id(item, index), item=item,
-                        output_text=sample.get("output_text") if isinstance(sample, Mapping) else None,
-                        finish_reason=finish, metrics=metrics, request=request)
+    return SampleRecord(
+        task=task,
+        index=index,
+        item_id=item_id(item, index),
+        item=item,
+        output_text=sample.get("output_text") if isinstance(sample, Mapping) else None,
+        finish_reason=finish,
+        metrics=metrics,
+        request=request,
+    )
 
 
 def _count_usage(usage: Usage, rec: Mapping[str, Any]) -> None:
@@ -115,10 +123,18 @@ def _count_usage(usage: Usage, rec: Mapping[str, Any]) -> None:
 
 def _recomputed(values: list[float], service: Score, where: str) -> Score:
     s = summarize(values)
-    if service.value is not None and s.mean is not None and not math.isclose(service.value, s.mean,
-                                                                               rel_tol=1e-6, abs_tol=1e-9):
-        log.warning("%s: the service reports %s but its per-sample values average %s; using the per-sample "
-                    "figure so local and NeMo runs are computed alike", where, service.value, s.mean)
+    if (
+        service.value is not None
+        and s.mean is not None
+        and not math.isclose(service.value, s.mean, rel_tol=1e-6, abs_tol=1e-9)
+    ):
+        log.warning(
+            "%s: the service reports %s but its per-sample values average %s; using the per-sample "
+            "figure so local and NeMo runs are computed alike",
+            where,
+            service.value,
+            s.mean,
+        )
     return Score(value=s.mean, stats=ScoreStats.from_summary(s))
 
 
@@ -130,15 +146,22 @@ def _fill_ci(score: Score) -> None:
     if st.stddev is None and st.variance is not None:
         st.stddev = math.sqrt(max(st.variance, 0.0))
     if st.stddev is None and st.sum_squared is not None:
-        st.stddev = math.sqrt(max(st.sum_squared / st.count - st.mean ** 2, 0.0))
+        st.stddev = math.sqrt(max(st.sum_squared / st.count - st.mean**2, 0.0))
     ci = ci_from_stats(st.mean, st.count, stddev=st.stddev, stderr=st.stderr)
     if ci is not None:
         st.ci95_low, st.ci95_high = ci
 
 
-def build_result(results: Mapping[str, Any], samples: SampleDoc | None, *, work_dir: Path,
-                 job: dict[str, Any] | None = None, group_tasks: Mapping[str, Iterable[str]] | None = None,
-                 samples_processed: int | None = None, wall_seconds: float = 0.0) -> EvalResult:
+def build_result(
+    results: Mapping[str, Any],
+    samples: SampleDoc | None,
+    *,
+    work_dir: Path,
+    job: dict[str, Any] | None = None,
+    group_tasks: Mapping[str, Iterable[str]] | None = None,
+    samples_processed: int | None = None,
+    wall_seconds: float = 0.0,
+) -> EvalResult:
     """The ``EvalResult`` of a finished job (``backend="nemo"``); samples are spilled to ``work_dir``."""
     res = EvalResult.from_nemo_dict(dict(results), backend="nemo", job=job)
     usage = Usage(wall_seconds=wall_seconds)
@@ -156,8 +179,9 @@ def build_result(results: Mapping[str, Any], samples: SampleDoc | None, *, work_
                 usage.samples += len(records)
                 keys = {(m, s) for sr in records for m, out in sr.metrics.items() for s in out.scores}
                 for m, s in keys:
-                    values[(task, m, s)] = [sr.metrics[m].scores.get(s, NAN) if m in sr.metrics else NAN
-                                            for sr in records]
+                    values[(task, m, s)] = [
+                        sr.metrics[m].scores.get(s, NAN) if m in sr.metrics else NAN for sr in records
+                    ]
     for task, metrics in res.tasks.items():
         for metric, scores in metrics.items():
             for name, score in scores.items():
@@ -173,14 +197,24 @@ def build_result(results: Mapping[str, Any], samples: SampleDoc | None, *, work_
             for name, score in scores.items():
                 pooled = [values.get((t, metric, name)) for t in members]
                 if members and score.stats is not None and all(p is not None for p in pooled):
-                    scores[name] = _recomputed([v for p in pooled for v in p or []], score,
-                                               f"{group}/{metric}/{name}")
+                    scores[name] = _recomputed(
+                        [v for p in pooled for v in p or []], score, f"{group}/{metric}/{name}"
+                    )
                 else:
                     _fill_ci(score)
     if not samples:
-        per_task = [max(((sc.stats.count or 0) + (sc.stats.nan_count or 0) for m in metrics.values()
-                         for sc in m.values() if sc.stats is not None), default=0)
-                    for metrics in res.tasks.values()]
+        per_task = [
+            max(
+                (
+                    (sc.stats.count or 0) + (sc.stats.nan_count or 0)
+                    for m in metrics.values()
+                    for sc in m.values()
+                    if sc.stats is not None
+                ),
+                default=0,
+            )
+            for metrics in res.tasks.values()
+        ]
         usage.samples = samples_processed if samples_processed is not None else sum(per_task)
     res.usage = usage
     return res

@@ -109,17 +109,33 @@ def query_params(prefix: str, value: Any) -> list[tuple[str, str]]:
 class NemoClient:
     """One client for the three services; see the module docstring for URLs, auth, errors and retries."""
 
-    def __init__(self, evaluator_url: str | None = None, datastore_url: str | None = None,
-                 entity_store_url: str | None = None, *, token: str | None = None,
-                 headers: Mapping[str, str] | None = None, timeout: float = 60.0, max_retries: int = 4,
-                 backoff: float = 0.5, max_backoff: float = 8.0, http: httpx.Client | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        evaluator_url: str | None = None,
+        datastore_url: str | None = None,
+        entity_store_url: str | None = None,
+        *,
+        token: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 4,
+        backoff: float = 0.5,
+        max_backoff: float = 8.0,
+        http: httpx.Client | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         evaluator = _base(evaluator_url or os.environ.get(ENV_EVALUATOR), "/v1")
         if evaluator is None:
-            raise ConfigError("nemo.evaluator_url", f"no NeMo Evaluator URL: pass evaluator_url or set {ENV_EVALUATOR}")
+            raise ConfigError(
+                "nemo.evaluator_url", f"no NeMo Evaluator URL: pass evaluator_url or set {ENV_EVALUATOR}"
+            )
         self.evaluator_url = evaluator
-        self.entity_store_url = _base(entity_store_url or os.environ.get(ENV_ENTITY_STORE), "/v1") or evaluator
-        self.datastore_url = _base(datastore_url or os.environ.get(ENV_DATASTORE), "/v1/hf", "/v1") or evaluator
+        self.entity_store_url = (
+            _base(entity_store_url or os.environ.get(ENV_ENTITY_STORE), "/v1") or evaluator
+        )
+        self.datastore_url = (
+            _base(datastore_url or os.environ.get(ENV_DATASTORE), "/v1/hf", "/v1") or evaluator
+        )
         self._token = token if token is not None else (os.environ.get(ENV_TOKEN) or None)
         self._headers = {"Accept": "application/json", "User-Agent": "mlflow-nemo-judge"}
         if self._token:
@@ -161,12 +177,20 @@ class NemoClient:
                 except ValueError:
                     pass  # an HTTP-date: fall back to our own schedule
         # Jitter de-synchronises clients that were throttled together; the 0.5 floor keeps growth exponential.
-        return min(self.max_backoff, self.backoff * 2 ** attempt) * random.uniform(0.5, 1.0)
+        return min(self.max_backoff, self.backoff * 2**attempt) * random.uniform(0.5, 1.0)
 
-    def request(self, method: str, url: str, *, json_body: Any = None, data: Mapping[str, str] | None = None,
-                params: list[tuple[str, str]] | None = None,
-                accept: str | None = None, allow: frozenset[int] = frozenset(),
-                timeout: float | None = None) -> httpx.Response:
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        json_body: Any = None,
+        data: Mapping[str, str] | None = None,
+        params: list[tuple[str, str]] | None = None,
+        accept: str | None = None,
+        allow: frozenset[int] = frozenset(),
+        timeout: float | None = None,
+    ) -> httpx.Response:
         """Send one call with retries; non-2xx statuses not in ``allow`` raise ``NemoServiceError``."""
         headers = dict(self._headers)
         if accept:
@@ -176,9 +200,15 @@ class NemoClient:
         while True:
             try:
                 # A tuple, not the list: httpx's parameter type is an invariant list of wider tuples.
-                response = self.http.request(method, url, json=json_body, data=data,
-                                             params=tuple(params) if params is not None else None,
-                                             headers=headers, **extra)
+                response = self.http.request(
+                    method,
+                    url,
+                    json=json_body,
+                    data=data,
+                    params=tuple(params) if params is not None else None,
+                    headers=headers,
+                    **extra,
+                )
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 # The request never reached the server, so even a POST is safe to repeat.
                 if attempt >= self.max_retries:
@@ -199,7 +229,9 @@ class NemoClient:
                 delay = self._delay(attempt, response)
                 response.close()
             attempt += 1
-            log.debug("retrying %s %s in %.2fs (attempt %d of %d)", method, url, delay, attempt, self.max_retries)
+            log.debug(
+                "retrying %s %s in %.2fs (attempt %d of %d)", method, url, delay, attempt, self.max_retries
+            )
             self._sleep(delay)
 
     def _json(self, method: str, url: str, **kw: Any) -> Any:
@@ -209,7 +241,9 @@ class NemoClient:
         try:
             return response.json()
         except ValueError as exc:
-            raise NemoServiceError(url, response.status_code, f"expected JSON, got: {response.text[:200]!r}") from exc
+            raise NemoServiceError(
+                url, response.status_code, f"expected JSON, got: {response.text[:200]!r}"
+            ) from exc
 
     def _ev(self, path: str) -> str:
         return f"{self.evaluator_url}/v1/evaluation{path}"
@@ -217,8 +251,16 @@ class NemoClient:
     def _es(self, path: str) -> str:
         return f"{self.entity_store_url}/v1{path}"
 
-    def _pages(self, url: str, *, filter: Mapping[str, Any] | None = None, search: Mapping[str, Any] | None = None,
-               sort: str | None = None, page_size: int = 100, max_pages: int | None = None) -> Iterator[dict[str, Any]]:
+    def _pages(
+        self,
+        url: str,
+        *,
+        filter: Mapping[str, Any] | None = None,
+        search: Mapping[str, Any] | None = None,
+        sort: str | None = None,
+        page_size: int = 100,
+        max_pages: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
         """Walk the page envelope (``data`` + ``pagination``) until a page is empty or the last one is read."""
         page = 1
         while max_pages is None or page <= max_pages:
@@ -264,8 +306,9 @@ class NemoClient:
                 if exc.status != 404:
                     raise
                 # 422 was a real validation error, not a duplicate: report the service's own words.
-                raise NemoServiceError(str(response.request.url), response.status_code,
-                                       error_detail(response)) from None
+                raise NemoServiceError(
+                    str(response.request.url), response.status_code, error_detail(response)
+                ) from None
         return dict(response.json())
 
     def get_dataset(self, namespace: str, name: str) -> dict[str, Any]:
@@ -281,8 +324,12 @@ class NemoClient:
 
     def create_datastore_namespace(self, namespace: str) -> None:
         """Create a Data Store namespace (form-encoded, unlike every other call); existing is fine."""
-        self.request("POST", f"{self.datastore_url}/v1/datastore/namespaces", data={"namespace": namespace},
-                     allow=EXISTS_STATUSES)
+        self.request(
+            "POST",
+            f"{self.datastore_url}/v1/datastore/namespaces",
+            data={"namespace": namespace},
+            allow=EXISTS_STATUSES,
+        )
 
     def ensure_namespace(self, namespace: str) -> None:
         """Namespaces must exist in both stores before data can be uploaded and registered (quirk §10.1)."""
@@ -296,28 +343,44 @@ class NemoClient:
         """
         from huggingface_hub import CommitOperationAdd, HfApi
 
-        extra = {k: v for k, v in self._headers.items() if k.lower() not in ("accept", "authorization", "user-agent")}
+        extra = {
+            k: v
+            for k, v in self._headers.items()
+            if k.lower() not in ("accept", "authorization", "user-agent")
+        }
         # token=False, not None: None would make huggingface_hub send the user's saved Hub token to the
         # Data Store, a secret that belongs to huggingface.co only.
-        api = HfApi(endpoint=self.hf_endpoint, token=self._token or False, library_name="mlflow-nemo-judge",
-                    headers=extra or None)
+        api = HfApi(
+            endpoint=self.hf_endpoint,
+            token=self._token or False,
+            library_name="mlflow-nemo-judge",
+            headers=extra or None,
+        )
         repo_id = f"{namespace}/{repo}"
         try:
             api.create_repo(repo_id, repo_type="dataset", exist_ok=True)
-            api.create_commit(repo_id, repo_type="dataset",
-                              operations=[CommitOperationAdd(path_in_repo=dest, path_or_fileobj=str(src))
-                                          for src, dest in files],
-                              commit_message=f"Upload {len(files)} file(s) with mlflow-nemo-judge")
+            api.create_commit(
+                repo_id,
+                repo_type="dataset",
+                operations=[
+                    CommitOperationAdd(path_in_repo=dest, path_or_fileobj=str(src)) for src, dest in files
+                ],
+                commit_message=f"Upload {len(files)} file(s) with mlflow-nemo-judge",
+            )
         except Exception as exc:  # huggingface_hub raises many version-dependent types; name URL and status
             status = getattr(getattr(exc, "response", None), "status_code", None)
-            raise NemoServiceError(f"{self.hf_endpoint} ({repo_id})", status,
-                                   f"dataset upload failed: {' '.join(str(exc).split())[:_DETAIL_LIMIT]}") from exc
+            raise NemoServiceError(
+                f"{self.hf_endpoint} ({repo_id})",
+                status,
+                f"dataset upload failed: {' '.join(str(exc).split())[:_DETAIL_LIMIT]}",
+            ) from exc
         return f"hf://datasets/{repo_id}"
 
     # ------------------------------------------------------------------------------------- Evaluator
 
-    def create_job(self, config: Mapping[str, Any] | str, target: Mapping[str, Any] | str,
-                   **fields: Any) -> dict[str, Any]:
+    def create_job(
+        self, config: Mapping[str, Any] | str, target: Mapping[str, Any] | str, **fields: Any
+    ) -> dict[str, Any]:
         """Create an evaluation job; ``config``/``target`` are inline dicts or ``"namespace/name"`` references.
 
         ``fields`` are the optional job fields (``namespace``, ``description``, ``project``,
@@ -337,7 +400,9 @@ class NemoClient:
 
     def download_results(self, job_id: str) -> bytes:
         """The job's result directory as ZIP bytes (configs, logs, per-sample ``results.json``)."""
-        return self.request("GET", self._ev(f"/jobs/{job_id}/download-results"), accept="application/zip").content
+        return self.request(
+            "GET", self._ev(f"/jobs/{job_id}/download-results"), accept="application/zip"
+        ).content
 
     def job_logs(self, job_id: str) -> str:
         """The job's logs as text; versions differ (plain text or a ZIP of log files), both are handled."""
@@ -348,8 +413,11 @@ class NemoClient:
             import zipfile
 
             with zipfile.ZipFile(io.BytesIO(content)) as zf:
-                return "\n".join(f"==> {name} <==\n{zf.read(name).decode('utf-8', 'replace')}"
-                                 for name in sorted(zf.namelist()) if not name.endswith("/"))
+                return "\n".join(
+                    f"==> {name} <==\n{zf.read(name).decode('utf-8', 'replace')}"
+                    for name in sorted(zf.namelist())
+                    if not name.endswith("/")
+                )
         ctype = response.headers.get("content-type", "")
         if "json" in ctype:
             try:

@@ -136,12 +136,14 @@ def summarize(values: Iterable[float]) -> Summary:
         lo, hi = mean - half, mean + half
     else:
         stderr, lo, hi = None, None, None
-    return Summary(n, nan_count, total, mean, min(finite), max(finite), variance, stddev, stderr,
-                   sum_squared, lo, hi)
+    return Summary(
+        n, nan_count, total, mean, min(finite), max(finite), variance, stddev, stderr, sum_squared, lo, hi
+    )
 
 
-def ci_from_stats(mean: float, count: int, stddev: float | None = None,
-                  stderr: float | None = None) -> tuple[float, float] | None:
+def ci_from_stats(
+    mean: float, count: int, stddev: float | None = None, stderr: float | None = None
+) -> tuple[float, float] | None:
     """95% t interval from summary statistics (for NeMo results that give only count/mean/stddev).
 
     ``stddev`` is taken as the population value (NeMo's convention) and converted to the sample one.
@@ -178,8 +180,11 @@ def paired_compare(a: Sequence[float], b: Sequence[float]) -> PairedComparison:
     """
     if len(a) != len(b):
         raise ValueError("paired samples must be aligned and of equal length")
-    pairs = [(float(x), float(y)) for x, y in zip(a, b, strict=True)
-             if not (x is None or y is None or math.isnan(x) or math.isnan(y))]
+    pairs = [
+        (float(x), float(y))
+        for x, y in zip(a, b, strict=True)
+        if not (x is None or y is None or math.isnan(x) or math.isnan(y))
+    ]
     n = len(pairs)
     if n == 0:
         return PairedComparison(0, None, None, None, None, None, None, "paired t-test")

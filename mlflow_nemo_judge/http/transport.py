@@ -54,8 +54,12 @@ class ShardedAsyncClient:
     def __init__(self, connections: int, timeout: httpx.Timeout, shard_size: int = SHARD_CONNECTIONS) -> None:
         n = max(1, -(-connections // shard_size))
         per = max(1, -(-connections // n))
-        self.clients = [httpx.AsyncClient(limits=httpx.Limits(max_connections=per, max_keepalive_connections=per),
-                                          timeout=timeout) for _ in range(n)]
+        self.clients = [
+            httpx.AsyncClient(
+                limits=httpx.Limits(max_connections=per, max_keepalive_connections=per), timeout=timeout
+            )
+            for _ in range(n)
+        ]
         self._next = itertools.cycle(self.clients)
 
     async def post(self, url: str, **kwargs: Any) -> httpx.Response:
@@ -92,8 +96,11 @@ class _Conn:
 
     def reusable(self, now: float) -> bool:
         # at_eof: the server's FIN has already been seen; is_closing: our side is shutting it.
-        return (not self.reader.at_eof() and not self.writer.transport.is_closing()
-                and now - self.idle_since < KEEPALIVE_EXPIRY)
+        return (
+            not self.reader.at_eof()
+            and not self.writer.transport.is_closing()
+            and now - self.idle_since < KEEPALIVE_EXPIRY
+        )
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -134,7 +141,9 @@ else:  # pragma: no cover - Python 3.10
     _deadline = _deadline_compat
 
 
-def _timeouts(timeout: httpx.Timeout | float | None, default: httpx.Timeout) -> tuple[float | None, float | None]:
+def _timeouts(
+    timeout: httpx.Timeout | float | None, default: httpx.Timeout
+) -> tuple[float | None, float | None]:
     """(connect, read) seconds; writes share the read budget (requests are small)."""
     if timeout is None:
         timeout = default
@@ -159,8 +168,9 @@ class FastHTTPClient:
     apply to go through an ``httpx.AsyncClient``.
     """
 
-    def __init__(self, connections: int, timeout: httpx.Timeout, *, ssl_context: ssl.SSLContext | None = None
-                 ) -> None:
+    def __init__(
+        self, connections: int, timeout: httpx.Timeout, *, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         if connections < 1:
             raise ValueError("connections must be >= 1")
         self.connections = connections
@@ -203,7 +213,8 @@ class FastHTTPClient:
             async with _deadline(connect_timeout):
                 if o.scheme == "https":
                     reader, writer = await asyncio.open_connection(
-                        o.host, o.port, ssl=self._ssl_context(), server_hostname=o.host, limit=_MAX_HEAD)
+                        o.host, o.port, ssl=self._ssl_context(), server_hostname=o.host, limit=_MAX_HEAD
+                    )
                 else:
                     reader, writer = await asyncio.open_connection(o.host, o.port, limit=_MAX_HEAD)
         except TimeoutError as exc:
@@ -243,9 +254,15 @@ class FastHTTPClient:
 
     # -- the request ----------------------------------------------------------------------------------
 
-    async def post(self, url: str, *, json: Any = None, content: bytes | None = None,
-                   headers: Mapping[str, str] | None = None, timeout: httpx.Timeout | float | None = None
-                   ) -> httpx.Response:
+    async def post(
+        self,
+        url: str,
+        *,
+        json: Any = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: httpx.Timeout | float | None = None,
+    ) -> httpx.Response:
         """POST ``json`` (or raw ``content``) to ``url``; returns the whole response, body read."""
         if self._closed:
             raise RuntimeError("Cannot send a request, as the client has been closed.")
@@ -253,14 +270,17 @@ class FastHTTPClient:
         if o.scheme in self._proxied:
             return await self._via_httpx(url, json=json, content=content, headers=headers, timeout=timeout)
         if content is None:
-            content = jsonlib.dumps(json, ensure_ascii=False, separators=(",", ":"), allow_nan=False
-                                    ).encode("utf-8")
+            content = jsonlib.dumps(json, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode(
+                "utf-8"
+            )
             ctype: str | None = "application/json"
         else:
             ctype = None
-        lines = [f"POST {o.target} HTTP/1.1\r\nHost: {o.host_header}\r\nAccept: */*\r\n"
-                 f"Accept-Encoding: gzip, deflate\r\nConnection: keep-alive\r\nUser-Agent: {_USER_AGENT}\r\n"
-                 f"Content-Length: {len(content)}\r\n"]
+        lines = [
+            f"POST {o.target} HTTP/1.1\r\nHost: {o.host_header}\r\nAccept: */*\r\n"
+            f"Accept-Encoding: gzip, deflate\r\nConnection: keep-alive\r\nUser-Agent: {_USER_AGENT}\r\n"
+            f"Content-Length: {len(content)}\r\n"
+        ]
         if ctype is not None and not (headers and any(k.lower() == "content-type" for k in headers)):
             lines.append(f"Content-Type: {ctype}\r\n")
         if headers:
@@ -293,8 +313,9 @@ class FastHTTPClient:
                 self._close(conn)
         return _response(status, raw_headers, body)
 
-    async def _exchange(self, conn: _Conn, request: bytes, read_t: float | None
-                        ) -> tuple[int, list[tuple[bytes, bytes]], bytes, bool]:
+    async def _exchange(
+        self, conn: _Conn, request: bytes, read_t: float | None
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes, bool]:
         reader, writer = conn.reader, conn.writer
         phase = "write"
         try:
@@ -315,8 +336,9 @@ class FastHTTPClient:
         except asyncio.IncompleteReadError as exc:
             if not exc.partial and phase == "read":
                 raise httpx.RemoteProtocolError("Server disconnected without sending a response.") from exc
-            raise httpx.RemoteProtocolError("peer closed connection without sending complete message body"
-                                            ) from exc
+            raise httpx.RemoteProtocolError(
+                "peer closed connection without sending complete message body"
+            ) from exc
         except asyncio.LimitOverrunError as exc:
             raise httpx.RemoteProtocolError("response head too large") from exc
         except (OSError, ssl.SSLError) as exc:
@@ -324,8 +346,9 @@ class FastHTTPClient:
             raise cls(f"{type(exc).__name__}: {exc}") from exc
 
     @staticmethod
-    async def _read_body(reader: asyncio.StreamReader, status: int, version: bytes,
-                         raw_headers: list[tuple[bytes, bytes]]) -> tuple[int, list[tuple[bytes, bytes]], bytes, bool]:
+    async def _read_body(
+        reader: asyncio.StreamReader, status: int, version: bytes, raw_headers: list[tuple[bytes, bytes]]
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes, bool]:
         length: int | None = None
         chunked = False
         close = version != b"HTTP/1.1"

@@ -22,12 +22,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, field_validator
 
-from mlflow_nemo_judge.errors import ConfigError, SecretError
+from mlflow_nemo_judge.config.secrets import MASK, SECRET_KEYS, redact, redact_url, resolve_key, url_secrets
+from mlflow_nemo_judge.errors import ConfigError
 
-MASK = "******"
-# Keys whose values are secrets wherever they appear in a config or target.
-SECRET_KEYS = frozenset({"api_key", "hf_token", "token", "authorization", "password", "secret",
-                         "access_token", "bearer_token"})
+__all__ = ["MASK", "SECRET_KEYS", "redact", "redact_url", "url_secrets"]  # re-exported; the models below too
 
 TASK_TYPES_LOCAL = ("chat-completion", "completion", "data")
 METRIC_TYPES_LOCAL = ("llm-judge", "string-check", "number-check", "em", "f1", "bleu", "rouge")
@@ -56,16 +54,7 @@ class APIEndpoint(_Open):
 
     def resolve_api_key(self, path: str = "api_endpoint") -> str | None:
         """The key to send: ``api_key`` if given, else the env var named by ``api_key_env``."""
-        if self.api_key:
-            return self.api_key
-        if self.api_key_env:
-            value = os.environ.get(self.api_key_env)
-            if not value:
-                raise SecretError(f"{path}.api_key_env",
-                                  f"environment variable {self.api_key_env} is not set (it should hold the "
-                                  f"API key for {self.url})")
-            return value
-        return None
+        return resolve_key(self.api_key, self.api_key_env, self.url, path)
 
 
 class ModelSpec(_Open):
@@ -189,49 +178,6 @@ class Target(_Open):
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-# Query parameters that carry credentials in some providers' URLs (e.g. Azure's ``api-key``).
-_SECRET_QUERY = frozenset({"key", "api_key", "api-key", "apikey", "token", "access_token", "sig", "signature",
-                           "code", "password", "secret"})
-
-
-def url_secrets(url: str) -> list[str]:
-    """Credentials embedded in a URL: the userinfo password and secret-looking query values."""
-    from urllib.parse import parse_qsl, urlsplit
-
-    if "://" not in url:
-        return []
-    parts = urlsplit(url)
-    found = [parts.password] if parts.password else []
-    found += [v for k, v in parse_qsl(parts.query, keep_blank_values=False) if k.lower() in _SECRET_QUERY and v]
-    return found
-
-
-def redact_url(url: str) -> str:
-    """``url`` with embedded credentials masked, so endpoint URLs can be logged as params."""
-    for secret in url_secrets(url):
-        url = url.replace(secret, MASK)
-    return url
-
-
-def redact(obj: Any) -> Any:
-    """Deep copy of ``obj`` with the values of secret keys masked (``api_key_env`` names are kept)."""
-    if isinstance(obj, Mapping):
-        out: dict[str, Any] = {}
-        for k, v in obj.items():
-            if isinstance(k, str) and k.lower() in SECRET_KEYS and v not in (None, ""):
-                out[k] = MASK
-            elif isinstance(k, str) and k.lower() == "headers" and isinstance(v, Mapping):
-                out[k] = {hk: MASK for hk in v}
-            else:
-                out[k] = redact(v)
-        return out
-    if isinstance(obj, list):
-        return [redact(v) for v in obj]
-    if isinstance(obj, str) and "://" in obj:
-        return redact_url(obj)
-    return copy.copy(obj)
-
-
 def sha256_json(obj: Any) -> str:
     data = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(data.encode("utf-8")).hexdigest()
@@ -264,7 +210,9 @@ def _validation_to_config_error(exc: ValidationError, prefix: str) -> ConfigErro
     return ConfigError(path, msg + more)
 
 
-def _read_mapping(source: str | os.PathLike[str] | Mapping[str, Any], what: str) -> tuple[dict[str, Any], Path | None]:
+def _read_mapping(
+    source: str | os.PathLike[str] | Mapping[str, Any], what: str
+) -> tuple[dict[str, Any], Path | None]:
     if isinstance(source, Mapping):
         return copy.deepcopy(dict(source)), None
     path = Path(source)

@@ -10,10 +10,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from mlflow_nemo_judge.errors import EndpointError, NemoJudgeError
-from mlflow_nemo_judge.openai_client import Endpoint, OpenAIClient
+from mlflow_nemo_judge.http.openai import Endpoint, OpenAIClient
 from mlflow_nemo_judge.plan import MetricPlan
 from mlflow_nemo_judge.results import NAN, MetricOutcome
-from mlflow_nemo_judge.templating import render_value
+from mlflow_nemo_judge.scoring.templating import render_value
 
 # Per-sample memo of rendered template strings: (source, key) -> rendered text.
 RenderMemo = dict[tuple[str, "str | None"], str]
@@ -42,7 +42,9 @@ def _render_memo(obj: Any, ctx: Mapping[str, Any], path: str, key: str | None, m
     return render_value(obj, ctx, path, key)
 
 
-def judge_request(metric: MetricPlan, ctx: Mapping[str, Any], memo: RenderMemo | None = None) -> dict[str, Any]:
+def judge_request(
+    metric: MetricPlan, ctx: Mapping[str, Any], memo: RenderMemo | None = None
+) -> dict[str, Any]:
     """The judge request body (without ``model``): rendered template + judge inference params.
 
     ``memo`` (one dict per sample, shared by that sample's judges) saves re-rendering identical strings.
@@ -50,8 +52,11 @@ def judge_request(metric: MetricPlan, ctx: Mapping[str, Any], memo: RenderMemo |
     judge = metric.judge
     assert judge is not None
     tpath = f"{metric.path}.params.template"
-    body = (render_value(judge.template, ctx, tpath) if memo is None
-            else _render_memo(judge.template, ctx, tpath, None, memo))
+    body = (
+        render_value(judge.template, ctx, tpath)
+        if memo is None
+        else _render_memo(judge.template, ctx, tpath, None, memo)
+    )
     if judge.system_prompt and isinstance(body.get("messages"), list):
         # NeMo's prompt.system_prompt (e.g. "detailed thinking on") goes first, before the template's own.
         body["messages"] = [{"role": "system", "content": judge.system_prompt}, *body["messages"]]
@@ -60,23 +65,30 @@ def judge_request(metric: MetricPlan, ctx: Mapping[str, Any], memo: RenderMemo |
     return dict(body)
 
 
-async def run_judge(metric: MetricPlan, ctx: Mapping[str, Any], client: OpenAIClient,
-                    memo: RenderMemo | None = None) -> MetricOutcome:
-    from mlflow_nemo_judge.parsing import parse_score, strip_reasoning
+async def run_judge(
+    metric: MetricPlan, ctx: Mapping[str, Any], client: OpenAIClient, memo: RenderMemo | None = None
+) -> MetricOutcome:
+    from mlflow_nemo_judge.scoring.parsing import parse_score, strip_reasoning
 
     judge = metric.judge
     assert judge is not None
     body = judge_request(metric, ctx, memo)
-    endpoint = Endpoint(url=judge.endpoint.url, model_id=judge.endpoint.model_id, api_key=judge.api_key,
-                        headers=judge.endpoint.headers)
+    endpoint = Endpoint(
+        url=judge.endpoint.url,
+        model_id=judge.endpoint.model_id,
+        api_key=judge.api_key,
+        headers=judge.endpoint.headers,
+    )
     try:
-        result = await client.call(endpoint, body, kind=judge.kind, timeout=judge.timeout,
-                                   max_retries=judge.max_retries)
+        result = await client.call(
+            endpoint, body, kind=judge.kind, timeout=judge.timeout, max_retries=judge.max_retries
+        )
     except EndpointError as exc:
         if exc.status in (401, 403, 404):
             raise  # a wrong key, URL or model id fails every call: stop rather than NaN every sample
-        return MetricOutcome(scores={s.name: NAN for s in metric.scores}, raw=None,
-                             error=f"judge call failed: {exc}")
+        return MetricOutcome(
+            scores={s.name: NAN for s in metric.scores}, raw=None, error=f"judge call failed: {exc}"
+        )
     raw = result.text
     text, reason_err = strip_reasoning(raw, judge.end_token)
     scores: dict[str, float] = {}
@@ -97,26 +109,31 @@ async def run_judge(metric: MetricPlan, ctx: Mapping[str, Any], client: OpenAICl
 
 def run_simple(metric: MetricPlan, ctx: Mapping[str, Any], output_text: str | None) -> MetricOutcome:
     """string-check, number-check, em, f1, bleu (sentence; corpus is aggregated later), rouge."""
-    from mlflow_nemo_judge import scorers
+    from mlflow_nemo_judge.scoring import builtin as scorers
 
     mtype, params, path = metric.type, metric.params, f"{metric.path}.params"
     try:
         if mtype == "string-check":
             left, op, right = render_value(params["check"], ctx, f"{path}.check")
-            return MetricOutcome(scores={"string-check": scorers.string_check(str(left), str(op), str(right))})
+            return MetricOutcome(
+                scores={"string-check": scorers.string_check(str(left), str(op), str(right))}
+            )
         if mtype == "number-check":
             rendered = render_value(params["check"], ctx, f"{path}.check")
             value, err = scorers.number_check(rendered)
             return MetricOutcome(scores={"number-check": value}, error=err)
         candidate = _candidate(params, ctx, path, output_text)
         if candidate is None:
-            return MetricOutcome(scores={n: NAN for n in metric.score_names},
-                                 error="no candidate text (the target produced no output)")
+            return MetricOutcome(
+                scores={n: NAN for n in metric.score_names},
+                error="no candidate text (the target produced no output)",
+            )
         if mtype == "bleu":
             refs = [str(r) for r in render_value(params["references"], ctx, f"{path}.references")]
             # 'corpus' has no per-sample value; it is computed over all samples at aggregation.
-            return MetricOutcome(scores={"sentence": scorers.bleu_sentence(candidate, refs)},
-                                 corpus_item=(candidate, refs))
+            return MetricOutcome(
+                scores={"sentence": scorers.bleu_sentence(candidate, refs)}, corpus_item=(candidate, refs)
+            )
         reference = str(render_value(params["reference"], ctx, f"{path}.reference"))
         if mtype == "em":
             return MetricOutcome(scores={"em": scorers.exact_match(candidate, reference)})
@@ -129,7 +146,9 @@ def run_simple(metric: MetricPlan, ctx: Mapping[str, Any], output_text: str | No
     raise AssertionError(f"unhandled metric type {mtype}")  # plan validation makes this unreachable
 
 
-def _candidate(params: Mapping[str, Any], ctx: Mapping[str, Any], path: str, output_text: str | None) -> str | None:
+def _candidate(
+    params: Mapping[str, Any], ctx: Mapping[str, Any], path: str, output_text: str | None
+) -> str | None:
     if isinstance(params.get("candidate"), str):
         return str(render_value(params["candidate"], ctx, f"{path}.candidate"))
     return output_text

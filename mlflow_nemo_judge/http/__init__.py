@@ -1,0 +1,1 @@
+"""HTTP to OpenAI-compatible endpoints: the client, retries, the response cache."""

@@ -1,0 +1,1 @@
+"""Scoring one sample: templating, judge-output parsing, built-in metrics, judge calls, statistics."""
