@@ -1,10 +1,13 @@
-"""Turn a config + target into a validated execution plan, before any model call.
+"""Turn a typed config + target into a validated execution plan, before any model call.
 
-Everything a user can get wrong is checked here and reported as a one-line ``ConfigError`` naming the
-config path: unknown task/metric/parser/score types, regexes that do not compile or lack a capture
-group, Jinja syntax errors, template variables the dataset rows do not have (rendered against the
-first row), missing or empty datasets, missing API-key env vars, non-positive limits or parallelism.
-``mlflow-nemo-judge validate`` is exactly ``build_plan`` without the run.
+``config.load`` has already checked the structure (types, required fields, parser shapes, positive
+limits) with the config path in every error. Checked here, again as a one-line ``ConfigError`` naming
+the config path, is what the *local* backend needs on top: task/metric/target types it implements,
+models and datasets given inline rather than by reference, each metric's local needs
+(``MetricConfig.check_local``: regexes with a capture group, score types it converts, references),
+Jinja syntax, template variables the dataset rows do not have (rendered against the first row),
+missing or empty datasets, missing API-key env vars. ``mlflow-nemo-judge validate`` is exactly
+``build_plan`` without the run.
 """
 
 from __future__ import annotations
@@ -21,8 +24,13 @@ from mlflow_nemo_judge.config import (
     APIEndpoint,
     DatasetRef,
     EvalConfig,
-    ModelSpec,
+    JudgeMetric,
+    JudgeParams,
+    Metric,
+    MetricConfig,
+    RequestTemplate,
     Target,
+    TaskConfig,
     source_path,
 )
 from mlflow_nemo_judge.errors import ConfigError, DatasetError
@@ -31,10 +39,6 @@ from mlflow_nemo_judge.scoring.templating import build_context, check_syntax, re
 DEFAULT_PARALLELISM = 8
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_MAX_RETRIES = 5
-SCORE_TYPES = ("int", "integer", "float", "number", "bool", "boolean")
-PARSER_TYPES = ("regex", "json")
-# Judge inference params that are request settings for us, not body fields for the endpoint.
-_CALL_SETTINGS = ("max_retries", "request_timeout")
 # Row fields that name a cached output, in order of preference (cached_outputs targets / data tasks).
 OUTPUT_FIELDS = ("output_text", "output", "response", "completion", "answer")
 ID_FIELDS = ("id", "ID", "item_id", "_id", "uuid", "Id")
@@ -44,7 +48,7 @@ ID_FIELDS = ("id", "ID", "item_id", "_id", "uuid", "Id")
 class ScoreSpec:
     name: str
     type: str
-    parser: dict[str, Any]
+    parser: dict[str, Any]  # the parser as written ({"type": "regex", "pattern": ...}), for parse_score
 
 
 @dataclass
@@ -60,22 +64,6 @@ class JudgeSpec:
     kind: Literal["chat", "completions"]
 
 
-@dataclass
-class MetricPlan:
-    name: str
-    type: str
-    path: str
-    params: dict[str, Any]
-    judge: JudgeSpec | None = None
-    scores: list[ScoreSpec] = field(default_factory=list)
-
-    @property
-    def score_names(self) -> list[str]:
-        if self.type == "llm-judge":
-            return [s.name for s in self.scores]
-        return list(SCORE_NAMES[self.type])
-
-
 SCORE_NAMES: dict[str, tuple[str, ...]] = {
     "string-check": ("string-check",),
     "number-check": ("number-check",),
@@ -84,6 +72,23 @@ SCORE_NAMES: dict[str, tuple[str, ...]] = {
     "bleu": ("sentence", "corpus"),
     "rouge": ("rouge_1_score", "rouge_2_score", "rouge_3_score", "rouge_L_score"),
 }
+
+
+@dataclass
+class MetricPlan:
+    name: str
+    type: str
+    path: str
+    params: dict[str, Any]  # as written: the templates the scorers render
+    judge: JudgeSpec | None = None
+    scores: list[ScoreSpec] = field(default_factory=list)
+    config: MetricConfig | None = None  # the typed metric, for consumers that want typed params
+
+    @property
+    def score_names(self) -> list[str]:
+        if self.type == "llm-judge":
+            return [s.name for s in self.scores]
+        return list(SCORE_NAMES[self.type])
 
 
 @dataclass
@@ -97,10 +102,13 @@ class DataPlan:
     format: str | None = None
     base_dir: Path | None = None
 
+    @classmethod
+    def of(cls, ref: DatasetRef, base_dir: Path | None) -> DataPlan:
+        return cls(ref.files_url, ref.files_url, None, ref.hf_endpoint, ref.format, base_dir)
+
     def iter_rows(self, limit: int | None) -> Iterator[dict[str, Any]]:
         if self.rows is not None:
-            rows = self.rows if limit is None else self.rows[:limit]
-            yield from rows
+            yield from (self.rows if limit is None else self.rows[:limit])
             return
         from mlflow_nemo_judge.data import DatasetSource, iter_rows
 
@@ -161,7 +169,7 @@ def item_id(row: Mapping[str, Any], index: int) -> str:
 def cached_output_text(row: Mapping[str, Any]) -> str | None:
     for key in OUTPUT_FIELDS:
         if key in row and isinstance(row[key], str):
-            return row[key]
+            return str(row[key])
     sample = row.get("sample")
     if isinstance(sample, Mapping) and isinstance(sample.get("output_text"), str):
         return str(sample["output_text"])
@@ -176,6 +184,12 @@ def _positive(value: Any, path: str) -> None:
         raise ConfigError(path, f"must be a positive number, got {value!r}")
 
 
+def _unsupported(path: str, what: str, value: str, supported: tuple[str, ...]) -> ConfigError:
+    return ConfigError(
+        path, f"unknown {what} {value!r} for the local backend (supported: {', '.join(supported)})"
+    )
+
+
 def _kind_for(url: str, template: Mapping[str, Any] | None) -> Literal["chat", "completions"]:
     u = url.rstrip("/")
     if u.endswith("/chat/completions"):
@@ -187,214 +201,86 @@ def _kind_for(url: str, template: Mapping[str, Any] | None) -> Literal["chat", "
     return "chat"
 
 
+def _template(template: RequestTemplate | None, path: str, what: str) -> dict[str, Any]:
+    if template is None or not template.has_prompt:
+        raise ConfigError(path, f"required: {what} with 'messages' (or 'prompt' for completion models)")
+    out = template.to_dict()
+    check_syntax(out, path)
+    return out
+
+
 def _data_for_task(
-    task_name: str, task: Any, target: Target, base_dir: Path | None, target_base: Path | None
+    tpath: str, task: TaskConfig, target: Target, base_dir: Path | None, target_base: Path | None
 ) -> tuple[DataPlan, int | None, bool]:
-    path = f"tasks.{task_name}.dataset"
-    ds = task.dataset
-    if isinstance(ds, DatasetRef):
-        _positive(ds.limit, f"{path}.limit")
-        return (
-            DataPlan(
-                description=ds.files_url,
-                files_url=ds.files_url,
-                hf_endpoint=ds.hf_endpoint,
-                format=ds.format,
-                base_dir=base_dir,
-            ),
-            ds.limit,
-            target.type == "cached_outputs",
-        )
+    cached = target.type == "cached_outputs"
+    ds, path = task.dataset, f"{tpath}.dataset"
+    if ds is None:  # no task dataset: the data comes from the target
+        if target.type == "rows":
+            if not target.rows:
+                raise ConfigError("target.rows", "a 'rows' target needs at least one row")
+            return DataPlan(f"{len(target.rows)} inline rows", rows=target.rows), None, False
+        if target.type not in ("dataset", "cached_outputs"):
+            raise ConfigError(
+                path,
+                "required: the task has no dataset and the target provides no data "
+                "(give tasks.<task>.dataset.files_url, or a rows/dataset/cached_outputs target)",
+            )
+        ds = target.dataset if target.type == "dataset" else target.cached_outputs
+        path, base_dir = f"target.{target.type}", target_base
+        if ds is None:
+            raise ConfigError(path, "required field is missing")
     if isinstance(ds, str):
         raise ConfigError(
             path,
             f"dataset reference {ds!r} names an Entity Store dataset; the local backend needs "
             "{'files_url': ...} (use --backend nemo for references)",
         )
-    # No task dataset: the data comes from the target.
-    if target.type == "rows":
-        if not target.rows:
-            raise ConfigError("target.rows", "a 'rows' target needs at least one row")
-        return DataPlan(description=f"{len(target.rows)} inline rows", rows=target.rows), None, False
-    if target.type in ("dataset", "cached_outputs"):
-        ref = target.dataset if target.type == "dataset" else target.cached_outputs
-        tpath = f"target.{target.type}"
-        if ref is None:
-            raise ConfigError(tpath, "required field is missing")
-        if isinstance(ref, str):
-            raise ConfigError(
-                tpath,
-                f"dataset reference {ref!r} is only supported with --backend nemo; give {{'files_url': ...}}",
-            )
-        _positive(ref.limit, f"{tpath}.limit")
-        return (
-            DataPlan(
-                description=ref.files_url,
-                files_url=ref.files_url,
-                hf_endpoint=ref.hf_endpoint,
-                format=ref.format,
-                base_dir=target_base,
-            ),
-            ref.limit,
-            target.type == "cached_outputs",
-        )
-    raise ConfigError(
-        path,
-        "required: the task has no dataset and the target provides no data "
-        "(give tasks.<task>.dataset.files_url, or a rows/dataset/cached_outputs target)",
-    )
+    return DataPlan.of(ds, base_dir), ds.limit, cached
 
 
-def _judge_spec(mpath: str, params: Mapping[str, Any], resolve_secrets: bool) -> JudgeSpec:
-    model_raw = params.get("model")
-    if model_raw is None:
-        raise ConfigError(f"{mpath}.params.model", "required field is missing (the judge model)")
-    if isinstance(model_raw, str):
+def _judge_spec(mpath: str, p: JudgeParams, resolve_secrets: bool) -> JudgeSpec:
+    if isinstance(p.model, str):
         raise ConfigError(
             f"{mpath}.params.model",
-            "a model reference is only supported with --backend nemo; "
+            f"model reference {p.model!r} is only supported with --backend nemo; "
             "give {'api_endpoint': {'url': ..., 'model_id': ...}}",
         )
-    try:
-        model = ModelSpec.model_validate(model_raw)
-    except Exception as exc:
-        raise ConfigError(
-            f"{mpath}.params.model", f"invalid judge model: {str(exc).splitlines()[0]}"
-        ) from None
-    if model.api_endpoint is None:
+    ep = p.model.api_endpoint
+    if ep is None:
         raise ConfigError(f"{mpath}.params.model.api_endpoint", "required field is missing")
-    ep = model.api_endpoint
     key = ep.resolve_api_key(f"{mpath}.params.model.api_endpoint") if resolve_secrets else None
-    prompt = dict(model.prompt or {})
-    inference = dict(prompt.get("inference_params") or {})
-    timeout = inference.pop("request_timeout", None)
-    retries = inference.pop("max_retries", None)
-    _positive(timeout, f"{mpath}.params.model.prompt.inference_params.request_timeout")
-    reasoning = prompt.get("reasoning_params") or {}
-    template = params.get("template")
-    if not isinstance(template, Mapping) or not ("messages" in template or "prompt" in template):
-        raise ConfigError(
-            f"{mpath}.params.template", "required: a judge template with 'messages' (or 'prompt')"
-        )
-    check_syntax(template, f"{mpath}.params.template")
+    prompt = p.model.prompt
+    inference = prompt.inference_params.to_dict() if prompt and prompt.inference_params else {}
+    # Call settings for our client, not fields of the request body.
+    timeout, retries = inference.pop("request_timeout", None), inference.pop("max_retries", None)
+    template = _template(p.template, f"{mpath}.params.template", "a judge template")
     return JudgeSpec(
         endpoint=ep,
         api_key=key,
-        template=dict(template),
+        template=template,
         inference=inference,
-        system_prompt=prompt.get("system_prompt"),
-        end_token=reasoning.get("end_token"),
+        system_prompt=prompt.system_prompt if prompt else None,
+        end_token=prompt.reasoning_params.end_token if prompt and prompt.reasoning_params else None,
         timeout=float(timeout) if timeout is not None else None,
         max_retries=int(retries) if retries is not None else None,
         kind=_kind_for(ep.url, template),
     )
 
 
-def _metric_plan(tpath: str, name: str, metric: Any, resolve_secrets: bool) -> MetricPlan:
+def _metric_plan(tpath: str, name: str, metric: Metric, resolve_secrets: bool) -> MetricPlan:
     mpath = f"{tpath}.metrics.{name}"
-    mtype = metric.type
-    params = dict(metric.params or {})
-    if mtype not in METRIC_TYPES_LOCAL:
-        raise ConfigError(
-            f"{mpath}.type",
-            f"unknown metric type {mtype!r} for the local backend "
-            f"(supported: {', '.join(METRIC_TYPES_LOCAL)})",
-        )
-    plan = MetricPlan(name=name, type=mtype, path=mpath, params=params)
-    if mtype == "llm-judge":
-        plan.judge = _judge_spec(mpath, params, resolve_secrets)
-        scores = params.get("scores")
-        if not isinstance(scores, Mapping) or not scores:
-            raise ConfigError(
-                f"{mpath}.params.scores", "required: at least one score with a type and a parser"
-            )
-        from mlflow_nemo_judge.scoring.parsing import compile_regex
-
-        for sname, s in scores.items():
-            spath = f"{mpath}.params.scores.{sname}"
-            if not isinstance(s, Mapping):
-                raise ConfigError(spath, "must be a mapping with 'type' and 'parser'")
-            stype = s.get("type", "float")
-            if stype not in SCORE_TYPES:
-                raise ConfigError(
-                    f"{spath}.type", f"unknown score type {stype!r} (supported: {', '.join(SCORE_TYPES)})"
-                )
-            parser = s.get("parser")
-            if not isinstance(parser, Mapping):
-                raise ConfigError(
-                    f"{spath}.parser",
-                    "required: {'type': 'regex', 'pattern': ...} or {'type': 'json', 'json_path': ...}",
-                )
-            ptype = parser.get("type")
-            if ptype not in PARSER_TYPES:
-                raise ConfigError(
-                    f"{spath}.parser.type", f"unknown parser type {ptype!r} (supported: regex, json)"
-                )
-            if ptype == "regex":
-                pattern = parser.get("pattern")
-                if not isinstance(pattern, str) or not pattern:
-                    raise ConfigError(
-                        f"{spath}.parser.pattern", "required: a regular expression with one capture group"
-                    )
-                try:
-                    compile_regex(pattern)
-                except ValueError as exc:
-                    raise ConfigError(f"{spath}.parser.pattern", str(exc)) from None
-            else:
-                from mlflow_nemo_judge.scoring.parsing import parse_json_path
-
-                json_path = parser.get("json_path")
-                if not isinstance(json_path, str) or not json_path:
-                    raise ConfigError(
-                        f"{spath}.parser.json_path", "required: the key (path) holding the score"
-                    )
-                try:
-                    parse_json_path(json_path)
-                except ValueError as exc:
-                    raise ConfigError(f"{spath}.parser.json_path", str(exc)) from None
-            plan.scores.append(ScoreSpec(name=str(sname), type=str(stype), parser=dict(parser)))
-    elif mtype in ("string-check", "number-check"):
-        check = params.get("check")
-        if not isinstance(check, list):
-            raise ConfigError(
-                f"{mpath}.params.check",
-                "required: a list such as ['{{sample.output_text}}', 'equals', '{{item.expected}}']",
-            )
-        if mtype == "string-check":
-            from mlflow_nemo_judge.scoring.builtin import validate_string_check
-
-            try:
-                validate_string_check(check)
-            except ValueError as exc:
-                raise ConfigError(f"{mpath}.params.check", str(exc)) from None
-        else:
-            from mlflow_nemo_judge.scoring.builtin import validate_number_check
-
-            try:
-                validate_number_check(check)
-            except ValueError as exc:
-                raise ConfigError(f"{mpath}.params.check", str(exc)) from None
-        check_syntax(check, f"{mpath}.params.check")
-    elif mtype == "bleu":
-        refs = params.get("references")
-        if not isinstance(refs, list) or not refs:
-            raise ConfigError(
-                f"{mpath}.params.references",
-                "required: a list of reference templates, e.g. ['{{ item.reference }}']",
-            )
-        check_syntax(params, f"{mpath}.params")
-    else:  # rouge, em, f1
-        if not isinstance(params.get("reference"), str):
-            # similarity_metrics-style configs name no reference; we need one to compare against.
-            raise ConfigError(
-                f"{mpath}.params.reference",
-                "required: a reference template, e.g. '{{ item.reference_answer }}'",
-            )
-        check_syntax(params, f"{mpath}.params")
-    if mtype in ("bleu", "rouge"):
-        from mlflow_nemo_judge.scoring.builtin import require_optional
-
-        require_optional(mtype)
+    if metric.type not in METRIC_TYPES_LOCAL:
+        raise _unsupported(f"{mpath}.type", "metric type", metric.type, METRIC_TYPES_LOCAL)
+    metric.check_local(mpath)
+    plan = MetricPlan(name, metric.type, mpath, metric.params_dict(), config=metric)
+    if isinstance(metric, JudgeMetric):
+        plan.judge = _judge_spec(mpath, metric.params, resolve_secrets)
+        plan.scores = [
+            ScoreSpec(sname, s.type or "float", s.parser.to_dict())
+            for sname, s in metric.params.scores.items()
+        ]
+    else:
+        check_syntax(plan.params, f"{mpath}.params")
     return plan
 
 
@@ -415,27 +301,11 @@ def build_plan(
             "(other config types run only on NeMo: --backend nemo)",
         )
     if target.type not in TARGET_TYPES_LOCAL:
-        raise ConfigError(
-            "target.type",
-            f"unknown target type {target.type!r} for the local backend "
-            f"(supported: {', '.join(TARGET_TYPES_LOCAL)})",
-        )
-    params = config.params
-    p_parallel = params.parallelism if params else None
-    for value, path in (
-        (p_parallel, "params.parallelism"),
-        (params.request_timeout if params else None, "params.request_timeout"),
-        (params.limit_samples if params else None, "params.limit_samples"),
-        (limit, "--limit"),
-        (parallelism, "--parallelism"),
-    ):
-        _positive(value, path)
-    if params and params.max_retries is not None and params.max_retries < 0:
-        raise ConfigError("params.max_retries", f"must be >= 0, got {params.max_retries}")
-    base_dir = source_path(config)
-    base = base_dir.parent if base_dir else None
-    tsrc = source_path(target)
-    target_base = tsrc.parent if tsrc else None
+        raise _unsupported("target.type", "target type", target.type, TARGET_TYPES_LOCAL)
+    params = config.params  # its limits and timeouts were checked (positive) when it was loaded
+    _positive(limit, "--limit")
+    _positive(parallelism, "--parallelism")
+    src, tsrc = source_path(config), source_path(target)
 
     endpoint: APIEndpoint | None = None
     key: str | None = None
@@ -451,24 +321,19 @@ def build_plan(
             raise ConfigError("target.model.api_endpoint", "required field is missing")
         key = endpoint.resolve_api_key("target.model.api_endpoint") if resolve_secrets else None
 
-    inference_defaults: dict[str, Any] = {}
-    if params:
-        for k in ("max_tokens", "temperature", "top_p", "stop"):
-            v = getattr(params, k)
-            if v is not None:
-                inference_defaults[k] = v
+    defaults = {"max_tokens", "temperature", "top_p", "stop"}
+    inference_defaults = {k: v for k, v in (params.to_dict() if params else {}).items() if k in defaults}
 
     tasks: list[TaskPlan] = []
     for tname, task in (config.tasks or {}).items():
         tpath = f"tasks.{tname}"
         if task.type not in TASK_TYPES_LOCAL:
-            raise ConfigError(
-                f"{tpath}.type",
-                f"unknown task type {task.type!r} for the local backend "
-                f"(supported: {', '.join(TASK_TYPES_LOCAL)})",
-            )
-        data, ds_limit, cached = _data_for_task(tname, task, target, base, target_base)
-        template = (task.params or {}).get("template")
+            raise _unsupported(f"{tpath}.type", "task type", task.type, TASK_TYPES_LOCAL)
+        data, ds_limit, cached = _data_for_task(
+            tpath, task, target, src.parent if src else None, tsrc.parent if tsrc else None
+        )
+        raw = task.params.template if task.params else None
+        template = raw.to_dict() if raw is not None else None
         if task.type in ("chat-completion", "completion") and not cached:
             if target.type != "model":
                 raise ConfigError(
@@ -477,26 +342,20 @@ def build_plan(
                     f"of type {target.type!r}: use a 'model' target, or task type "
                     "'data' to judge existing outputs",
                 )
-            if not isinstance(template, Mapping) or not ("messages" in template or "prompt" in template):
-                raise ConfigError(
-                    f"{tpath}.params.template",
-                    "required: the request template with 'messages' (or 'prompt' for completion models)",
-                )
-            check_syntax(template, f"{tpath}.params.template")
+            template = _template(raw, f"{tpath}.params.template", "the request template")
         if not task.metrics:
             raise ConfigError(f"{tpath}.metrics", "required: at least one metric")
         metrics = [_metric_plan(tpath, mname, m, resolve_secrets) for mname, m in task.metrics.items()]
         limits = [x for x in (ds_limit, params.limit_samples if params else None, limit) if x is not None]
-        kind = _kind_for(endpoint.url, template) if endpoint else "chat"
         tp = TaskPlan(
             name=tname,
             type=task.type,
             path=tpath,
-            template=dict(template) if isinstance(template, Mapping) else None,
+            template=template,
             data=data,
             limit=min(limits) if limits else None,
             metrics=metrics,
-            kind=kind,
+            kind=_kind_for(endpoint.url, template) if endpoint else "chat",
             cached_output=cached,
         )
         if check_data:
@@ -509,11 +368,11 @@ def build_plan(
         tasks=tasks,
         target_endpoint=endpoint,
         target_api_key=key,
-        parallelism=int(parallelism or p_parallel or DEFAULT_PARALLELISM),
+        parallelism=int(parallelism or (params and params.parallelism) or DEFAULT_PARALLELISM),
         timeout=float(params.request_timeout) if params and params.request_timeout else DEFAULT_TIMEOUT,
-        max_retries=int(params.max_retries)
-        if params and params.max_retries is not None
-        else DEFAULT_MAX_RETRIES,
+        max_retries=DEFAULT_MAX_RETRIES
+        if params is None or params.max_retries is None
+        else int(params.max_retries),
         inference_defaults=inference_defaults,
     )
 
@@ -533,10 +392,9 @@ def _check_against_first_row(tp: TaskPlan) -> None:
             f"{', '.join(OUTPUT_FIELDS)}); the first row has: "
             f"{', '.join(sorted(first))}",
         )
-    if tp.calls_target or tp.cached_output:
-        sample: dict[str, Any] | None = {"output_text": "", "response": {}}
-    else:
-        sample = None
+    sample: dict[str, Any] | None = (
+        {"output_text": "", "response": {}} if tp.calls_target or tp.cached_output else None
+    )
     ctx = build_context(first, sample)
     if tp.calls_target and tp.template is not None:
         render_value(tp.template, ctx, f"{tp.path}.params.template")

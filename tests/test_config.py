@@ -137,3 +137,221 @@ def test_credentials_in_urls_are_redacted():
     assert "hunter2pass" not in red and "AZKEY123" not in red and "api-version=2024-06" in red
     t = load_target({"type": "model", "model": {"api_endpoint": {"url": url, "model_id": "m"}}})
     assert "AZKEY123" not in json.dumps(t.redacted())
+
+
+# ------------------------------------------------------------------------------------ typed models
+
+
+def _seed_metric(d, name="completeness", task="consult_summary_eval"):
+    return d["tasks"][task]["metrics"][name]
+
+
+def test_seed_config_is_typed_down_to_the_parsers():
+    from mlflow_nemo_judge.config import APIEndpoint, JudgeMetric, ModelSpec, RegexParser, RequestTemplate
+
+    cfg = load_config(seed_config(judge_model="judge-x"))
+    task = cfg.tasks["consult_summary_eval"]
+    assert isinstance(task.params.template, RequestTemplate)
+    assert task.params.template.messages[1].content == "Full Consult: {{ item.content }}"
+    assert task.params.template.model_extra == {"max_tokens": 200}  # body fields pass through as written
+    metric = task.metrics["completeness"]
+    assert isinstance(metric, JudgeMetric)
+    assert isinstance(metric.params.model, ModelSpec)
+    assert isinstance(metric.params.model.api_endpoint, APIEndpoint)
+    assert metric.params.model.api_endpoint.model_id == "judge-x"
+    score = metric.params.scores["completeness"]
+    assert score.type == "int"
+    assert isinstance(score.parser, RegexParser) and score.parser.pattern == r"RATING:\s*(\d+)"
+    assert cfg.judge_models() == {
+        ("consult_summary_eval", "completeness"): "judge-x",
+        ("consult_summary_eval", "correctness"): "judge-x",
+    }
+
+
+def test_json_parser_prompt_params_and_simple_metrics_are_typed():
+    from mlflow_nemo_judge.config import (
+        BleuMetric,
+        CheckMetric,
+        JsonParser,
+        OtherMetric,
+        ReferenceMetric,
+    )
+
+    d = seed_config()
+    judge = _seed_metric(d)["params"]
+    judge["scores"]["completeness"]["parser"] = {"type": "json", "json_path": "$.rating"}
+    judge["model"]["prompt"] = {
+        "system_prompt": "detailed thinking on",
+        "inference_params": {"temperature": 1, "max_tokens": 1024, "request_timeout": 10},
+        "reasoning_params": {"end_token": "</think>", "effort": "low"},
+    }
+    metrics = d["tasks"]["consult_summary_eval"]["metrics"]
+    metrics["sc"] = {"type": "string-check", "params": {"check": ["{{ sample.output_text }}", "equals", "x"]}}
+    metrics["b"] = {"type": "bleu", "params": {"references": ["{{ item.a }}"], "candidate": "{{ item.b }}"}}
+    metrics["f"] = {"type": "f1", "params": {"reference": "{{ item.a }}"}}
+    metrics["tc"] = {"type": "tool-calling", "params": {"tool_calls_ground_truth": "{{ item.t | tojson }}"}}
+    cfg = load_config(d)
+    m = cfg.tasks["consult_summary_eval"].metrics
+    parser = m["completeness"].params.scores["completeness"].parser
+    assert isinstance(parser, JsonParser) and parser.json_path == "$.rating"
+    prompt = m["completeness"].params.model.prompt
+    assert prompt.system_prompt == "detailed thinking on"
+    assert prompt.reasoning_params.end_token == "</think>" and prompt.reasoning_params.effort == "low"
+    assert prompt.inference_params.temperature == 1 and type(prompt.inference_params.temperature) is int
+    assert isinstance(m["sc"], CheckMetric) and m["sc"].params.check[1] == "equals"
+    assert isinstance(m["b"], BleuMetric) and m["b"].params.candidate == "{{ item.b }}"
+    assert isinstance(m["f"], ReferenceMetric) and m["f"].params.reference == "{{ item.a }}"
+    # A metric type NeMo has and we do not model loads, its params a plain dict.
+    assert isinstance(m["tc"], OtherMetric) and m["tc"].params == metrics["tc"]["params"]
+    assert json.dumps(cfg.to_dict()) == json.dumps(d)
+
+
+def test_judge_model_by_reference_and_unknown_config_types_load():
+    d = seed_config()
+    _seed_metric(d)["params"]["model"] = "my-namespace/my-judge"
+    cfg = load_config(d)
+    assert _seed_metric(cfg.model_dump())["params"]["model"] == "my-namespace/my-judge"
+    assert cfg.judge_models()[("consult_summary_eval", "completeness")] == "my-namespace/my-judge"
+    academic = {"type": "gsm8k", "params": {"num_fewshot": 5}, "tasks": {"g": {"type": "gsm8k"}}}
+    assert load_config(academic).to_dict() == academic
+
+
+def test_key_order_as_written_round_trips():
+    d = seed_config()
+    task = d["tasks"]["consult_summary_eval"]
+    template = task["params"]["template"]
+    task["params"]["template"] = {"max_tokens": template["max_tokens"], "messages": template["messages"]}
+    score = _seed_metric(d)["params"]["scores"]["completeness"]
+    score["parser"] = {"pattern": score["parser"]["pattern"], "type": "regex"}
+    d["tasks"]["consult_summary_eval"] = {"metrics": task.pop("metrics"), **task}
+    assert json.dumps(load_config(d).to_dict()) == json.dumps(d)
+
+
+def _load_err(d):
+    with pytest.raises(ConfigError) as ei:
+        load_config(d)
+    return ei.value
+
+
+def _qa_config():
+    """The seed config with its task renamed to a capitalised name, as users often write them."""
+    d = seed_config()
+    d["tasks"] = {"QA": d["tasks"].pop("consult_summary_eval")}
+    return d
+
+
+QA = "tasks.QA.metrics.completeness.params"
+PARSER_ERRORS = [
+    ("regex without pattern", {"type": "regex"}, f"{QA}.scores.completeness.parser.pattern", "required"),
+    ("json without json_path", {"type": "json"}, f"{QA}.scores.completeness.parser.json_path", "required"),
+    (
+        "unknown parser type",
+        {"type": "xml"},
+        f"{QA}.scores.completeness.parser.type",
+        "unknown parser type 'xml'",
+    ),
+    ("parser without type", {"pattern": "(x)"}, f"{QA}.scores.completeness.parser.type", "'regex', 'json'"),
+    ("parser not a mapping", "RATING", f"{QA}.scores.completeness.parser", "must be a mapping"),
+    (
+        "pattern not a string",
+        {"type": "regex", "pattern": 3},
+        f"{QA}.scores.completeness.parser.pattern",
+        "string",
+    ),
+]
+
+
+@pytest.mark.parametrize("name,parser,path,fragment", PARSER_ERRORS, ids=[c[0] for c in PARSER_ERRORS])
+def test_parser_union_errors_name_the_full_path(name, parser, path, fragment):
+    d = _qa_config()
+    d["tasks"]["QA"]["metrics"]["completeness"]["params"]["scores"]["completeness"]["parser"] = parser
+    err = _load_err(d)
+    assert err.path == path, str(err)
+    assert fragment in err.message
+
+
+def test_capitalised_task_names_and_tag_like_names_stay_in_error_paths():
+    d = _qa_config()
+    del d["tasks"]["QA"]["dataset"]["files_url"]
+    assert _load_err(d).path == "tasks.QA.dataset.files_url"
+    d = _qa_config()
+    d["tasks"]["QA"]["params"]["template"]["messages"][1] = {"content": "x"}
+    assert _load_err(d).path == "tasks.QA.params.template.messages[1].role"
+    # A score called like a union tag ("json", "str", "Score") is a config key and stays in the path.
+    d = _qa_config()
+    scores = d["tasks"]["QA"]["metrics"]["completeness"]["params"]["scores"]
+    scores["Score"] = scores["json"] = {"type": "int", "parser": {"type": "json"}}
+    assert _load_err(d).path == f"{QA}.scores.Score.parser.json_path"
+    d = _qa_config()
+    d["tasks"]["QA"]["metrics"]["completeness"]["params"]["model"]["api_endpoint"] = {"url": "http://x"}
+    assert _load_err(d).path == f"{QA}.model.api_endpoint.model_id"
+    d = _qa_config()
+    d["params"] = {"request_timeout": "soon"}
+    assert _load_err(d).path == "params.request_timeout"
+
+
+def test_target_errors_name_the_path_below_the_model():
+    with pytest.raises(ConfigError) as ei:
+        load_target(
+            {"type": "model", "model": {"api_endpoint": {"url": "http://x", "model_id": "m"}, "prompt": 3}}
+        )
+    assert ei.value.path == "target.model.prompt" and "mapping" in ei.value.message
+    with pytest.raises(ConfigError) as ei:
+        load_target({"type": "dataset", "dataset": {"limit": 2}})
+    assert ei.value.path == "target.dataset.files_url"
+
+
+# ------------------------------------------------------------------------------------ misspellings
+
+
+def _warnings_of(load, d):
+    import warnings
+
+    from mlflow_nemo_judge.errors import ConfigWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        obj = load(d)
+    return obj, [str(w.message) for w in caught if issubclass(w.category, ConfigWarning)]
+
+
+def test_misspelled_known_keys_warn_once_each_and_are_kept():
+    d = seed_config()
+    task = d["tasks"]["consult_summary_eval"]
+    task["dataset"]["limt"] = 5
+    d["params"] = {"paralellism": 4}
+    _seed_metric(d)["params"]["scroes"] = {}
+    cfg, msgs = _warnings_of(load_config, d)
+    assert len(msgs) == 3, msgs
+    joined = "\n".join(msgs)
+    assert "tasks.consult_summary_eval.dataset.limt" in joined and "did you mean 'limit'?" in joined
+    assert "params.paralellism" in joined and "did you mean 'parallelism'?" in joined
+    assert "tasks.consult_summary_eval.metrics.completeness.params.scroes" in joined
+    assert "did you mean 'scores'?" in joined
+    # Kept and passed through: the dump is still the dict read.
+    assert json.dumps(cfg.to_dict()) == json.dumps(d)
+    assert cfg.params.parallelism is None and cfg.params.model_extra == {"paralellism": 4}
+
+
+def test_misspelling_in_a_target_and_a_file_names_both(tmp_path):
+    p = tmp_path / "target.json"
+    p.write_text(
+        json.dumps(
+            {"type": "model", "model": {"api_endpoint": {"url": "http://x", "model_id": "m", "api_kye": "k"}}}
+        )
+    )
+    _, msgs = _warnings_of(load_target, p)
+    assert len(msgs) == 1 and str(p) in msgs[0]
+    assert "target.model.api_endpoint.api_kye" in msgs[0] and "did you mean 'api_key'?" in msgs[0]
+
+
+def test_unknown_keys_that_are_not_near_misses_do_not_warn():
+    d = seed_config()
+    d["custom_fields"] = {"team": "a"}
+    d["tasks"]["consult_summary_eval"]["dataset"]["namespace"] = "ns"
+    _seed_metric(d)["params"]["extra"] = {"judge_sanity_check": False}
+    _seed_metric(d)["params"]["model"]["prompt"] = {"inference_params": {"max_new_tokens": 5, "top_k": 2}}
+    d["tasks"]["consult_summary_eval"]["metrics"]["tc"] = {"type": "tool-calling", "params": {"scroes": 1}}
+    cfg, msgs = _warnings_of(load_config, d)
+    assert msgs == []
+    assert json.dumps(cfg.to_dict()) == json.dumps(d)

@@ -240,3 +240,74 @@ def test_bleu_without_sacrebleu_gives_install_hint(data_file, target, monkeypatc
     )
     with pytest.raises(MissingDependencyError, match=r"mlflow-nemo-judge\[metrics\]"):
         build_plan(load_config(copy.deepcopy(d)), target)
+
+
+def test_plan_reads_the_typed_judge_settings(data_file, target):
+    from mlflow_nemo_judge.config import JudgeMetric
+
+    def prompt(d):
+        m = _metric(d)
+        m["model"]["prompt"] = {
+            "system_prompt": "detailed thinking on",
+            "inference_params": {"temperature": 0.5, "max_retries": 2, "request_timeout": 7, "seed": 1},
+            "reasoning_params": {"end_token": "</think>"},
+        }
+        m["scores"]["completeness"]["parser"] = {"type": "json", "json_path": "$.rating", "strict": True}
+
+    plan = build_plan(load_config(_cfg(data_file, prompt)), target)
+    mp = plan.tasks[0].metrics[0]
+    assert isinstance(mp.config, JudgeMetric)
+    judge = mp.judge
+    assert judge is not None
+    assert judge.system_prompt == "detailed thinking on" and judge.end_token == "</think>"
+    # Call settings are split off; an unknown inference param passes through into the request body.
+    assert judge.inference == {"temperature": 0.5, "seed": 1}
+    assert judge.timeout == 7.0 and judge.max_retries == 2
+    assert mp.scores[0].type == "int"
+    assert mp.scores[0].parser == {"type": "json", "json_path": "$.rating", "strict": True}
+    assert plan.tasks[0].template is not None and plan.tasks[0].template["max_tokens"] == 200
+
+
+def test_capitalised_task_names_stay_in_plan_errors(data_file, target):
+    def rename(d):
+        d["tasks"] = {"QA": d["tasks"].pop("consult_summary_eval")}
+        d["tasks"]["QA"]["metrics"]["completeness"]["params"]["scores"]["completeness"]["parser"][
+            "pattern"
+        ] = "x"
+
+    err = _err(_cfg(data_file, rename), target)
+    assert err.path == "tasks.QA.metrics.completeness.params.scores.completeness.parser.pattern"
+    assert "capture group" in err.message
+
+
+def test_local_plan_refuses_what_only_nemo_runs(data_file, target):
+    d = _cfg(data_file, lambda d: _metric(d).update(model="ns/judge"))
+    err = _err(d, target)
+    assert err.path == f"{M}.params.model" and "--backend nemo" in err.message
+    tc = {"type": "tool-calling", "params": {"tool_calls_ground_truth": "{{ item.t }}"}}
+    d = _cfg(data_file, lambda d: d["tasks"]["consult_summary_eval"]["metrics"].update(tc=tc))
+    load_config(d)  # NeMo's metric types load ...
+    err = _err(d, target)  # ... and the local plan says it does not run them
+    assert err.path == f"{T}.metrics.tc.type" and "tool-calling" in err.message
+
+
+def test_simple_metric_params_are_checked_by_their_typed_model(data_file, target):
+    def add(d):
+        d["tasks"]["consult_summary_eval"]["metrics"].update(
+            sc={"type": "string-check", "params": {"check": ["{{ sample.output_text }}", "contains", "x"]}},
+            f1={
+                "type": "f1",
+                "params": {"reference": "{{ item.summary }}", "candidate": "{{ item.content }}"},
+            },
+        )
+
+    plan = build_plan(load_config(_cfg(data_file, add)), target)
+    by_name = {m.name: m for m in plan.tasks[0].metrics}
+    assert by_name["sc"].params == {"check": ["{{ sample.output_text }}", "contains", "x"]}
+    assert by_name["f1"].score_names == ["f1"] and by_name["f1"].params["candidate"] == "{{ item.content }}"
+    bad = _cfg(data_file, lambda d: d["tasks"]["consult_summary_eval"]["metrics"].update(f1={"type": "f1"}))
+    assert _err(bad, target).path == f"{T}.metrics.f1.params.reference"
+    typo = {"type": "f1", "params": {"reference": "{{ item.summary }}", "candidate": "{{ item.nope }}"}}
+    bad = _cfg(data_file, lambda d: d["tasks"]["consult_summary_eval"]["metrics"].update(f1=typo))
+    err = _err(bad, target)
+    assert err.path == f"{T}.metrics.f1.params.candidate" and "'nope'" in str(err)
