@@ -1,9 +1,13 @@
-"""Tests for mlflow_nemo_judge.data: locations, formats, streaming, errors, and hf:// via a loopback hub."""
+"""Tests for mlflow_nemo_judge.data: locations, formats, streaming, errors, and hf:// via a loopback hub.
+
+Self-contained: every file is written under tmp_path, or is the package's own demo data."""
 
 from __future__ import annotations
 
+import builtins
 import codecs
 import csv
+import errno
 import gc
 import hashlib
 import json
@@ -18,7 +22,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
-from mlflow_nemo_judge import data as datasets
+import mlflow_nemo_judge
 from mlflow_nemo_judge.data import (
     DatasetSource,
     describe,
@@ -26,11 +30,13 @@ from mlflow_nemo_judge.data import (
     first_row,
     hf_endpoint,
     iter_rows,
+    readers,
     resolve_files,
 )
 from mlflow_nemo_judge.errors import DatasetError
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "doctor_consults_with_summaries.jsonl"
+# The package's own seed data: 30 consults (ID, content, summary), shipped inside the package.
+DEMO_DATA = Path(mlflow_nemo_judge.__file__).parent / "demo_data" / "doctor_consults.jsonl"
 
 
 def write(path: Path, content: str | bytes) -> Path:
@@ -360,23 +366,36 @@ def test_csv_errors_name_file_and_line(tmp_path: Path, content: str | bytes, exp
     assert expected in message, message
 
 
-def test_unreadable_file(tmp_path: Path) -> None:
+def _deny_reading(monkeypatch: pytest.MonkeyPatch, denied: Path) -> list[str]:
+    """Make opening ``denied`` fail as the OS does for a mode-000 file; returns the paths refused.
+
+    chmod alone cannot be used: root (CI) bypasses file permissions. Patching ``open`` makes the
+    refusal happen at the same call, so the production error handling is what gets exercised.
+    """
+    real_open = builtins.open
+    refused: list[str] = []
+
+    def guarded_open(file: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(file, (str, Path)) and Path(file) == denied:
+            refused.append(str(file))
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", guarded_open)
+    return refused
+
+
+def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write(tmp_path / "d.jsonl", '{"a": 1}\n')
-    path.chmod(0)
-    try:
-        if _can_read(path):  # running as root: permissions are not enforced
-            pytest.skip("running with privileges that ignore file permissions")
-        assert error_of(path).startswith(f"{path}: cannot read: ")
-    finally:
-        path.chmod(0o644)
-
-
-def _can_read(path: Path) -> bool:
-    try:
-        path.read_bytes()
-    except PermissionError:
-        return False
-    return True
+    refused = _deny_reading(monkeypatch, path)
+    # Planning succeeds (the file exists); the refusal surfaces when the rows are read.
+    rows = iter_rows(DatasetSource(str(path)))
+    with pytest.raises(DatasetError) as info:
+        next(rows)
+    assert str(info.value) == f"{path}: cannot read: Permission denied"
+    with pytest.raises(DatasetError, match=r": cannot read: Permission denied$"):
+        file_digest(path)
+    assert refused == [str(path), str(path)]
 
 
 # --------------------------------------------------------------------------------- JSON scanner robustness
@@ -398,7 +417,7 @@ def test_json_scanner_matches_json_loads_at_any_chunk_size(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int, indent: int | None
 ) -> None:
     # Tiny chunks force values, numbers, literals and multi-byte characters across buffer boundaries.
-    monkeypatch.setattr(datasets, "_CHUNK", chunk)
+    monkeypatch.setattr(readers, "_CHUNK", chunk)
     for i, document in enumerate(_tricky_documents()):
         path = tmp_path / f"d{i}.json"
         path.write_bytes(codecs.BOM_UTF8 + json.dumps(document, indent=indent, ensure_ascii=False).encode())
@@ -410,7 +429,7 @@ def test_json_scanner_matches_json_loads_at_any_chunk_size(
 def test_json_error_lines_are_exact_at_any_chunk_size(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
 ) -> None:
-    monkeypatch.setattr(datasets, "_CHUNK", chunk)
+    monkeypatch.setattr(readers, "_CHUNK", chunk)
     lines = ["["] + [f'  {{"i": {i}, "t": "{"é" * i}"}},' for i in range(30)] + ['  {"i": tru}', "]"]
     path = write(tmp_path / "d.json", "\n".join(lines))
     assert error_of(path).startswith(f"{path}:32: invalid JSON")
@@ -520,15 +539,15 @@ def test_hf_endpoint_order(monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
-def test_real_shared_dataset() -> None:
-    if not SHARED_DATA.is_file():
-        pytest.skip(f"shared dataset not present at {SHARED_DATA} (it lives outside the repository)")
-    source = DatasetSource(str(SHARED_DATA))
+def test_the_packaged_demo_dataset() -> None:
+    source = DatasetSource(str(DEMO_DATA))
     rows = list(iter_rows(source))
-    assert len(rows) == 50
-    assert set(rows[0]) == {"ID", "content", "summary"}
+    assert len(rows) == 30
+    assert all(set(row) == {"ID", "content", "summary"} for row in rows)
+    assert [row["ID"] for row in rows] == [f"D{i:03d}" for i in range(1, 31)]
     assert len(list(iter_rows(source, limit=25))) == 25
-    assert first_row(source)["ID"] == rows[0]["ID"]
+    assert first_row(source) == rows[0]
+    assert list(iter_rows(DatasetSource(f"file://{DEMO_DATA}"))) == rows  # file:///abs/path, same rows
 
 
 # ------------------------------------------------------------------------------------ hf:// (loopback hub)

@@ -1,13 +1,16 @@
 """The loopback FAKE NeMo service, driven by independent clients: the official ``nemo-microservices`` SDK
 (strict response validation, so every answer must parse into the SDK's own types) and the real
-``huggingface_hub`` client against its Data Store."""
+``huggingface_hub`` client against its Data Store.
+
+Tests wait for job states with ``FakeNemoService.wait_for_job`` (woken by each status change) and
+check what a poller could have seen in ``FakeJob.history``; nothing sleeps to wait.
+"""
 
 from __future__ import annotations
 
 import io
 import json
 import re
-import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,14 +105,10 @@ def _target(llm: MockLLMServer) -> dict[str, Any]:
     }
 
 
-def _wait(get: Any, job_id: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        job = get(job_id)
-        status = job["status"] if isinstance(job, dict) else job.status
-        if status in ("completed", "failed", "cancelled") or time.monotonic() > deadline:
-            return job
-        time.sleep(0.02)
+def _finish(fake: FakeNemoService, get: Any, job_id: str) -> Any:
+    """Wait until the job is terminal, then read it back through the client under test."""
+    fake.wait_for_job(job_id)
+    return get(job_id)
 
 
 # ----------------------------------------------------------------------------------- it says it is fake
@@ -211,7 +210,7 @@ def test_official_sdk_drives_the_fake_and_parses_every_response(
     assert job.target.model.api_endpoint.format == "nim"  # omitted format is stored as "nim"
     assert job.config.tasks["consult_summary_eval"].dataset.files_url == files_url
 
-    final = _wait(client.evaluation.jobs.retrieve, job.id)
+    final = _finish(fake, client.evaluation.jobs.retrieve, job.id)
     assert final.status == "completed", final.status_details
     status = client.evaluation.jobs.status(job.id)
     assert isinstance(status, EvaluationStatusDetails)
@@ -240,7 +239,7 @@ def test_official_sdk_drives_the_fake_and_parses_every_response(
     assert tgt_entity.model.api_endpoint.api_key == "******"
     job2 = client.evaluation.jobs.create(config="team/seed", target="team/poor")
     assert job2.config.name == "seed" and job2.target.name == "poor"
-    assert _wait(client.evaluation.jobs.retrieve, job2.id).status == "completed"
+    assert _finish(fake, client.evaluation.jobs.retrieve, job2.id).status == "completed"
     page = client.evaluation.jobs.list(page_size=1)
     assert page.pagination is not None and page.pagination.total_results == 2 and len(page.data) == 1
     assert {j.id for j in page} == {
@@ -273,34 +272,46 @@ def test_sdk_sees_documented_error_shapes(fake: FakeNemoService) -> None:
 def test_job_lifecycle_progress_and_failure(fake: FakeNemoService, llm: MockLLMServer, hf_env: Path) -> None:
     files_url = _upload_rows(fake, "team", "consults", hf_env)
     client = NemoClient(fake.base_url)
-    fake.sample_delay = 0.05
+    fake.hold_jobs.set()  # freeze the job as it starts running, to read that state over REST
     job = client.create_job(_config(llm, files_url), _target(llm))
-    seen: list[tuple[str, Any, Any]] = []
-    while job["status"] not in ("completed", "failed"):
-        sd = job["status_details"]
-        seen.append((job["status"], sd["progress"], sd["samples_processed"]))
-        time.sleep(0.01)
-        job = client.get_job(job["id"])
+    assert job["status"] == "created"
+    fake.wait_for_job(job["id"], "running")
+    running_now = client.get_job(job["id"])
+    assert running_now["status"] == "running" and running_now["result"] is None
+    assert client.job_status(job["id"]) == {
+        "message": None,
+        "task_status": {"consult_summary_eval": "pending"},
+        "progress": 0.0,
+        "samples_processed": 0,
+    }
+    fake.hold_jobs.clear()
+    job = _finish(fake, client.get_job, job["id"])
     assert job["status"] == "completed"
-    statuses = [s for s, _, _ in seen]
-    assert statuses[0] == "created" and "running" in statuses
-    running = [(p, n) for s, p, n in seen if s == "running" and n]
+    assert job["status_details"]["progress"] == 100.0 and job["status_details"]["samples_processed"] == len(
+        ROWS
+    )
+    assert job["result"] and job["output_files_url"].endswith(job["id"])
+
+    # Every state the job passed through, in order, as a poller would have seen it.
+    history = fake.jobs[job["id"]].history
+    phases = [s for i, (s, _, _) in enumerate(history) if i == 0 or history[i - 1][0] != s]
+    assert phases == ["created", "pending", "running", "completed"]
+    running = [(p, n) for s, p, n in history if s == "running" and n]
     assert running and all(0 < p < 100 or n == len(ROWS) for p, n in running)
     assert [n for _, n in running] == sorted(n for _, n in running)  # progress only moves forward
-    assert job["status_details"]["progress"] == 100.0 and job["output_files_url"].endswith(job["id"])
+    assert [p for p, _ in running] == sorted(p for p, _ in running)
 
-    fake.sample_delay = 0.0
     fake.fail_next_job = True
-    failed = _wait(client.get_job, client.create_job(_config(llm, files_url), _target(llm))["id"])
+    failed = _finish(fake, client.get_job, client.create_job(_config(llm, files_url), _target(llm))["id"])
     assert failed["status"] == "failed" and "fail_next_job" in failed["status_details"]["message"]
     assert "failed" in client.job_logs(failed["id"])
     with pytest.raises(NemoServiceError) as info:
         client.job_results(failed["id"])
     assert info.value.status == 404
-    assert (
-        _wait(client.get_job, client.create_job(_config(llm, files_url), _target(llm))["id"])["status"]
-        == "completed"
-    ), "fail_next_job fails one job only"
+    next_job = client.create_job(_config(llm, files_url), _target(llm))["id"]
+    assert _finish(fake, client.get_job, next_job)["status"] == "completed", (
+        "fail_next_job fails one job only"
+    )
 
 
 def test_cancel_a_held_job_and_missing_dataset_fails(
@@ -310,14 +321,14 @@ def test_cancel_a_held_job_and_missing_dataset_fails(
     client = NemoClient(fake.base_url)
     fake.hold_jobs.set()
     job = client.create_job(_config(llm, files_url), _target(llm))
-    assert _wait_for(lambda: client.get_job(job["id"])["status"] == "running")
+    fake.wait_for_job(job["id"], "running")
     client.cancel_job(job["id"])
-    assert _wait(client.get_job, job["id"])["status"] == "cancelled"
+    assert _finish(fake, client.get_job, job["id"])["status"] == "cancelled"
+    assert [s for s, _, _ in fake.jobs[job["id"]].history][-2:] == ["cancelling", "cancelled"]
     fake.hold_jobs.clear()
 
-    missing = _wait(
-        client.get_job, client.create_job(_config(llm, "hf://datasets/team/nope"), _target(llm))["id"]
-    )
+    missing_id = client.create_job(_config(llm, "hf://datasets/team/nope"), _target(llm))["id"]
+    missing = _finish(fake, client.get_job, missing_id)
     assert missing["status"] == "failed" and "nope" in missing["status_details"]["message"]
 
     with pytest.raises(NemoServiceError) as info:
@@ -329,7 +340,7 @@ def test_minimal_stats_and_zip_without_samples(hf_env: Path, llm: MockLLMServer)
     with FakeNemoService(minimal_stats=True, include_samples=False, queue_delay=0.0) as svc:
         files_url = _upload_rows(svc, "team", "consults", hf_env)
         client = NemoClient(svc.base_url)
-        job = _wait(client.get_job, client.create_job(_config(llm, files_url), _target(llm))["id"])
+        job = _finish(svc, client.get_job, client.create_job(_config(llm, files_url), _target(llm))["id"])
         res = client.job_results(job["id"])
         stats = res["tasks"]["consult_summary_eval"]["metrics"]["correctness"]["scores"]["correctness"][
             "stats"
@@ -337,12 +348,3 @@ def test_minimal_stats_and_zip_without_samples(hf_env: Path, llm: MockLLMServer)
         assert set(stats) == {"count", "sum", "mean"}
         with zipfile.ZipFile(io.BytesIO(client.download_results(job["id"]))) as zf:
             assert not any(n.endswith("results/results.json") for n in zf.namelist())
-
-
-def _wait_for(cond: Any, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return False

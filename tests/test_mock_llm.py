@@ -1,18 +1,20 @@
 """The mock LLM server: OpenAI shapes, deterministic mock models, the mock judge, faults, concurrency.
 
-Every test talks HTTP to a loopback server, as the package's clients will.
+Every test talks HTTP to a loopback server, as the package's clients will. Waits (latency, the timeout
+fault) go through an injected sleep, so tests observe them instead of timing them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import re
 import signal
 import socket
 import statistics
-import time
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+import mlflow_nemo_judge
 from mlflow_nemo_judge.testing.mock_llm import (
     MOCK_MODELS,
     OWNED_BY,
@@ -28,7 +31,9 @@ from mlflow_nemo_judge.testing.mock_llm import (
     start_subprocess,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "doctor_consults_with_summaries.jsonl"
+# The package's own seed data: 30 consults; these four carry deliberately useless reference summaries.
+DATA = Path(mlflow_nemo_judge.__file__).parent / "demo_data" / "doctor_consults.jsonl"
+USELESS_IDS = {"D004", "D011", "D019", "D027"}
 
 TARGET_SYSTEM = "Given a full medical consultation, please provide a 50 word summary of the consultation."
 COMPLETENESS_SYSTEM = (
@@ -218,10 +223,9 @@ def rating(client: httpx.Client, system: str, document: str, summary: str, model
     return int(match.group(1))
 
 
-@pytest.mark.skipif(not DATA.exists(), reason=f"shared dataset not found at {DATA} (kept outside the repo)")
 def test_judge_separates_good_and_useless_summaries_on_the_seed_dataset(client: httpx.Client) -> None:
     rows = [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines() if line.strip()]
-    assert len(rows) == 50
+    assert len(rows) == 30 and {row["ID"] for row in rows} >= USELESS_IDS
     scores: dict[str, dict[str, list[int]]] = {
         kind: {"completeness": [], "correctness": []} for kind in ("faithful", "poor", "reference")
     }
@@ -245,22 +249,18 @@ def test_judge_separates_good_and_useless_summaries_on_the_seed_dataset(client: 
             scores["reference"]["correctness"][-1],
         )
 
-    useful = [
-        pair
-        for row_id, pair in reference_by_id.items()
-        if row_id not in {"C001", "C011", "C021", "C031", "C041"}
-    ]
-    for row_id in ("C001", "C011"):
+    useful = [pair for row_id, pair in reference_by_id.items() if row_id not in USELESS_IDS]
+    for row_id in sorted(USELESS_IDS):
         complete, correct = reference_by_id[row_id]
         assert complete <= 2 and correct <= 2, (row_id, complete, correct)
         assert complete < min(c for c, _ in useful) and correct < min(c for _, c in useful)
 
-    others = [i for i, row in enumerate(rows) if row["ID"] not in {"C001", "C011"}]
+    others = [i for i, row in enumerate(rows) if row["ID"] not in USELESS_IDS]
     for metric in ("completeness", "correctness"):
         high = sum(scores["faithful"][metric][i] >= 4 for i in others)
         assert high >= 0.8 * len(others), (metric, scores["faithful"][metric])
-        faithful_mean = statistics.mean(scores["faithful"][metric][:25])
-        poor_mean = statistics.mean(scores["poor"][metric][:25])
+        faithful_mean = statistics.mean(scores["faithful"][metric])
+        poor_mean = statistics.mean(scores["poor"][metric])
         assert faithful_mean - poor_mean >= 1.5, (metric, faithful_mean, poor_mean)
         assert all(1 <= s <= 5 for kind in scores for s in scores[kind][metric])
 
@@ -340,11 +340,23 @@ def test_server_error_drop_and_malformed_faults(client: httpx.Client, srv: MockL
     assert content(chat(client, "mock/echo", "hi")) == "hi"
 
 
-def test_timeout_fault_outlasts_the_client_timeout(srv: MockLLMServer) -> None:
-    srv.set_faults(FaultConfig(timeout=1.0, timeout_seconds=5.0))
-    with httpx.Client(base_url=srv.base_url, timeout=0.3) as short, pytest.raises(httpx.ReadTimeout):
-        chat(short, "mock/echo", "hi")
-    assert srv.requests[-1].fault == "timeout" and srv.requests[-1].status == 0
+def test_timeout_fault_outlasts_the_client_timeout() -> None:
+    # The server's wait never ends on its own (stop() cancels it), so only the client's timeout can fire.
+    requested: list[float] = []
+    entered = threading.Event()
+
+    async def never_ending(seconds: float) -> None:
+        requested.append(seconds)
+        entered.set()
+        await asyncio.Event().wait()
+
+    faults = FaultConfig(timeout=1.0, timeout_seconds=5.0)
+    with MockLLMServer(faults=faults, sleep=never_ending) as srv:
+        with httpx.Client(base_url=srv.base_url, timeout=0.3) as short, pytest.raises(httpx.ReadTimeout):
+            chat(short, "mock/echo", "hi")
+        assert entered.wait(10), "the server never started the timeout fault's wait"
+        assert requested == [5.0]
+        assert [(e.fault, e.status) for e in srv.requests] == [("timeout", 0)]
 
 
 def test_transient_faults_hit_about_their_rate_and_are_reproducible(srv: MockLLMServer) -> None:
@@ -386,25 +398,48 @@ def test_fault_config_validates() -> None:
 # ------------------------------------------------------------------------------ concurrency and admin
 
 
-def test_latency_does_not_serialise_concurrent_requests(srv: MockLLMServer) -> None:
-    srv.set_latency(0.2)
+def test_latency_does_not_serialise_concurrent_requests() -> None:
+    # A barrier as the server's sleep: no request's latency ends before all 64 are inside it, so a
+    # server that handled requests one at a time would never answer the first (the client times out).
+    n = 64
+    requested: list[float] = []
+    all_waiting = asyncio.Event()
 
-    async def burst() -> list[int]:
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        async with httpx.AsyncClient(base_url=srv.base_url, timeout=10.0, limits=limits) as c:
+    async def barrier(seconds: float) -> None:
+        requested.append(seconds)
+        if len(requested) == n:
+            all_waiting.set()
+        await all_waiting.wait()
+
+    async def burst(base_url: str) -> list[int]:
+        limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+        async with httpx.AsyncClient(base_url=base_url, timeout=10.0, limits=limits) as c:
             payload = {"model": "mock/echo", "messages": [{"role": "user", "content": "hi"}]}
-            responses = await asyncio.gather(*(c.post("/chat/completions", json=payload) for _ in range(64)))
+            responses = await asyncio.gather(*(c.post("/chat/completions", json=payload) for _ in range(n)))
             return [r.status_code for r in responses]
 
-    started = time.perf_counter()
-    statuses = asyncio.run(burst())
-    elapsed = time.perf_counter() - started
-    assert statuses == [200] * 64
-    assert 0.2 <= elapsed < 1.5, elapsed
+    with MockLLMServer(latency=0.2, sleep=barrier) as srv:
+        statuses = asyncio.run(burst(srv.base_url))
+    assert statuses == [200] * n
+    assert requested == [0.2] * n
 
 
-def test_request_log_and_admin_config(client: httpx.Client, srv: MockLLMServer) -> None:
-    chat(client, "mock/echo", "logged", max_tokens=7)
+def test_request_log_and_admin_config() -> None:
+    waits: list[float] = []
+
+    async def record(seconds: float) -> None:
+        waits.append(seconds)
+
+    ticks = itertools.count(1_000.0)  # an injected clock: log times are exactly what it handed out
+    with (
+        MockLLMServer(sleep=record, clock=lambda: next(ticks)) as srv,
+        httpx.Client(base_url=srv.base_url, timeout=10.0) as client,
+    ):
+        _check_request_log_and_admin_config(client, srv, waits)
+
+
+def _check_request_log_and_admin_config(client: httpx.Client, srv: MockLLMServer, waits: list[float]) -> None:
+    first = chat(client, "mock/echo", "logged", max_tokens=7).json()
     chat(client, "nope", "unknown")
     entries = srv.requests
     assert [(e.path, e.model, e.status, e.fault) for e in entries] == [
@@ -412,7 +447,8 @@ def test_request_log_and_admin_config(client: httpx.Client, srv: MockLLMServer) 
         ("/v1/chat/completions", "nope", 404, None),
     ]
     assert entries[0].body["max_tokens"] == 7 and entries[0].body["messages"][0]["content"] == "logged"
-    assert entries[0].time <= entries[1].time <= time.time()
+    assert entries[0].time == 1_000.0 < first["created"] < entries[1].time  # arrival, answer, next arrival
+    assert waits == []  # no latency configured: the server never waited
 
     remote = client.get(f"{srv.base_url[:-3]}/mock/requests").json()
     assert remote["total"] == 2 and remote["requests"][0]["model"] == "mock/echo"
@@ -421,10 +457,9 @@ def test_request_log_and_admin_config(client: httpx.Client, srv: MockLLMServer) 
     updated = client.post(admin, json={"latency": 0.3, "faults": {"rate_limit": 0.5}})
     assert updated.status_code == 200 and updated.json()["latency"] == 0.3
     assert srv.latency == 0.3 and srv.faults == FaultConfig(rate_limit=0.5)
-    started = time.perf_counter()
     client.post(admin, json={"faults": None})
-    chat(client, "mock/echo", "slow")
-    assert time.perf_counter() - started >= 0.3
+    assert content(chat(client, "mock/echo", "slow")) == "slow"
+    assert waits == [0.3]  # the configured latency was applied to the model request, once
     assert client.post(admin, json={"latency": -1}).status_code == 400
     assert client.post(admin, json={"faults": {"bogus": 1}}).status_code == 400
     srv.clear_log()

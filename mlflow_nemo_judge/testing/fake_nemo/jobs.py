@@ -1,10 +1,9 @@
-"""Entities and job execution of the FAKE NeMo service (a test double; see ``fake_nemo``).
+"""Job execution of the FAKE NeMo service (a test double; see ``fake_nemo``).
 
-Entity expansion mimics what NeMo Evaluator echoes back for inline configs and targets (ids,
-``schema_version``, ``type_prefix``, unset fields as null, ``format`` defaulting to ``"nim"``) as
-captured in NVIDIA's notebooks. Jobs are computed for real by this package's own local engine
-(``build_plan`` + ``run_plan_async``) in a worker thread, after the job's ``hf://`` datasets are read
-back from the fake's own Data Store with ``huggingface_hub``.
+Jobs are computed for real by this package's own local engine (``build_plan`` + ``run_plan_async``)
+in a worker thread, after the job's ``hf://`` datasets are read back from the fake's own Data Store
+with ``huggingface_hub``. Every status change is appended to ``FakeJob.history`` and announced on the
+service's ``changed`` condition, so tests wait for a state instead of polling on a timer.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ import contextlib
 import datetime
 import io
 import json
-import logging
 import math
 import threading
 import time
@@ -23,11 +21,24 @@ import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-log = logging.getLogger("mlflow_nemo_judge.testing.fake_nemo")
+from mlflow_nemo_judge.testing.fake_nemo.wire import new_id, now
 
-_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+if TYPE_CHECKING:  # pragma: no cover
+    from mlflow_nemo_judge.testing.fake_nemo.server import FakeNemoService
+
+__all__ = [
+    "MINIMAL_STATS",
+    "NEMO_STATS",
+    "FakeJob",
+    "JobRunner",
+    "nemo_tree",
+    "per_sample_record",
+    "request_cancel",
+    "start_job",
+]
+
 # The ScoreStats fields NeMo defines; our ci95_* are not among them.
 NEMO_STATS = (
     "count",
@@ -42,120 +53,6 @@ NEMO_STATS = (
     "nan_count",
 )
 MINIMAL_STATS = ("count", "sum", "mean")  # what the 2025-05 server in the seed notebook returned
-
-
-def new_id(prefix: str) -> str:
-    """``<prefix>-base58(uuid4)``, NeMo's id scheme."""
-    n = uuid.uuid4().int
-    out = ""
-    while n:
-        n, r = divmod(n, 58)
-        out = _B58[r] + out
-    return f"{prefix}-{out}"
-
-
-def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None).isoformat()
-
-
-def entity(
-    prefix: str | None, body: Mapping[str, Any], namespace: str | None = None, versioned: bool = False
-) -> dict[str, Any]:
-    """The common entity envelope NeMo wraps around stored objects, then the object's own fields."""
-    eid = new_id(prefix or "dataset")
-    ts = now()
-    out: dict[str, Any] = {
-        "schema_version": "1.0",
-        "id": eid,
-        "description": body.get("description"),
-        "type_prefix": prefix,
-        "namespace": body.get("namespace") or namespace or "default",
-        "project": body.get("project"),
-        "created_at": ts,
-        "updated_at": ts,
-        "custom_fields": body.get("custom_fields") or {},
-        "ownership": body.get("ownership"),
-        "name": body.get("name") or eid,
-    }
-    if versioned:
-        out.update({"version_id": "main", "version_tags": []})
-    return out
-
-
-def _with(base: dict[str, Any], body: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
-    for k, v in defaults.items():
-        base[k] = body.get(k, v)
-    for k, v in body.items():  # unknown fields pass through, as NeMo keeps them
-        base.setdefault(k, v)
-    return base
-
-
-def expand_dataset(ds: Any, namespace: str) -> Any:
-    if not isinstance(ds, Mapping):
-        return ds  # a "namespace/name" reference stays a string
-    return _with(
-        entity(None, ds, namespace, versioned=True),
-        ds,
-        {"format": None, "files_url": None, "hf_endpoint": None, "split": None, "limit": None},
-    )
-
-
-def expand_config(body: Mapping[str, Any], namespace: str) -> dict[str, Any]:
-    tasks = {}
-    for name, task in (body.get("tasks") or {}).items():
-        t = dict(task or {})
-        tasks[name] = {
-            "type": t.get("type"),
-            "params": t.get("params"),
-            "metrics": t.get("metrics"),
-            "dataset": expand_dataset(t.get("dataset"), namespace),
-            **{k: v for k, v in t.items() if k not in ("type", "params", "metrics", "dataset")},
-        }
-    out = _with(entity("eval-config", body, namespace), body, {"type": None, "params": None, "groups": None})
-    out["tasks"] = tasks if body.get("tasks") is not None else None
-    return out
-
-
-def expand_model(model: Any, namespace: str) -> Any:
-    if not isinstance(model, Mapping):
-        return model
-    out = _with(
-        entity("model", model, namespace, versioned=True),
-        model,
-        {
-            "spec": None,
-            "artifact": None,
-            "base_model": None,
-            "api_endpoint": None,
-            "peft": None,
-            "prompt": None,
-            "guardrails": None,
-        },
-    )
-    ep = out.get("api_endpoint")
-    if isinstance(ep, Mapping):
-        # Observed quirk (§10.5): an omitted format is stored as "nim".
-        out["api_endpoint"] = {**ep, "format": ep.get("format") or "nim"}
-    return out
-
-
-def expand_target(body: Mapping[str, Any], namespace: str) -> dict[str, Any]:
-    out = _with(
-        entity("eval-target", body, namespace),
-        body,
-        {
-            "type": None,
-            "cached_outputs": None,
-            "model": None,
-            "retriever": None,
-            "rag": None,
-            "rows": None,
-            "dataset": None,
-        },
-    )
-    out["model"] = expand_model(body.get("model"), namespace)
-    out["dataset"] = expand_dataset(body.get("dataset"), namespace)
-    return out
 
 
 def nemo_tree(tree: Mapping[str, Any], minimal: bool) -> dict[str, Any]:
@@ -221,10 +118,19 @@ class FakeJob:
     loop: asyncio.AbstractEventLoop | None = None
     task: asyncio.Future[Any] | None = None
     thread: threading.Thread | None = None
+    # (status, progress, samples_processed) after every change, oldest first: what a poller could see.
+    history: list[tuple[str, float | None, int | None]] = field(default_factory=list)
 
     @property
     def id(self) -> str:
         return str(self.record["id"])
+
+    def snapshot(self) -> None:
+        """Append the current status to ``history``; call with the service lock held."""
+        details = self.record["status_details"]
+        self.history.append(
+            (str(self.record["status"]), details.get("progress"), details.get("samples_processed"))
+        )
 
     def log(self, level: str, message: str) -> None:
         self.logs.append(f"{datetime.datetime.now(datetime.timezone.utc).isoformat()} {level} {message}")
@@ -237,19 +143,25 @@ class _Cancelled(Exception):
 class JobRunner:
     """Runs one fake job to a terminal status. ``store`` is the owning service (locks, stores, options)."""
 
-    def __init__(self, store: Any, job: FakeJob) -> None:
+    def __init__(self, store: FakeNemoService, job: FakeJob) -> None:
         self.store = store
         self.job = job
 
-    def _update(self, status: str | None = None, **details: Any) -> None:
-        with self.store.lock:
+    def _update(
+        self, status: str | None = None, record: Mapping[str, Any] | None = None, **details: Any
+    ) -> None:
+        """Change status/details (and ``record`` fields) in one locked step, then wake waiters."""
+        with self.store.changed:
             rec = self.job.record
             if status in ("pending", "running") and self.job.cancel.is_set():
                 raise _Cancelled  # a cancel arrived between two steps: never un-cancel the job
             if status is not None:
                 rec["status"] = status
             rec["status_details"].update(details)
+            rec.update(record or {})
             rec["updated_at"] = now()
+            self.job.snapshot()
+            self.store.changed.notify_all()
 
     def _pause(self, seconds: float) -> None:
         if self.job.cancel.wait(seconds):
@@ -411,15 +323,15 @@ class JobRunner:
         job.log("INFO", "Job completed successfully.")
         job.result_zip = self._zip(entity_doc, samples if self.store.include_samples else None)
         self.store.put_result(entity_doc)
+        # The result id lands with the "completed" status, so no reader sees a completed job without it.
         self._update(
             "completed",
+            record={"result": result_id, "output_files_url": files_url},
             message="Job completed successfully.",
             progress=100.0,
             samples_processed=sum(len(v) for v in samples.values()),
             task_status={t: "completed" for t in totals},
         )
-        with self.store.lock:
-            job.record.update(result=result_id, output_files_url=files_url)
 
     def _zip(self, aggregate: dict[str, Any], samples: dict[str, list[dict[str, Any]]] | None) -> bytes:
         from mlflow_nemo_judge.config.secrets import redact
@@ -435,7 +347,7 @@ class JobRunner:
         return buf.getvalue()
 
 
-def start_job(store: Any, job: FakeJob, on_done: Callable[[], None] | None = None) -> None:
+def start_job(store: FakeNemoService, job: FakeJob, on_done: Callable[[], None] | None = None) -> None:
     def target() -> None:
         JobRunner(store, job).run()
         if on_done is not None:
@@ -445,13 +357,16 @@ def start_job(store: Any, job: FakeJob, on_done: Callable[[], None] | None = Non
     job.thread.start()
 
 
-def request_cancel(store: Any, job: FakeJob) -> None:
-    with store.lock:
+def request_cancel(store: FakeNemoService, job: FakeJob) -> None:
+    """Ask a job to stop: ``cancelling`` now, ``cancelled`` once its worker notices."""
+    with store.changed:
         job.cancel.set()
         loop, task = job.loop, job.task
         if job.record["status"] in ("created", "pending", "running"):
             job.record["status"] = "cancelling"
             job.record["updated_at"] = now()
+            job.snapshot()
+            store.changed.notify_all()
     if loop is not None and task is not None:
         # RuntimeError: the loop already finished, the job is past the point of cancelling.
         with contextlib.suppress(RuntimeError):
