@@ -8,12 +8,13 @@ Part B: the mock server's own capacity, measured with a raw-socket keep-alive cl
 (``mock_capacity.py``), at the same latency and connection counts, and at zero latency — to show the
 server is not what limits Part A.
 
-Part C: zero latency, parallelism 64: the engine with the fast HTTP/1.1 client versus the httpx client
-(the previous default; ``NEMO_JUDGE_HTTP_CLIENT=httpx``) and httpx shard sizes, side by side.
+Part C: zero latency, parallelism 64: the engine on httpx over aiohttp (the default) versus httpx's own
+transport (``NEMO_JUDGE_HTTP_CLIENT=httpx``), side by side. The comparison with the deleted hand-written
+HTTP/1.1 client is ``bench/bench_http_stack.py``.
 
     python bench/bench_efficiency.py              # all parts (~3 min)
     python bench/bench_efficiency.py --parts A
-    NEMO_JUDGE_HTTP_CLIENT=httpx python bench/bench_efficiency.py --parts A --name efficiency_httpx  # before
+    NEMO_JUDGE_HTTP_CLIENT=httpx python bench/bench_efficiency.py --parts A --name efficiency_httpx
 """
 
 from __future__ import annotations
@@ -107,42 +108,28 @@ def part_b(latency: float, conns: list[int], seconds: float) -> list[dict[str, A
 
 
 def part_c(d: Path, n: int, p: int, repeats: int) -> list[dict[str, Any]]:
-    from mlflow_nemo_judge.http import transport
-
     data = make_dataset(n, d)
-    default_make = transport.make_client
     rows: list[dict[str, Any]] = []
     with Mock(latency=0.0) as mock:
         target = mock_target(mock.chat_url)
         cfg = seed_config(mock.chat_url, data, limit=None, parallelism=p)
-        variants: list[tuple[str, dict[str, Any], Any]] = [
-            ("fast HTTP/1.1 client (new default)", {}, None),
-            ("httpx, shards of 8 (previous default)", {"NEMO_JUDGE_HTTP_CLIENT": "httpx"}, None),
-            ("httpx, shards of 4", {}, 4),
-            ("httpx, shards of 16", {}, 16),
-            ("httpx, one client of 64", {}, 64),
+        variants: list[tuple[str, str]] = [
+            ("httpx over aiohttp (default)", "aiohttp"),
+            ("httpx, own transport", "httpx"),
         ]
         run_engine(seed_config(mock.chat_url, data, limit=20, parallelism=p), target, d / "warm")
         for rep in range(repeats):
-            for name, env, shard in variants:
-                old = {k: os.environ.get(k) for k in env}
-                os.environ.update(env)
-                if shard is not None:
-                    # The engine builds (and closes) its client inside its own event loop.
-                    def sharded(connections: int, timeout: Any, size: int = shard) -> Any:
-                        return transport.ShardedAsyncClient(connections, timeout, shard_size=size)
-
-                    transport.make_client = sharded
+            for name, choice in variants:
+                old = os.environ.get("NEMO_JUDGE_HTTP_CLIENT")
+                os.environ["NEMO_JUDGE_HTTP_CLIENT"] = choice
                 try:
                     mock.reset()
                     wall, res, cpu = run_engine(cfg, target, d / f"c-{rep}")
                 finally:
-                    transport.make_client = default_make
-                    for k, v in old.items():
-                        if v is None:
-                            os.environ.pop(k, None)
-                        else:
-                            os.environ[k] = v
+                    if old is None:
+                        os.environ.pop("NEMO_JUDGE_HTTP_CLIENT", None)
+                    else:
+                        os.environ["NEMO_JUDGE_HTTP_CLIENT"] = old
                 reqs = mock.count()
                 rows.append(
                     {

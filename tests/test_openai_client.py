@@ -1,4 +1,8 @@
-"""OpenAIClient against httpx.MockTransport: requests, retries, errors, concurrency, cache, usage."""
+"""OpenAIClient against httpx.MockTransport: requests, retries, errors, concurrency, cache, usage.
+
+Every test runs twice (the autouse ``http_mode`` fixture): with the MockTransport handed to OpenAIClient
+directly, as the engine hands it its transport (the production path: ``handle_async_request``), and
+wrapped in an ``httpx.AsyncClient``, which callers and other tests may pass instead."""
 
 from __future__ import annotations
 
@@ -18,6 +22,8 @@ import pytest
 from mlflow_nemo_judge.errors import EndpointError
 from mlflow_nemo_judge.http.cache import CACHE_FILE_NAME, ResponseCache
 from mlflow_nemo_judge.http.openai import CallResult, Endpoint, OpenAIClient, resolve_url
+from mlflow_nemo_judge.http.retry import backoff_delay, is_retryable_status, retry_after_seconds
+from mlflow_nemo_judge.http.transport import USER_AGENT
 from mlflow_nemo_judge.results import Usage
 
 SECRET = "sk-test-SECRET-0123456789"
@@ -66,11 +72,32 @@ class Sleeps:
         self.delays.append(delay)
 
 
+MODE = {"http": "transport"}
+
+
+@pytest.fixture(autouse=True, params=["transport", "client"])
+def http_mode(request: pytest.FixtureRequest) -> str:
+    MODE["http"] = request.param
+    return str(request.param)
+
+
+@asynccontextmanager
+async def mock_http(handler: Handler) -> AsyncIterator[httpx.AsyncBaseTransport | httpx.AsyncClient]:
+    """The MockTransport itself, or an AsyncClient around it, per the test's ``http_mode``."""
+    transport = httpx.MockTransport(handler)
+    if MODE["http"] == "transport":
+        yield transport
+        await transport.aclose()
+    else:
+        async with httpx.AsyncClient(transport=transport) as http:
+            yield http
+
+
 @asynccontextmanager
 async def make_client(
     handler: Handler, *, usage: Usage | None = None, sleeps: Sleeps | None = None, **kw: Any
 ) -> AsyncIterator[OpenAIClient]:
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+    async with mock_http(handler) as http:
         yield OpenAIClient(http, usage=usage or Usage(), sleep=sleeps or Sleeps(), rng_seed=0, **kw)
 
 
@@ -208,6 +235,54 @@ def test_resolve_url(url: str, kind: Any, expected: str) -> None:
     assert resolve_url(url, kind) == expected
 
 
+def test_request_on_the_transport_path_is_what_httpx_client_would_send(http_mode: str) -> None:
+    """The transport gets a complete request: Host, the client defaults (User-Agent, Accept-Encoding…),
+    Content-Type/Length matching the body; endpoint headers override defaults case-insensitively."""
+    handler, seen = sequence(chat_json())
+    ep = Endpoint(CHAT_URL + "?api-version=1", "m", api_key=SECRET, headers={"content-type": "application/x"})
+    call(handler, ep, body={"messages": [{"role": "user", "content": "héllo"}]})
+    call(handler, Endpoint("http://judge.local:8080/v1", "m"))
+    first, second = seen
+    assert first.headers["host"] == "judge.local" and second.headers["host"] == "judge.local:8080"
+    assert str(first.url) == CHAT_URL + "?api-version=1"
+    assert str(second.url) == "http://judge.local:8080/v1/chat/completions"
+    assert first.headers.get_list("content-type") == ["application/x"]  # overridden, not duplicated
+    assert second.headers["content-type"] == "application/json"
+    assert first.headers["content-length"] == str(len(first.content))
+    assert json.loads(first.content.decode("utf-8"))["messages"][0]["content"] == "héllo"
+    assert first.content == json.dumps(
+        {"model": "m", "messages": [{"role": "user", "content": "héllo"}]},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    ).encode("utf-8")
+    if http_mode == "transport":
+        # Nothing but OpenAIClient adds headers on this path (no AsyncClient in between).
+        assert first.headers["user-agent"] == USER_AGENT
+        assert "gzip" in first.headers["accept-encoding"]
+        assert [k for k, _ in first.headers.multi_items()][0] == "host"
+    else:
+        assert first.headers["user-agent"].startswith("python-httpx/")  # the client's own defaults
+
+
+def test_compressed_response_is_decoded() -> None:
+    import gzip
+
+    raw = gzip.compress(json.dumps(chat_json("zipped")).encode())
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"Content-Encoding": "gzip"}, stream=httpx.ByteStream(raw))
+
+    result, _, _ = call(handler)
+    assert result.text == "zipped"
+
+
+def test_nan_in_body_is_rejected_before_any_request() -> None:
+    handler, seen = sequence(chat_json())
+    with pytest.raises(ValueError):
+        call(handler, body={"messages": [], "temperature": float("nan")})
+    assert seen == []
+
+
 def test_timeout_passed_to_httpx() -> None:
     timeouts: list[dict[str, float]] = []
 
@@ -246,14 +321,49 @@ def test_retry_after_ms_http_date_and_cap() -> None:
     handler, _ = sequence(httpx.Response(503, headers={"Retry-After": "3600"}), chat_json())
     assert call(handler, backoff_max=7.0)[2].delays == [7.0]
 
-    date = email.utils.formatdate(time.time() + 20, usegmt=True)
-    handler, _ = sequence(httpx.Response(429, headers={"Retry-After": date}), chat_json())
-    (delay,) = call(handler)[2].delays
-    assert 17.0 <= delay <= 20.0
+    # HTTP-dates: far in the future is capped; in the past means "now". (Exact parsing against an injected
+    # clock is tested on retry.py below, so nothing here depends on how long the test takes.)
+    future = email.utils.formatdate(time.time() + 86400, usegmt=True)
+    handler, _ = sequence(httpx.Response(429, headers={"Retry-After": future}), chat_json())
+    assert call(handler, backoff_max=7.0)[2].delays == [7.0]
 
     past = email.utils.formatdate(time.time() - 100, usegmt=True)
     handler, _ = sequence(httpx.Response(429, headers={"Retry-After": past}), chat_json())
     assert call(handler)[2].delays == [0.0]
+
+
+def test_retry_after_parsing_against_an_injected_clock() -> None:
+    now = 1_700_000_000.0
+    date = email.utils.formatdate(now + 20, usegmt=True)
+
+    def parse(**headers: str) -> float | None:
+        return retry_after_seconds(
+            httpx.Headers({k.replace("_", "-"): v for k, v in headers.items()}), now=lambda: now
+        )
+
+    assert parse(Retry_After=date) == 20.0
+    assert parse(Retry_After=email.utils.formatdate(now - 5, usegmt=True)) == 0.0
+    assert parse(Retry_After="Wed, 21 Oct 2015 07:28:00") == 0.0  # naive date read as GMT, long past
+    assert parse(Retry_After=" 3 ") == 3.0 and parse(Retry_After="-4") == 0.0
+    assert parse(retry_after_ms="250", Retry_After="9") == 0.25  # the finer header wins
+    assert parse(retry_after_ms="nan", Retry_After="9") == 9.0  # unusable ms falls back to Retry-After
+    assert parse(Retry_After="soon") is None and parse(Retry_After="nan") is None and parse() is None
+
+
+def test_backoff_policy_bounds_and_seeded_reproducibility() -> None:
+    import random
+
+    for n in range(12):
+        window = min(4.0, 0.5 * 2**n)
+        d = backoff_delay(n, base=0.5, cap=4.0, rng=random.Random(n))
+        assert window / 2 <= d <= window
+    assert backoff_delay(10**6, base=1.0, cap=30.0) <= 30.0  # no float overflow on huge retry counts
+    assert backoff_delay(0, base=0.5, cap=4.0, retry_after=100.0) == 4.0
+    assert backoff_delay(3, base=0.5, cap=4.0, retry_after=1.25) == 1.25
+    seq = [backoff_delay(i, base=0.5, cap=30.0, rng=random.Random(7)) for i in range(5)]
+    assert seq == [backoff_delay(i, base=0.5, cap=30.0, rng=random.Random(7)) for i in range(5)]
+    assert [s for s in map(is_retryable_status, (408, 409, 429, 500, 503, 599))] == [True] * 6
+    assert not any(map(is_retryable_status, (400, 401, 403, 404, 422)))
 
 
 def test_retries_transient_failures_then_succeeds() -> None:
@@ -385,12 +495,13 @@ def test_debug_log_has_no_secrets_or_bodies(caplog: pytest.LogCaptureFixture) ->
 def test_concurrency_is_bounded() -> None:
     in_flight = 0
     peak = 0
+    gate = asyncio.Event()
 
     async def handler(request: httpx.Request) -> httpx.Response:
         nonlocal in_flight, peak
         in_flight += 1
         peak = max(peak, in_flight)
-        await asyncio.sleep(0.01)
+        await gate.wait()  # held until the test has seen the slots fill
         in_flight -= 1
         return httpx.Response(200, json=chat_json())
 
@@ -399,7 +510,16 @@ def test_concurrency_is_bounded() -> None:
     async def main() -> list[CallResult]:
         async with make_client(handler, usage=usage, max_concurrency=3) as client:
             ep = Endpoint(CHAT_URL, "m")
-            return await asyncio.gather(*(client.call(ep, {**BODY, "seed": i}) for i in range(20)))
+            batch = asyncio.gather(*(client.call(ep, {**BODY, "seed": i}) for i in range(20)))
+            for _ in range(1000):  # bounded: yield until three calls are in the handler
+                if in_flight == 3:
+                    break
+                await asyncio.sleep(0)
+            for _ in range(50):  # more turns of the loop must not let a fourth call in
+                await asyncio.sleep(0)
+            assert in_flight == 3
+            gate.set()
+            return await batch
 
     results = asyncio.run(main())
     assert len(results) == 20 and peak == 3 and usage.requests == 20
@@ -408,6 +528,7 @@ def test_concurrency_is_bounded() -> None:
 def test_backoff_sleep_does_not_hold_a_slot() -> None:
     """With one slot, a call sleeping in backoff must let another call run meanwhile."""
     other_done = asyncio.Event()
+    first_sleeping = asyncio.Event()
 
     async def handler(request: httpx.Request) -> httpx.Response:
         if json.loads(request.content).get("seed") == "a" and not other_done.is_set():
@@ -416,15 +537,15 @@ def test_backoff_sleep_does_not_hold_a_slot() -> None:
 
     async def blocking_sleep(delay: float) -> None:
         # Returns only once the other call has finished, which needs the (only) slot.
+        first_sleeping.set()
         await asyncio.wait_for(other_done.wait(), timeout=5)
 
     async def main() -> None:
-        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        async with mock_http(handler) as http:
             client = OpenAIClient(http, usage=Usage(), max_concurrency=1, sleep=blocking_sleep)
             ep = Endpoint(CHAT_URL, "m")
             first = asyncio.create_task(client.call(ep, {"seed": "a"}))
-            await asyncio.sleep(0)  # let the first call take the slot, get its 429 and start sleeping
-            await asyncio.sleep(0.01)
+            await first_sleeping.wait()  # the first call got its 429 and is in backoff
             await client.call(ep, {"seed": "b"})
             other_done.set()
             assert (await first).attempts == 2

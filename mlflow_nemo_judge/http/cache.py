@@ -81,6 +81,10 @@ def _resolve_db_path(path: Path | None) -> Path:
     return path / CACHE_FILE_NAME
 
 
+# The commit timer's class, a module attribute so tests can fire the interval commit without waiting.
+_Timer = threading.Timer
+
+
 class _Store:
     """The connection and its batching state, separate from ``ResponseCache`` so that the exit-time
     finalizer and the commit timer can hold it without keeping the cache object alive."""
@@ -144,7 +148,7 @@ class _Store:
     def _arm_timer(self) -> None:
         if self.timer is None and self.commit_interval > 0:
             # A daemon timer bounds how much a killed process can lose even when puts stop arriving.
-            timer = threading.Timer(self.commit_interval, self.timed_commit)
+            timer = _Timer(self.commit_interval, self.timed_commit)
             timer.daemon = True
             self.timer = timer
             timer.start()

@@ -1,31 +1,26 @@
 """Async calls to OpenAI-compatible ``/chat/completions`` and ``/completions`` endpoints.
 
-One :class:`OpenAIClient` wraps a shared ``httpx.AsyncClient`` and adds what an evaluation over many
+One :class:`OpenAIClient` sends through a shared ``httpx.AsyncBaseTransport`` (or an
+``httpx.AsyncClient``) and adds what an evaluation over many
 thousands of items needs: a concurrency bound, retries with jittered exponential backoff that honour
 ``Retry-After``, a persistent response cache, and usage counting. The API key travels per request to its
 own endpoint only and never reaches logs, reprs or error messages.
 
-Backoff before retry ``n`` (``n`` = 0 for the first retry)::
+The hot path builds an ``httpx.Request`` and awaits the transport's public
+``handle_async_request`` directly (see :mod:`mlflow_nemo_judge.http.transport` for why); tests pass
+``httpx.MockTransport`` and run exactly that code.
 
-    delay = min(backoff_max, backoff_base * 2**n) * uniform(0.5, 1.0)
-
-i.e. exponential growth capped at ``backoff_max`` with "equal jitter" over the upper half of the window:
-the jitter de-synchronises many workers that hit a rate limit together, while the 0.5 floor keeps the
-backoff meaningfully exponential (full jitter over ``[0, cap]`` can retry almost at once). When the
-server says how long to wait (``retry-after-ms`` or ``Retry-After`` as seconds or an HTTP-date) that
-delay is used as given, capped at ``backoff_max``.
+Retry timing (jittered exponential backoff, ``Retry-After``/``retry-after-ms``) is
+:mod:`mlflow_nemo_judge.http.retry`, shared with the NeMo client.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime
-import email.utils
 import functools
 import json
 import logging
 import random
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -36,15 +31,20 @@ import httpx
 from mlflow_nemo_judge.config.secrets import redact_text
 from mlflow_nemo_judge.errors import EndpointError
 from mlflow_nemo_judge.http.cache import ResponseCache
+from mlflow_nemo_judge.http.retry import (
+    RETRYABLE_STATUSES,
+    backoff_delay,
+    is_retryable_status,
+    retry_after_seconds,
+)
+from mlflow_nemo_judge.http.transport import USER_AGENT
 from mlflow_nemo_judge.results import Usage
 
 log = logging.getLogger(__name__)
 
 Kind = Literal["chat", "completions"]
 
-# 408 timeout, 409 conflict (some gateways use it for transient lock contention), 429 rate limit;
-# every 5xx is retried as well.
-RETRYABLE_STATUSES = frozenset({408, 409, 429})
+__all__ = ["RETRYABLE_STATUSES", "CallResult", "Endpoint", "HTTPPoster", "OpenAIClient", "resolve_url"]
 _MESSAGE_LIMIT = 300
 
 
@@ -86,9 +86,36 @@ def resolve_url(url: str, kind: Kind) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
 
 
+@functools.lru_cache(maxsize=256)
+def _request_url(url: str, kind: Kind) -> tuple[str, httpx.URL]:
+    """The resolved URL as text (messages, cache keys) and parsed once: httpx parses a ``str`` URL on
+    every request (~25 us, a visible share of a zero-latency run) but only copies a URL object."""
+    resolved = resolve_url(url, kind)
+    return resolved, httpx.URL(resolved)
+
+
 @functools.lru_cache(maxsize=64)
-def _http_timeout(secs: float) -> httpx.Timeout:
-    return httpx.Timeout(secs, connect=min(10.0, secs))
+def _http_timeout(secs: float) -> tuple[httpx.Timeout, dict[str, Any]]:
+    """The per-request timeout, as ``httpx.Timeout`` (client path) and as the request extension every
+    httpx transport reads (``request.extensions["timeout"]``: connect/read/write/pool seconds)."""
+    timeout = httpx.Timeout(secs, connect=min(10.0, secs))
+    return timeout, {"timeout": timeout.as_dict()}
+
+
+def _dumps(payload: dict[str, Any]) -> bytes:
+    """The request body as httpx's ``json=`` encodes it (compact, UTF-8, NaN/Infinity rejected)."""
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+# What httpx.AsyncClient would add to every request; a transport adds nothing (Host and Content-Length
+# come from httpx.Request). Only encodings httpx decodes without optional packages are advertised.
+_TRANSPORT_HEADERS = (
+    ("Accept", "*/*"),
+    ("Accept-Encoding", "gzip, deflate"),
+    ("Connection", "keep-alive"),
+    ("User-Agent", USER_AGENT),
+)
+_JSON = ("Content-Type", "application/json")
 
 
 def _redact(text: str, secret: str | None) -> str:
@@ -119,43 +146,10 @@ def _provider_message(response: httpx.Response) -> str:
             msg = data.get("detail") or data.get("message")
     if msg is None or msg == "":
         msg = response.text
-    if not isinstance(msg, str):
-        # FastAPI-style 422 detail is a list of dicts; show it compactly rather than as a Python repr.
-        msg = json.dumps(msg, ensure_ascii=False, default=str)
-    return msg
-
-
-def _retry_after(headers: httpx.Headers) -> float | None:
-    """Seconds the server asked us to wait, from ``retry-after-ms`` or ``Retry-After``; None if absent or
-    unparseable."""
-    ms = headers.get("retry-after-ms")
-    if ms is not None:
-        try:
-            value = float(ms) / 1000.0
-        except ValueError:
-            value = None
-        if value is not None and value == value:  # not NaN
-            return max(0.0, value)
-    ra = headers.get("retry-after")
-    if ra is None:
-        return None
-    ra = ra.strip()
-    try:
-        value = float(ra)
-    except ValueError:
-        pass
-    else:
-        return max(0.0, value) if value == value else None
-    try:
-        when = email.utils.parsedate_to_datetime(ra)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:  # older Pythons return None instead of raising
-        return None
-    if when.tzinfo is None:
-        # HTTP-dates are GMT by definition; a naive result would otherwise be read as local time.
-        when = when.replace(tzinfo=datetime.timezone.utc)
-    return max(0.0, when.timestamp() - time.time())
+    if isinstance(msg, str):
+        return msg
+    # FastAPI-style 422 detail is a list of dicts; show it compactly rather than as a Python repr.
+    return json.dumps(msg, ensure_ascii=False, default=str)
 
 
 def _int(value: Any) -> int:
@@ -207,21 +201,52 @@ def _well_formed(data: Any) -> bool:
 
 
 class HTTPPoster(Protocol):
-    """What the client needs of an HTTP client: ``httpx.AsyncClient`` or the engine's sharded one."""
+    """An HTTP client ``OpenAIClient`` can use instead of a transport: the ``post`` of
+    ``httpx.AsyncClient`` (in practice one), returning a response whose body is read."""
 
-    async def post(self, url: str, **kwargs: Any) -> httpx.Response: ...
+    async def post(
+        self,
+        url: httpx.URL | str,
+        *,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: httpx.Timeout | None = None,
+    ) -> httpx.Response: ...
+
+
+_HeadersKey = tuple[httpx.URL, str | None, tuple[tuple[str, str], ...] | None]
+
+
+def _headers_key(url: httpx.URL, endpoint: Endpoint) -> _HeadersKey:
+    return url, endpoint.api_key, tuple(endpoint.headers.items()) if endpoint.headers else None
+
+
+def _request_headers(url: httpx.URL, endpoint: Endpoint, *, transport: bool) -> httpx.Headers:
+    """Headers for a request to ``endpoint`` at ``url``: for a transport, ``Host`` and the defaults
+    ``httpx.AsyncClient`` would add; then ``Content-Type``, the endpoint's own headers (which win,
+    case-insensitively), and the key. ``Content-Length`` is set per request."""
+    headers = httpx.Headers((("Host", url.netloc.decode("ascii")), *_TRANSPORT_HEADERS) if transport else ())
+    headers[_JSON[0]] = _JSON[1]
+    if endpoint.headers:
+        headers.update(endpoint.headers)
+    if endpoint.api_key:
+        headers["Authorization"] = f"Bearer {endpoint.api_key}"
+    return headers
 
 
 class OpenAIClient:
     """Bounded-concurrency, retrying, caching caller of OpenAI-compatible endpoints.
 
-    ``http`` is shared and owned by the caller (connection pooling across endpoints); this class never
-    sets default headers on it, so one endpoint's key is never sent to another.
+    ``http`` is an ``httpx.AsyncBaseTransport`` (what the engine passes: requests go to its
+    ``handle_async_request``) or an ``httpx.AsyncClient`` (requests go through its public ``post``; its
+    default headers, timeout and proxies apply). It is shared and owned by the caller (connection pooling
+    across endpoints); this class never sets default headers on it, so one endpoint's key is never sent
+    to another.
     """
 
     def __init__(
         self,
-        http: HTTPPoster,
+        http: httpx.AsyncBaseTransport | HTTPPoster,
         *,
         usage: Usage,
         cache: ResponseCache | None = None,
@@ -241,7 +266,15 @@ class OpenAIClient:
             raise ValueError("timeout must be > 0")
         if backoff_base < 0 or backoff_max < 0:
             raise ValueError("backoff_base and backoff_max must be >= 0")
-        self._http = http
+        self._transport: httpx.AsyncBaseTransport | None = None
+        self._poster: HTTPPoster | None = None
+        if isinstance(http, httpx.AsyncBaseTransport):
+            self._transport = http
+        else:
+            self._poster = http
+        # Headers per (api key, endpoint headers), built once: httpx.Request copies an httpx.Headers
+        # as is, while a dict would be re-validated and re-encoded on every request.
+        self._headers: dict[_HeadersKey, httpx.Headers] = {}
         self.usage = usage
         self.cache = cache
         self.max_concurrency = max_concurrency
@@ -263,13 +296,46 @@ class OpenAIClient:
             self._sem_loop = loop
         return self._sem
 
+    def _headers_for(self, url: httpx.URL, endpoint: Endpoint) -> httpx.Headers:
+        key = _headers_key(url, endpoint)
+        headers = self._headers.get(key)
+        if headers is None:
+            if len(self._headers) >= 256:
+                self._headers.clear()
+            headers = _request_headers(url, endpoint, transport=self._transport is not None)
+            self._headers[key] = headers
+        return headers
+
+    async def _post(
+        self, url: httpx.URL, content: bytes, headers: httpx.Headers, secs: float
+    ) -> tuple[int, httpx.Headers, bytes]:
+        """One POST: (status, response headers, decoded body). Raises httpx's exceptions."""
+        timeout, extensions = _http_timeout(secs)
+        transport = self._transport
+        if transport is None:
+            assert self._poster is not None
+            response = await self._poster.post(url, content=content, headers=headers, timeout=timeout)
+            return response.status_code, response.headers, response.content
+        # What httpx.Request(content=...) builds, without re-deriving the fixed headers every time: the
+        # body as an in-memory stream, Host in the cached headers, the length set here, the body "read"
+        # (request.content) as transports and MockTransport handlers expect.
+        request = httpx.Request(
+            "POST", url, headers=headers, stream=httpx.ByteStream(content), extensions=extensions
+        )
+        request.headers["Content-Length"] = str(len(content))
+        request.read()
+        response = await transport.handle_async_request(request)
+        try:
+            body = await response.aread()  # decodes Content-Encoding
+        finally:
+            await response.aclose()
+        return response.status_code, response.headers, body
+
     def backoff_delay(self, retry_index: int, retry_after: float | None = None) -> float:
-        """Seconds to wait before retry number ``retry_index`` (0-based); see the module docstring."""
-        if retry_after is not None:
-            return min(self.backoff_max, retry_after)
-        # Exponent capped so a huge max_retries cannot overflow the float.
-        window = min(self.backoff_max, self.backoff_base * 2.0 ** min(retry_index, 60))
-        return window * self._rng.uniform(0.5, 1.0)
+        """Seconds to wait before retry number ``retry_index`` (0-based); see :mod:`.retry`."""
+        return backoff_delay(
+            retry_index, base=self.backoff_base, cap=self.backoff_max, retry_after=retry_after, rng=self._rng
+        )
 
     def _result(self, data: dict[str, Any], *, cached: bool, attempts: int) -> CallResult:
         text, finish, prompt_tokens, completion_tokens = _extract(data)
@@ -307,10 +373,9 @@ class OpenAIClient:
         Raises :class:`EndpointError` at once on a non-retryable status (400, 401, 403, 404, 422, …)
         and after ``max_retries`` retries on transient failures. ``asyncio.CancelledError`` propagates.
         """
-        url = resolve_url(endpoint.url, kind)
+        url, request_url = _request_url(endpoint.url, kind)
         retries_allowed = self.max_retries if max_retries is None else max_retries
         secs = self.timeout if timeout is None else timeout
-        http_timeout = _http_timeout(secs)
         payload = {"model": endpoint.model_id, **body}
         cache = self.cache if use_cache and self.cache is not None and self.cache.enabled else None
 
@@ -324,11 +389,8 @@ class OpenAIClient:
                 log.debug("cache hit %s model=%s", url, endpoint.model_id)
                 return self._result(hit, cached=True, attempts=0)
 
-        headers: dict[str, str] = {}
-        if endpoint.headers:
-            headers.update(endpoint.headers)
-        if endpoint.api_key:
-            headers["Authorization"] = f"Bearer {endpoint.api_key}"
+        headers = self._headers_for(request_url, endpoint)
+        content = _dumps(payload)  # once, not per attempt
 
         attempts = 0
         while True:
@@ -340,7 +402,9 @@ class OpenAIClient:
             try:
                 # The slot is held only for the request itself, never during backoff sleeps.
                 async with self._semaphore():
-                    response = await self._http.post(url, json=payload, headers=headers, timeout=http_timeout)
+                    status, response_headers, response_body = await self._post(
+                        request_url, content, headers, secs
+                    )
             except httpx.UnsupportedProtocol as exc:
                 # A bad scheme in the configured URL will not fix itself; retrying only delays the error.
                 self.usage.failed_requests += 1
@@ -361,26 +425,27 @@ class OpenAIClient:
                     type(exc).__name__,
                 )
             else:
-                status = response.status_code
                 log.debug("POST %s model=%s attempt=%d status=%d", url, endpoint.model_id, attempts, status)
                 if 200 <= status < 300:
                     try:
-                        data = response.json()
+                        data = json.loads(response_body)
                     except ValueError:
                         data = None
                     if _well_formed(data):
                         if key is not None and cache is not None:
                             cache.put(key, data)
                         return self._result(data, cached=False, attempts=attempts)
-                    detail = _truncate(_redact(_provider_message(response), endpoint.api_key))
+                # Failures only: a response object gives the provider's text with httpx's decoding.
+                response = httpx.Response(status, headers=response_headers, content=response_body)
+                detail = _truncate(_redact(_provider_message(response), endpoint.api_key))
+                if 200 <= status < 300:
                     failure = f"HTTP {status} with a malformed body (no JSON 'choices'): {detail}"
                 else:
-                    detail = _truncate(_redact(_provider_message(response), endpoint.api_key))
                     failure = f"HTTP {status}: {detail}"
-                    if not (status in RETRYABLE_STATUSES or status >= 500):
+                    if not is_retryable_status(status):
                         self.usage.failed_requests += 1
                         raise EndpointError(url, failure, status)
-                    retry_after = _retry_after(response.headers)
+                    retry_after = retry_after_seconds(response_headers)
 
             retry_index = attempts - 1
             if retry_index >= retries_allowed:
