@@ -7,26 +7,31 @@ at top level; ``sample`` is the target output (``sample.output_text``, ``sample.
 Only config strings are templates. Dataset values are inserted as data and never rendered, so a row
 containing ``{{ ... }}`` cannot execute anything. The environment is sandboxed and strict: a missing
 variable is an error that names the variable and the fields the row does have.
+
+A rendered value is text unless the template itself asks for a structure (``render_value``): data never
+changes type because its text happens to look like JSON.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError
+from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 from mlflow_nemo_judge.errors import TemplateError
 
+T = TypeVar("T")
+
 _NON_ALNUM = re.compile(r"[^0-9a-zA-Z]")
-# A template that is exactly one expression, e.g. "{{ item.messages | tojson }}": its rendered text may be
-# JSON that stands for a structure (messages, tools), as in NeMo configs.
-_SINGLE_EXPR = re.compile(r"^\s*\{\{.*\}\}\s*$", re.DOTALL)
-# Rendered strings under these keys stay strings even if they look like JSON (a message's content is text).
+# Values under these keys are always text, even when the template yields a structure: a message's
+# content is what the model reads, so "{{ item.messages | tojson }}" there means the JSON text.
 _TEXT_KEYS = frozenset({"content", "role", "text", "prompt", "name"})
 
 
@@ -106,12 +111,10 @@ def build_context(row: Mapping[str, Any], sample: Mapping[str, Any] | None = Non
     return ctx
 
 
-def render_string(source: str, ctx: Mapping[str, Any], path: str) -> str:
-    if "{" not in source:  # fast path: plain text needs no Jinja
-        return source
-    tmpl = compile_template(source, path)
+def _guarded(path: str, evaluate: Callable[[], T]) -> T:
+    """Run one template evaluation; any failure becomes a ``TemplateError`` naming the config path."""
     try:
-        return str(tmpl.render(ctx))
+        return evaluate()
     except UndefinedError as exc:
         raise TemplateError(path, f"template variable error: {exc.message}") from None
     except TemplateError:
@@ -120,22 +123,93 @@ def render_string(source: str, ctx: Mapping[str, Any], path: str) -> str:
         raise TemplateError(path, f"template rendering failed: {type(exc).__name__}: {exc}") from None
 
 
+def render_string(source: str, ctx: Mapping[str, Any], path: str) -> str:
+    if "{" not in source:  # fast path: plain text needs no Jinja
+        return source
+    tmpl = compile_template(source, path)
+    return _guarded(path, lambda: str(tmpl.render(ctx)))
+
+
+@dataclass(frozen=True)
+class _SingleExpression:
+    """A template that is one ``{{ … }}`` expression and nothing else but whitespace."""
+
+    evaluate: Callable[..., Any]  # the expression compiled on its own: returns its native value
+    tojson: bool  # the expression's last step is the ``tojson`` filter: the template asks for JSON
+
+
+# The lexer's token types that start a tag other than an expression (blocks, comments, raw, line statements).
+_OTHER_TAGS = frozenset(
+    {"block_begin", "comment_begin", "raw_begin", "linestatement_begin", "linecomment_begin"}
+)
+
+
+@lru_cache(maxsize=4096)
+def _single_expression(source: str) -> _SingleExpression | None:
+    """The expression of ``source`` if the whole string is exactly one ``{{ … }}``, else None.
+
+    Decided on Jinja's own tokens (not a regex), so ``"{{ a }}{{ b }}"`` or ``"{{ '}}' }}"`` are read as
+    Jinja reads them; the raw tokens between the delimiters are the expression's exact source.
+    """
+    env = environment()
+    try:
+        tokens = list(env.lex(source))
+        body = env.parse(source).body
+    except TemplateSyntaxError:
+        return None  # compile_template reports it with the config path
+    begins = [i for i, (_, kind, _) in enumerate(tokens) if kind == "variable_begin"]
+    if len(begins) != 1 or any(kind in _OTHER_TAGS for _, kind, _ in tokens):
+        return None
+    start = begins[0]
+    end = next(i for i in range(start, len(tokens)) if tokens[i][1] == "variable_end")
+    if any(value.strip() for _, kind, value in tokens[:start] + tokens[end + 1 :] if kind == "data"):
+        return None
+    expr_source = "".join(value for _, _, value in tokens[start + 1 : end])
+    # One variable tag and only whitespace data parse to one Output node holding one expression.
+    if len(body) != 1 or not isinstance(body[0], nodes.Output):
+        return None
+    exprs = [n for n in body[0].nodes if not isinstance(n, nodes.TemplateData)]
+    if len(exprs) != 1:
+        return None
+    expr = exprs[0]
+    tojson = isinstance(expr, nodes.Filter) and expr.name == "tojson"
+    # undefined_to_none=False: a missing variable stays a StrictUndefined, so it raises the usual
+    # "not defined here; available: …" error when rendered instead of silently becoming None.
+    return _SingleExpression(env.compile_expression(expr_source, undefined_to_none=False), tojson)
+
+
+def _render_single(source: str, ctx: Mapping[str, Any], path: str) -> Any:
+    """A structure when the template asks for one, else the rendered text (see ``render_value``)."""
+    single = _single_expression(source)
+    if single is None:
+        return render_string(source, ctx, path)
+    if single.tojson:
+        text = render_string(source, ctx, path)
+        try:
+            value = json.loads(text)  # tojson writes valid JSON (its HTML-safe escapes are JSON escapes)
+        except ValueError:
+            return text
+        return value if isinstance(value, (list, dict)) else text
+    value = _guarded(path, lambda: single.evaluate(dict(ctx)))
+    if isinstance(value, (list, Mapping)):
+        # A copy, so a request body never aliases the dataset row (or another body) it was built from.
+        return copy.deepcopy(value if isinstance(value, list) else dict(value))
+    return render_string(source, ctx, path)
+
+
 def render_value(obj: Any, ctx: Mapping[str, Any], path: str, key: str | None = None) -> Any:
     """Render every string leaf of a template structure (messages, request params, check lists).
 
-    A string that is a single ``{{ … }}`` expression and renders to a JSON array/object becomes that
-    structure (``"{{ item.messages | tojson }}"``), except under text keys such as ``content``.
+    A leaf becomes a structure only when its template asks for one: it is a single ``{{ … }}``
+    expression whose value is a list/dict (``"{{ item.tools }}"``) or that ends with ``| tojson``
+    (``"{{ item.messages | tojson }}"``, as NeMo configs splice a message list). Everything else is
+    text, however JSON-like the data inside it looks, and so is everything under a text key such as
+    ``content``.
     """
     if isinstance(obj, str):
-        text = render_string(obj, ctx, path)
-        if key not in _TEXT_KEYS and "{" in obj and _SINGLE_EXPR.match(obj):
-            stripped = text.strip()
-            if stripped[:1] in ("[", "{"):
-                try:
-                    return json.loads(stripped)
-                except ValueError:
-                    return text
-        return text
+        if key not in _TEXT_KEYS and "{{" in obj:
+            return _render_single(obj, ctx, path)
+        return render_string(obj, ctx, path)
     if isinstance(obj, Mapping):
         return {k: render_value(v, ctx, f"{path}.{k}", str(k)) for k, v in obj.items()}
     if isinstance(obj, list):
