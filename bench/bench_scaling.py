@@ -42,7 +42,7 @@ def child(a: argparse.Namespace) -> None:
 
     warnings.filterwarnings("ignore")
     logging.getLogger("mlflow").setLevel(logging.ERROR)
-    from mlflow_nemo_judge.api import evaluate
+    from mlflow_nemo_judge.pipeline import evaluate
 
     cfg = seed_config(a.chat_url, a.data, limit=a.child, parallelism=a.parallelism)
     target = mock_target(a.chat_url)

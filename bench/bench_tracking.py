@@ -101,7 +101,7 @@ def main() -> None:
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     from mlflow.tracking import MlflowClient
 
-    from mlflow_nemo_judge.api import evaluate
+    from mlflow_nemo_judge.pipeline import evaluate
 
     results: list[dict[str, Any]] = []
     with temp_dir("bench-tracking-") as d, Mock(latency=a.latency) as mock, contextlib.ExitStack() as stack:

@@ -173,7 +173,7 @@ def main() -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")
     import mlflow
 
-    from mlflow_nemo_judge.api import evaluate
+    from mlflow_nemo_judge.pipeline import evaluate
 
     rows = shared_rows()
     runs: list[dict[str, Any]] = []

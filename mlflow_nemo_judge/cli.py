@@ -288,7 +288,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     else:
         backend = get_backend(args.backend, **(_nemo_options(args) or {}))
         for t in targets:
-            backend.validate(cfg, t)
+            backend.prepare(cfg, t)
         print(f"OK: {args.config} is valid for the {args.backend} backend; no model was called")
     return EXIT_OK
 
@@ -351,8 +351,8 @@ def _print_evaluation(args: argparse.Namespace, ev: Any, labels: Sequence[str]) 
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from mlflow_nemo_judge.api import evaluate
     from mlflow_nemo_judge.config import load_config, load_target
+    from mlflow_nemo_judge.pipeline import evaluate
 
     cfg = load_config(args.config)
     targets = [load_target(t) for t in args.target]
@@ -398,7 +398,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
-    from mlflow_nemo_judge.api import resume
+    from mlflow_nemo_judge.pipeline import resume
 
     ev = resume(
         args.run_id,
@@ -412,7 +412,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _cmd_attach(args: argparse.Namespace) -> int:
-    from mlflow_nemo_judge.api import attach
+    from mlflow_nemo_judge.pipeline import attach
 
     ev = attach(args.job_id, tracking_uri=args.tracking_uri, backend_options=_nemo_options(args))
     if not ev.run_ids:

@@ -100,8 +100,8 @@ def run_demo(
     output: str = "table",
     quiet: bool = False,
 ) -> int:
-    from mlflow_nemo_judge.api import evaluate
     from mlflow_nemo_judge.compare.render import results_table
+    from mlflow_nemo_judge.pipeline import evaluate
     from mlflow_nemo_judge.testing.mock_llm import MockLLMServer
 
     def say(msg: str = "") -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from mlflow_nemo_judge.config import EvalConfig, Target, load_config, load_target
+from mlflow_nemo_judge.config.secrets import collect, redact_text
 from mlflow_nemo_judge.errors import EndpointError, EvaluationError, NemoJudgeError
 from mlflow_nemo_judge.plan import Plan, TaskPlan, build_plan, cached_output_text, item_id
 from mlflow_nemo_judge.results import (
@@ -52,6 +54,8 @@ class RunOptions:
     work_dir: Path | None = None
     progress_bar: bool | None = None  # None: only when stderr is a terminal
     on_progress: ProgressCallback | None = None
+    on_record: Callable[[SampleRecord], None] | None = None  # each record, in item order, once written
+    task_totals: dict[str, int] | None = None  # rows per task when already counted (the plan's data scan)
     http_client: Any = None  # an httpx.AsyncClient to use (tests inject MockTransport clients)
 
 
@@ -121,10 +125,22 @@ def _score(values: list[float]) -> Score:
 
 
 class _OrderedWriter:
-    """Writes records in item order although samples finish out of order (bounded reorder buffer)."""
+    """Writes records in item order although samples finish out of order.
 
-    def __init__(self, fh: IO[str], agg: _TaskAggregator, on_record: Callable[[], None]) -> None:
-        self.fh, self.agg, self.on_record = fh, agg, on_record
+    The reorder buffer is bounded by the in-flight window: a sample's slot in the window is released
+    when its record is *written* (not when it finishes), so however long one sample stalls, at most
+    ``window`` records wait here and no new sample starts until the stalled one is written.
+    """
+
+    def __init__(
+        self,
+        fh: IO[str],
+        agg: _TaskAggregator,
+        window: asyncio.Semaphore,
+        secrets: list[str],
+        on_record: Callable[[SampleRecord], None],
+    ) -> None:
+        self.fh, self.agg, self.window, self.secrets, self.on_record = fh, agg, window, secrets, on_record
         self.pending: dict[int, SampleRecord] = {}
         self.next = 0
 
@@ -132,10 +148,14 @@ class _OrderedWriter:
         self.pending[rec.index] = rec
         while self.next in self.pending:
             r = self.pending.pop(self.next)
-            self.fh.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
+            line = json.dumps(r.to_dict(), ensure_ascii=False)
+            # An endpoint's error text can quote a header or URL credential back: the spill file is
+            # a temp file, and a temp file must not hold a secret either.
+            self.fh.write(redact_text(line, self.secrets) + "\n")
             self.agg.add(r)
             self.next += 1
-            self.on_record()
+            self.window.release()
+            self.on_record(r)
 
 
 class LocalEngine:
@@ -143,6 +163,7 @@ class LocalEngine:
         from mlflow_nemo_judge.http.openai import Endpoint
 
         self.plan, self.client, self.usage = plan, client, usage
+        self.secrets = collect(plan.config, plan.target)
         ep = plan.target_endpoint
         self.target = (
             Endpoint(url=ep.url, model_id=ep.model_id, api_key=plan.target_api_key, headers=ep.headers)
@@ -191,43 +212,45 @@ class LocalEngine:
             )
         return rec
 
-    async def run_task(
-        self, tp: TaskPlan, fh: IO[str], bar: _Bar, on_progress: ProgressCallback | None
-    ) -> _TaskAggregator:
-        total = sum(1 for _ in tp.data.iter_rows(tp.limit))
+    async def run_task(self, tp: TaskPlan, fh: IO[str], bar: _Bar, opts: RunOptions) -> _TaskAggregator:
+        totals = opts.task_totals or {}
+        total = totals[tp.name] if tp.name in totals else sum(1 for _ in tp.data.iter_rows(tp.limit))
         agg = _TaskAggregator(tp)
         done = 0
         bar.start(f"{tp.name}", total)
 
-        def on_record() -> None:
+        def on_record(rec: SampleRecord) -> None:
             nonlocal done
             done += 1
             self.usage.samples += 1
             bar.update()
-            if on_progress is not None:
-                on_progress(tp.name, done, total)
+            if opts.on_record is not None:
+                opts.on_record(rec)
+            if opts.on_progress is not None:
+                opts.on_progress(tp.name, done, total)
 
-        writer = _OrderedWriter(fh, agg, on_record)
         window = asyncio.Semaphore(max(1, self.plan.parallelism * _INFLIGHT_FACTOR))
+        writer = _OrderedWriter(fh, agg, window, self.secrets, on_record)
         inflight: set[asyncio.Task[SampleRecord]] = set()
         fatal: list[BaseException] = []
 
         def finished(t: asyncio.Task[SampleRecord]) -> None:
             inflight.discard(t)
-            window.release()
             if t.cancelled():
                 return
             exc = t.exception()
             if exc is not None:
                 fatal.append(exc)
             else:
-                writer.push(t.result())
+                try:
+                    writer.push(t.result())  # releases the window slot of every record it writes
+                except BaseException as write_exc:  # a sink that fails (disk full, tracking) stops the run
+                    fatal.append(write_exc)
 
         try:
             for index, row in enumerate(tp.data.iter_rows(tp.limit)):
                 await window.acquire()
                 if fatal:
-                    window.release()
                     break
                 t = asyncio.ensure_future(self.sample(tp, index, row))
                 inflight.add(t)
@@ -249,53 +272,67 @@ class LocalEngine:
 
 
 async def run_plan_async(plan: Plan, options: RunOptions | None = None) -> EvalResult:
-    """Execute a validated plan against the endpoints; returns NeMo-shaped results."""
+    """Execute a validated plan against the endpoints; returns NeMo-shaped results.
+
+    Records stream to ``options.on_record`` in item order as they are written. Without
+    ``options.work_dir`` the engine makes its own work folder and owns it: it is removed if the run fails
+    or is cancelled, and handed to the result (``EvalResult.own``) if it succeeds.
+    """
     import httpx
 
     from mlflow_nemo_judge.http.openai import OpenAIClient
-    from mlflow_nemo_judge.http.transport import make_client
+    from mlflow_nemo_judge.http.transport import make_http_transport
 
     opts = options or RunOptions()
     usage = Usage()
-    cache = None
-    if opts.cache:
-        from mlflow_nemo_judge.http.cache import ResponseCache
-
-        cache = ResponseCache(opts.cache_dir / "responses.sqlite" if opts.cache_dir else None)
-    work_dir = opts.work_dir or Path(tempfile.mkdtemp(prefix="nemo-judge-"))
-    work_dir.mkdir(parents=True, exist_ok=True)
-    samples_path = work_dir / "samples.jsonl"
-    own_http = opts.http_client is None
-    http: Any = opts.http_client or make_client(
-        plan.parallelism, httpx.Timeout(plan.timeout, connect=min(10.0, plan.timeout))
-    )
-    start = time.perf_counter()
-    aggs: list[_TaskAggregator] = []
-    bar = _Bar(opts.progress_bar)
+    own_dir = opts.work_dir is None
+    work_dir = Path(tempfile.mkdtemp(prefix="nemo-judge-")) if opts.work_dir is None else opts.work_dir
     try:
-        client = OpenAIClient(
-            http,
-            usage=usage,
-            cache=cache,
-            max_concurrency=plan.parallelism,
-            max_retries=plan.max_retries,
-            timeout=plan.timeout,
+        work_dir.mkdir(parents=True, exist_ok=True)
+        samples_path = work_dir / "samples.jsonl"
+        cache = None
+        if opts.cache:
+            from mlflow_nemo_judge.http.cache import ResponseCache
+
+            cache = ResponseCache(opts.cache_dir / "responses.sqlite" if opts.cache_dir else None)
+        own_http = opts.http_client is None
+        http: Any = opts.http_client or make_http_transport(
+            plan.parallelism, httpx.Timeout(plan.timeout, connect=min(10.0, plan.timeout))
         )
-        engine = LocalEngine(plan, client, usage)
-        with open(samples_path, "w", encoding="utf-8") as fh:
-            for tp in plan.tasks:
-                aggs.append(await engine.run_task(tp, fh, bar, opts.on_progress))
-    except EndpointError as exc:
-        raise EvaluationError(f"evaluation stopped: {exc}") from exc
-    finally:
-        usage.wall_seconds = time.perf_counter() - start
-        if own_http:
-            await http.aclose()
-        if cache is not None:
-            cache.close()
+        start = time.perf_counter()
+        aggs: list[_TaskAggregator] = []
+        bar = _Bar(opts.progress_bar)
+        try:
+            client = OpenAIClient(
+                http,
+                usage=usage,
+                cache=cache,
+                max_concurrency=plan.parallelism,
+                max_retries=plan.max_retries,
+                timeout=plan.timeout,
+            )
+            engine = LocalEngine(plan, client, usage)
+            with open(samples_path, "w", encoding="utf-8") as fh:
+                for tp in plan.tasks:
+                    aggs.append(await engine.run_task(tp, fh, bar, opts))
+        except EndpointError as exc:
+            raise EvaluationError(f"evaluation stopped: {exc}") from exc
+        finally:
+            usage.wall_seconds = time.perf_counter() - start
+            if own_http:
+                await http.aclose()
+            if cache is not None:
+                cache.close()
+    except BaseException:
+        if own_dir:
+            shutil.rmtree(work_dir, ignore_errors=True)
+        raise
     tasks: MetricTree = {a.tp.name: a.tree() for a in aggs}
     groups = _groups(plan, aggs)
-    return EvalResult(tasks=tasks, groups=groups, usage=usage, samples_path=samples_path, backend="local")
+    result = EvalResult(tasks=tasks, groups=groups, usage=usage, samples_path=samples_path, backend="local")
+    if own_dir:
+        result.own(work_dir)
+    return result
 
 
 def _groups(plan: Plan, aggs: list[_TaskAggregator]) -> MetricTree:
@@ -324,9 +361,12 @@ def run_local(
     options: RunOptions | None = None,
     **kwargs: Any,
 ) -> EvalResult:
-    """Validate and run an evaluation with the local engine (blocking). ``kwargs`` set ``RunOptions``."""
+    """Validate and run an evaluation with the local engine, untracked (blocking, also from a notebook
+    cell). ``kwargs`` set ``RunOptions``."""
+    from mlflow_nemo_judge.pipeline import run_sync
+
     opts = options or RunOptions(**kwargs)
     cfg = load_config(config)
     tgt = load_target(target)
     plan = build_plan(cfg, tgt, limit=opts.limit, parallelism=opts.parallelism)
-    return asyncio.run(run_plan_async(plan, opts))
+    return run_sync(run_plan_async(plan, opts))

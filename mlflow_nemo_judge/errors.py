@@ -1,11 +1,28 @@
-"""One exception root for the package.
+"""Every exception of the package, under one root.
 
 Every error a user can cause or hit carries the place it comes from (a config path such as
 ``tasks.t.metrics.m.params.scores.s.parser.pattern``, a file and line, a URL, a job id) in its message,
-so the CLI can print it on one line and exit with a meaningful code.
+so the CLI can print it on one line and exit with a meaningful code (``exit_code``)::
+
+    NemoJudgeError (exit 1)
+    ├── ConfigError (exit 2)            the config/target is invalid; ``path`` names the config path
+    │   ├── TemplateError               a Jinja template does not compile or needs a missing variable
+    │   └── SecretError                 an ``api_key_env`` variable is not set
+    ├── DatasetError (exit 2)           a dataset is missing, empty or unreadable (file/URL and line)
+    ├── MissingDependencyError (exit 2) an optional extra (bleu/rouge) is not installed
+    ├── EndpointError                   a model endpoint failed after all retries (URL, status)
+    ├── EvaluationError                 an evaluation could not complete
+    │   └── NemoJobError                a NeMo job failed or was cancelled (job id, record, logs)
+    │       └── NemoJobTimeout          the job outlived the wait timeout (it can be attached to)
+    ├── TrackingError                   MLflow tracking failed, or a run cannot be found/resumed
+    └── NemoServiceError                a NeMo microservice answered an error (URL, status, detail)
+
+    ConfigWarning (a UserWarning)       a likely misspelled config key (kept and passed through)
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class NemoJudgeError(Exception):
@@ -60,6 +77,26 @@ class EvaluationError(NemoJudgeError):
     """An evaluation could not complete (a backend failure, a failed remote job)."""
 
 
+class NemoJobError(EvaluationError):
+    """A NeMo job failed, was cancelled or did not finish in time.
+
+    ``job`` is the (redacted) job record and ``logs`` the job's logs when they could be fetched, so the
+    tracking layer can keep both as artifacts of the failed run.
+    """
+
+    def __init__(
+        self, message: str, *, job_id: str, job: dict[str, Any] | None = None, logs: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.job = job
+        self.logs = logs
+
+
+class NemoJobTimeout(NemoJobError):
+    """The job was still running when the timeout passed; it keeps running and can be attached to."""
+
+
 class TrackingError(NemoJudgeError):
     """MLflow tracking failed or a run cannot be found/resumed."""
 
@@ -76,3 +113,7 @@ class NemoServiceError(NemoJudgeError):
         self.detail = detail
         where = f"{url} (HTTP {status})" if status is not None else url
         super().__init__(f"{where}: {detail}")
+
+
+class ConfigWarning(UserWarning):
+    """A config key is probably misspelled (a near-miss of a known key); it is kept and passed through."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import weakref
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -198,8 +200,24 @@ class EvalResult:
     samples_path: Path | None = None
     backend: str = "local"
     job: dict[str, Any] | None = None
-    # Run ids are filled in by tracking (evaluate()); empty when run without MLflow.
-    run_ids: list[str] = field(default_factory=list)
+    _cleanup: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def own(self, directory: Path) -> None:
+        """Make ``directory`` (the samples' spill folder) this result's: it is removed by :meth:`close`, when
+        the result is garbage-collected, or at interpreter exit, whichever comes first. So a finished run
+        leaves no temp folder behind, while ``iter_samples()`` works for as long as the result is held."""
+        self._cleanup = weakref.finalize(self, shutil.rmtree, str(directory), True)
+
+    def close(self) -> None:
+        """Remove the owned spill folder now (``iter_samples()`` yields nothing afterwards)."""
+        if self._cleanup is not None:
+            self._cleanup()
+
+    def __enter__(self) -> EvalResult:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def to_nemo_dict(self) -> dict[str, Any]:
         """The results document in NeMo Evaluator's ``EvaluationResult`` shape (tasks/groups)."""

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from mlflow_nemo_judge.api import Evaluation, evaluate, resume
 from mlflow_nemo_judge.config import load_config, sha256_json
 from mlflow_nemo_judge.errors import ConfigError, TrackingError
 from mlflow_nemo_judge.http.cache import cache_key
+from mlflow_nemo_judge.pipeline import Evaluation, evaluate, resume
 
 pytestmark = pytest.mark.usefixtures("judge_cache")
 
@@ -121,14 +121,14 @@ def test_two_targets_make_a_parent_and_two_complete_child_runs(seed_eval, mlflow
         assert tags["nemo_judge.samples"] == "table"
         assert model_id in run.info.run_name and "doctor_consult_summary_eval" in run.info.run_name
         note = tags["mlflow.note.content"]
-        assert model_id in note and "mock/judge" in note and "doctor_consults_with_summaries.jsonl" in note
+        assert model_id in note and "mock/judge" in note and "doctor_consults.jsonl" in note
         # params: flattened settings and content hashes
         assert params["config_sha256"] == config.sha256()
         assert params["backend"] == "local"
         assert params["target/model_id"] == model_id
         assert params["target/url"].endswith("/v1/chat/completions")
         assert params[f"task/{TASK}/dataset/limit"] == "25"
-        assert params[f"task/{TASK}/dataset/files_url"].endswith("doctor_consults_with_summaries.jsonl")
+        assert params[f"task/{TASK}/dataset/files_url"].endswith("doctor_consults.jsonl")
         assert params[f"task/{TASK}/dataset/num_rows"] == "25"
         assert params[f"task/{TASK}/inference/max_tokens"] == "200"
         assert params[f"task/{TASK}/metric/completeness/type"] == "llm-judge"
@@ -197,12 +197,12 @@ def test_two_targets_make_a_parent_and_two_complete_child_runs(seed_eval, mlflow
             assert col in cols
         assert "item.summary" not in cols  # only the inputs the templates use
         first = dict(zip(cols, table["data"][0], strict=True))
-        assert first["item_id"] == "C001" and "RATING" in first["completeness/raw_judge_output"]
+        assert first["item_id"] == "D001" and "RATING" in first["completeness/raw_judge_output"]
         # dataset input and the LoggedModel it is linked to
         (ds_input,) = run.inputs.dataset_inputs
-        assert ds_input.dataset.name == "doctor_consults_with_summaries"
+        assert ds_input.dataset.name == "doctor_consults"
         assert ds_input.dataset.digest == params[f"task/{TASK}/dataset/digest"]
-        assert "doctor_consults_with_summaries.jsonl" in ds_input.dataset.source
+        assert "doctor_consults.jsonl" in ds_input.dataset.source
         assert json.loads(ds_input.dataset.profile)["num_rows"] == 25
         assert {t.key: t.value for t in ds_input.tags}["mlflow.data.context"] == "evaluation"
         (model_input,) = run.inputs.model_inputs
@@ -214,7 +214,7 @@ def test_two_targets_make_a_parent_and_two_complete_child_runs(seed_eval, mlflow
         assert model.tags["mlflow.model.isExternal"] == "true"
         linked = {m.key: m for m in model.metrics if m.run_id == run_id}
         assert set(KEYS) <= set(linked)
-        assert linked[KEYS[0]].dataset_name == "doctor_consults_with_summaries"
+        assert linked[KEYS[0]].dataset_name == "doctor_consults"
         # per-sample traces (the first 2 samples here) with one LLM-judge Feedback per score
         assert tags["nemo_judge.traces"] == "2"
         traces = _traces(mlflow_uri, run.info.experiment_id, run_id)
@@ -326,7 +326,7 @@ def test_register_model_with_alias(seed_eval, mlflow_uri):
 
 _CHILD = """
 import json, sys
-from mlflow_nemo_judge.api import evaluate
+from mlflow_nemo_judge.pipeline import evaluate
 cfg, target, uri = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
 evaluate(cfg, target, experiment="resume", tracking_uri=uri, limit=12, parallelism=2, progress_bar=False)
 print("FINISHED-UNEXPECTEDLY")

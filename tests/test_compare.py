@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 
 from mlflow_nemo_judge import compare as cmp
-from mlflow_nemo_judge.api import compare, evaluate, paired
+from mlflow_nemo_judge.compare import leaderboard as compare
+from mlflow_nemo_judge.compare import paired
+from mlflow_nemo_judge.pipeline import evaluate
 
 TASK = "consult_summary_eval"
 KEYS = [f"{TASK}/completeness/completeness", f"{TASK}/correctness/correctness"]

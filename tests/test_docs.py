@@ -79,3 +79,14 @@ def test_cli_reference_matches_help():
         known = {s for a in sub.choices[cmd]._actions for s in a.option_strings}
         for opt in re.findall(r"`(--[\w-]+)", opts):
             assert opt in known, f"{cmd} {opt}"
+
+
+def test_readme_lists_every_environment_knob_with_its_default():
+    from mlflow_nemo_judge.settings import SETTINGS
+
+    table = README.split("<!-- settings-table -->", 1)[1].split("\n\n", 1)[0]
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `([A-Z_]+)` \| ([^|]+) \|", table, re.M)}
+    assert set(rows) == {s.name for s in SETTINGS}
+    for s in SETTINGS:
+        if s.default is not None:
+            assert f"`{s.default}`" in rows[s.name], s.name

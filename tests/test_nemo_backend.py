@@ -17,11 +17,11 @@ import httpx
 import pytest
 
 from mlflow_nemo_judge.backends import get_backend
-from mlflow_nemo_judge.backends.local import LocalBackend
 from mlflow_nemo_judge.backends.nemo import NemoBackend, NemoJobError, NemoJobTimeout
 from mlflow_nemo_judge.backends.nemo.results import build_result, read_results_zip
 from mlflow_nemo_judge.config import load_config, load_target
 from mlflow_nemo_judge.config.secrets import resolve_env as resolve_secrets
+from mlflow_nemo_judge.engine import run_local
 from mlflow_nemo_judge.errors import EvaluationError, SecretError
 from mlflow_nemo_judge.testing.fake_nemo import FakeNemoService
 from mlflow_nemo_judge.testing.mock_llm import MockLLMServer
@@ -170,7 +170,7 @@ def test_unknown_status_is_polled_through_with_one_warning(
     sleeps: list[float] = []
     backend = _backend(_service(polls), sleep=sleeps.append, poll_interval=0.5, max_poll_interval=1.0)
     with caplog.at_level(logging.WARNING, logger="mlflow_nemo_judge.backends.nemo"):
-        result = backend.run(*_seed(tmp_path))
+        result = backend.run_blocking(*_seed(tmp_path))
     warnings = [r for r in caplog.records if "queued" in r.getMessage()]
     assert len(warnings) == 1
     assert result.tasks[TASK]["completeness"]["completeness"].value == 4.0
@@ -187,7 +187,7 @@ def test_timeout_raises_with_the_job_still_attachable(
 
     backend = _backend(_service([_job("running", progress=10.0)]), timeout=0.05, sleep=_time.sleep)
     with pytest.raises(NemoJobTimeout) as info:
-        backend.run(*_seed(tmp_path))
+        backend.run_blocking(*_seed(tmp_path))
     assert isinstance(info.value, EvaluationError) and info.value.job_id == JOB_ID
     assert "0.05s" in str(info.value) and "running" in str(info.value)
 
@@ -203,7 +203,7 @@ def test_keyboard_interrupt_cancels_the_job_then_reraises(
 
     backend = _backend(_service([_job("running")], seen=seen), sleep=interrupt)
     with pytest.raises(KeyboardInterrupt):
-        backend.run(*_seed(tmp_path))
+        backend.run_blocking(*_seed(tmp_path))
     assert f"POST /v1/evaluation/jobs/{JOB_ID}/cancel" in seen
 
 
@@ -222,7 +222,7 @@ def test_keyboard_interrupt_wins_even_when_cancel_fails(
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        _backend(handler, sleep=interrupt, max_retries=0).run(*_seed(tmp_path))
+        _backend(handler, sleep=interrupt, max_retries=0).run_blocking(*_seed(tmp_path))
 
 
 def test_failed_job_raises_with_message_job_and_logs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -231,7 +231,7 @@ def test_failed_job_raises_with_message_job_and_logs(tmp_path: Path, monkeypatch
     failed["target"]["model"]["api_endpoint"]["api_key"] = "leaked-by-a-careless-server"
     backend = _backend(_service([_job("running"), failed], logs="ERROR judge 401 on row 3"))
     with pytest.raises(NemoJobError) as info:
-        backend.run(*_seed(tmp_path))
+        backend.run_blocking(*_seed(tmp_path))
     err = info.value
     assert isinstance(err, EvaluationError)
     assert "Judge endpoint returned 401" in str(err) and JOB_ID in str(err)
@@ -263,7 +263,7 @@ def test_api_key_env_is_resolved_only_into_the_submission(
     config, target = load_config(cfg), _seed(tmp_path)[1]
     before = (config.to_dict(), target.to_dict())
     jobs: list[dict[str, Any]] = []
-    _backend(handler).run(config, target, on_job=jobs.append)
+    _backend(handler).run_blocking(config, target, on_job=jobs.append)
     sent = bodies[0]
     assert sent["target"]["model"]["api_endpoint"] == {
         "url": "http://target.test/v1/chat/completions",
@@ -414,27 +414,27 @@ def test_doctor_consults_on_the_fake_equal_the_local_run(
     monkeypatch.setenv("TEST_TARGET_KEY", "nvapi-e2e-secret")
     config, target = _doctor(llm, data)
     before = config.to_dict()
-    local = LocalBackend(cache=False, progress_bar=False, work_dir=tmp_path / "local").run(config, target)
+    local = run_local(config, target, cache=False, progress_bar=False, work_dir=tmp_path / "local")
 
     progress: list[tuple[str, int, int | None]] = []
     jobs: list[dict[str, Any]] = []
     backend = NemoBackend(
         fake.base_url, poll_interval=0.02, max_poll_interval=0.1, work_dir=tmp_path / "nemo"
     )
-    remote = backend.run(config, target, progress=lambda *a: progress.append(a), on_job=jobs.append)
+    remote = backend.run_blocking(config, target, progress=lambda *a: progress.append(a), on_job=jobs.append)
 
     assert remote.backend == "nemo" and remote.job is not None and remote.job["id"] == jobs[0]["id"]
     assert remote.to_nemo_dict() == local.to_nemo_dict()  # keys, values and full stats incl. CI
     assert [s for *_, s in remote.scores()][0].stats.count == 10  # type: ignore[union-attr]
     by_local = [(r.item_id, r.output_text, r.metrics["completeness"].scores) for r in local.iter_samples()]
     by_remote = [(r.item_id, r.output_text, r.metrics["completeness"].scores) for r in remote.iter_samples()]
-    assert by_remote == by_local and by_local[0][0] == "C001"
+    assert by_remote == by_local and by_local[0][0] == "D001"
     assert remote.usage.samples == 10 and remote.usage.wall_seconds > 0
     assert progress and progress[-1] == (TASK, 10, 10)
 
     # Staged: uploaded to the Data Store, registered in the Entity Store, submitted as hf://.
     sent_url = fake.job_requests[0]["config"]["tasks"][TASK]["dataset"]["files_url"]
-    assert sent_url.startswith("hf://datasets/default/doctor-consults-with-summaries-")
+    assert sent_url.startswith("hf://datasets/default/doctor-consults-")
     assert any(ds["files_url"] == sent_url for ds in fake.es_datasets.values())
     assert fake.job_requests[0]["target"]["model"]["api_endpoint"]["api_key"] == "nvapi-e2e-secret"
     assert config.to_dict() == before and config.to_dict()["tasks"][TASK]["dataset"]["files_url"] == str(data)
@@ -443,9 +443,9 @@ def test_doctor_consults_on_the_fake_equal_the_local_run(
     )
 
     # Attaching to the finished job gives the same result; re-running re-uses the staged data.
-    again = backend.attach(remote.job["id"])
+    again = backend.attach_blocking(remote.job["id"])
     assert again.to_nemo_dict() == local.to_nemo_dict()
-    backend.run(config, target)
+    backend.run_blocking(config, target)
     assert len([r for r in fake.repos if r[0] == "datasets"]) == 1
     commits = [p for m, p in fake.requests if m == "POST" and p.endswith("/commit/main")]
     assert len(commits) == 2  # same repo, same content: the dataset create answered 409 and was re-used
@@ -466,7 +466,7 @@ def test_local_directory_dataset_and_limit_option(
     config, target = _doctor(llm, folder, "mock/faithful-summarizer")
     config.tasks[TASK].dataset.files_url = f"file://{folder}/"
     backend = NemoBackend(fake.base_url, namespace="team", poll_interval=0.02, max_poll_interval=0.1, limit=4)
-    res = backend.run(config, target)
+    res = backend.run_blocking(config, target)
     assert [r.item_id for r in res.iter_samples()] == ["D0", "D1", "D2", "D3"]
     repo = next(r for r in fake.repos.values() if r.kind == "datasets")
     assert repo.repo_id.startswith("team/data-") and sorted(repo.files) == ["a.jsonl", "part/b.jsonl"]
@@ -483,7 +483,7 @@ def test_failed_and_interrupted_jobs_on_the_fake(
     backend = NemoBackend(fake.base_url, poll_interval=0.02, max_poll_interval=0.1)
     fake.fail_next_job = True
     with pytest.raises(NemoJobError) as info:
-        backend.run(config, target)
+        backend.run_blocking(config, target)
     assert "fail_next_job" in str(info.value) and info.value.logs and "ERROR" in info.value.logs
     assert info.value.job is not None and info.value.job["status"] == "failed"
 
@@ -493,7 +493,7 @@ def test_failed_and_interrupted_jobs_on_the_fake(
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        backend.run(config, target, progress=interrupt)
+        backend.run_blocking(config, target, progress=interrupt)
     job_id = fake.job_requests and list(fake.jobs)[-1]
     status = _poll_status(fake, str(job_id))
     assert status == "cancelled"
@@ -502,11 +502,4 @@ def test_failed_and_interrupted_jobs_on_the_fake(
 
 
 def _poll_status(fake: FakeNemoService, job_id: str) -> str:
-    import time
-
-    for _ in range(500):
-        status = str(fake.jobs[job_id].record["status"])
-        if status in ("cancelled", "failed", "completed"):
-            return status
-        time.sleep(0.01)
-    return status
+    return str(fake.wait_for_job(job_id, "cancelled", "failed", "completed")["status"])

@@ -544,7 +544,7 @@ def test_seed_notebook_responses_replay_to_an_eval_result() -> None:
         sleep=lambda s: None,
     )
     config = load_config(seed_config(openai_api_key="sk-judge"))
-    result = backend.run(
+    result = backend.run_blocking(
         config,
         load_target(seed_target("nvapi-target")),
         progress=lambda *a: progress.append(a),
@@ -603,7 +603,7 @@ def test_seed_notebook_job_reattached_reports_server_wall_time() -> None:
     backend = NemoBackend(
         BASE, http=httpx.Client(transport=httpx.MockTransport(handler)), sleep=lambda s: None
     )
-    result = backend.attach("eval-CjUYLQdriBtAA5X9KPDLAU")
+    result = backend.attach_blocking("eval-CjUYLQdriBtAA5X9KPDLAU")
     # The job's own duration (17:21:24.210032 → 17:23:09.228092), not the instant the attach took.
     assert result.usage.wall_seconds == pytest.approx(105.01806, abs=1e-4)
     assert result.tasks["consult_summary_eval"]["correctness"]["correctness"].value == pytest.approx(4.92)

@@ -8,7 +8,7 @@ import time
 
 from mlflow.tracking import MlflowClient
 
-from mlflow_nemo_judge.api import attach, evaluate
+from mlflow_nemo_judge.pipeline import attach, evaluate
 from mlflow_nemo_judge.testing.fake_nemo import FakeNemoService
 from mlflow_nemo_judge.testing.mock_llm import MockLLMServer
 from tests.fixtures.paths import shared_data
@@ -50,7 +50,7 @@ def test_attach_completes_the_run_of_a_dead_submitter(mlflow_uri, judge_cache, t
         cfg, tgt = _setup(srv, limit=4)
         fake.hold_jobs.set()  # the job stays "running" until released
         script = textwrap.dedent(f"""
-            from mlflow_nemo_judge.api import evaluate
+            from mlflow_nemo_judge.pipeline import evaluate
             evaluate({cfg!r}, {tgt!r}, experiment="crash", tracking_uri={mlflow_uri!r}, backend="nemo",
                      backend_options={{"evaluator_url": {fake.base_url!r}, "poll_interval": 0.1}})
         """)

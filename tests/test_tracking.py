@@ -7,15 +7,15 @@ import copy
 import json
 import math
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mlflow_nemo_judge import tracking
-from mlflow_nemo_judge.api import evaluate
+from mlflow_nemo_judge.backends.base import Prepared, RunEvents
 from mlflow_nemo_judge.config import MASK, load_config, load_target
+from mlflow_nemo_judge.pipeline import evaluate
 from mlflow_nemo_judge.results import EvalResult, MetricOutcome, SampleRecord, Score, ScoreStats, Usage
 from tests.conftest import mock_target
 from tests.fixtures.seed_config import seed_config, seed_target
@@ -286,26 +286,41 @@ def test_all_nan_scores_are_logged_as_nan_with_counts(seed_eval, mlflow_uri):
 class _RecordingClient:
     def __init__(self) -> None:
         self.batches: list[list[Any]] = []
+        self.threads: set[int] = set()
+        self.logged = threading.Event()
 
     def log_batch(self, run_id: str, metrics: Any = (), **_: Any) -> None:
+        self.threads.add(threading.get_ident())
         self.batches.append(list(metrics))
+        self.logged.set()
 
 
-def test_progress_is_throttled_and_written_off_the_event_loop():
+def test_progress_is_coalesced_and_written_off_the_callers_thread():
     cl = _RecordingClient()
-    prog = tracking._ProgressLogger(cl, "r", n_tasks=2, step0=5, interval=0.3)
-    t0 = time.perf_counter()
+    # An interval longer than the test: nothing is written unless flushed explicitly.
+    prog = tracking._ProgressLogger(cl, "r", n_tasks=2, step0=5, interval=3600)
     for i in range(1, 1001):
         prog("a", i, 1000)
-    assert time.perf_counter() - t0 < 0.5  # the callback itself never waits on MLflow
+    assert cl.batches == []  # a thousand callbacks, no MLflow call on the engine's thread
     assert prog.percent() == pytest.approx(50.0)  # the second task has not started
-    time.sleep(0.7)
+    prog.flush()
     prog("b", 1, 4)
+    prog.flush()
+    prog.flush()  # nothing new since the last write: no metric
     prog.close()
     values = [(m.step, m.value) for b in cl.batches for m in b]
-    assert 1 <= len(values) <= 3
-    assert values[0] == (5, 50.0) and [s for s, _ in values] == list(range(5, 5 + len(values)))
-    assert threading.active_count() < 50 and prog._thread is None
+    assert values == [(5, 50.0), (6, pytest.approx(62.5))]
+    assert prog._thread is None
+
+
+def test_progress_thread_writes_on_its_own_interval():
+    cl = _RecordingClient()
+    prog = tracking._ProgressLogger(cl, "r", n_tasks=1, step0=0, interval=0.01)
+    prog("a", 1, 2)
+    assert cl.logged.wait(30), "the progress thread never wrote"
+    prog.close()
+    assert threading.get_ident() not in cl.threads
+    assert cl.batches[0][0].value == pytest.approx(50.0)
 
 
 # ------------------------------------------------------------------------------------- lifecycle
@@ -317,14 +332,13 @@ class _FakeBackend:
     def __init__(self, behaviour: str, secret: str = "") -> None:
         self.behaviour, self.secret = behaviour, secret
 
-    def validate(self, config: Any, target: Any) -> None:
-        return None
+    def prepare(self, config: Any, target: Any) -> Prepared:
+        return Prepared(config, target, [], None)
 
-    def run(self, config: Any, target: Any, *, progress: Any = None, on_job: Any = None) -> EvalResult:
-        if on_job is not None:
-            on_job({"id": "eval-job-42", "status": "running", "auth": {"api_key": self.secret}})
-        if progress is not None:
-            progress(TASK, 1, 4)
+    async def run(self, prepared: Prepared, events: RunEvents) -> EvalResult:
+        assert events.on_job is not None and events.on_progress is not None
+        events.on_job({"id": "eval-job-42", "status": "running", "auth": {"api_key": self.secret}})
+        events.on_progress(TASK, 1, 4)
         if self.behaviour == "interrupt":
             raise KeyboardInterrupt
         raise RuntimeError(f"endpoint said: invalid key {self.secret} for this model")

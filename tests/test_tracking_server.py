@@ -21,7 +21,9 @@ from typing import Any
 
 import pytest
 
-from mlflow_nemo_judge.api import compare, evaluate, paired
+from mlflow_nemo_judge.compare import leaderboard as compare
+from mlflow_nemo_judge.compare import paired
+from mlflow_nemo_judge.pipeline import evaluate
 
 pytestmark = pytest.mark.usefixtures("judge_cache")
 
@@ -116,7 +118,7 @@ def test_evaluation_against_a_remote_tracking_server(mlflow_server, seed_eval, m
         assert metrics[KEY] == pytest.approx(
             ev.results[ev.run_ids.index(run_id)].tasks[TASK]["completeness"]["completeness"].value
         )
-        assert run["inputs"]["dataset_inputs"][0]["dataset"]["name"] == "doctor_consults_with_summaries"
+        assert run["inputs"]["dataset_inputs"][0]["dataset"]["name"] == "doctor_consults"
         arts = _get(mlflow_server, "/api/2.0/mlflow/artifacts/list", run_id=run_id, path="nemo_judge")
         names = {f["path"] for f in arts["files"]}
         assert {"nemo_judge/results.json", "nemo_judge/samples.json", "nemo_judge/config.json"} <= names

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from mlflow_nemo_judge import EvalConfig, Target, evaluate, load_config, load_target
 from mlflow_nemo_judge.compare import format_table, leaderboard
+from mlflow_nemo_judge.config import JudgeMetric, ModelSpec
 from mlflow_nemo_judge.testing.mock_llm import MockLLMServer
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "doctor_consults"
@@ -27,9 +28,9 @@ def point_at(server_base: str, config: EvalConfig, targets: list[Target]) -> Non
     """Rewrite the mock URLs of the judge (config) and the targets to the port our server got."""
     for task in (config.tasks or {}).values():
         for metric in (task.metrics or {}).values():
-            endpoint = (metric.params or {}).get("model", {}).get("api_endpoint")
-            if endpoint:
-                endpoint["url"] = endpoint["url"].replace(MOCK_BASE, server_base)
+            model = metric.params.model if isinstance(metric, JudgeMetric) else None
+            if isinstance(model, ModelSpec) and model.api_endpoint is not None:
+                model.api_endpoint.url = model.api_endpoint.url.replace(MOCK_BASE, server_base)
     for target in targets:
         if target.endpoint:
             target.endpoint.url = target.endpoint.url.replace(MOCK_BASE, server_base)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from typing import Any
 
+from mlflow_nemo_judge.backends.base import Prepared, RunEvents
 from mlflow_nemo_judge.config import EvalConfig, Target
-from mlflow_nemo_judge.engine import ProgressCallback, RunOptions, run_plan_async
-from mlflow_nemo_judge.plan import build_plan
+from mlflow_nemo_judge.data.scan import scan_plan
+from mlflow_nemo_judge.engine import RunOptions, run_plan_async
+from mlflow_nemo_judge.errors import EvaluationError
+from mlflow_nemo_judge.plan import Plan, build_plan
 from mlflow_nemo_judge.results import EvalResult
+
+# Rows kept in memory for an MLflow dataset input; larger datasets are recorded by digest and source.
+DATASET_ROWS_MAX = 20_000
 
 
 class LocalBackend:
@@ -18,26 +23,30 @@ class LocalBackend:
     def __init__(self, options: RunOptions | None = None, **kwargs: Any) -> None:
         self.options = options or RunOptions(**kwargs)
 
-    def validate(self, config: EvalConfig, target: Target) -> None:
-        build_plan(config, target, limit=self.options.limit, parallelism=self.options.parallelism)
-
-    def run(
-        self,
-        config: EvalConfig,
-        target: Target,
-        *,
-        progress: ProgressCallback | None = None,
-        on_job: Any = None,
-    ) -> EvalResult:
+    def prepare(self, config: EvalConfig, target: Target) -> Prepared:
+        """The plan, built once, and one pass over its data for counts, digests and the logged rows."""
         plan = build_plan(config, target, limit=self.options.limit, parallelism=self.options.parallelism)
+        datasets = scan_plan(plan, max_rows=DATASET_ROWS_MAX)
+        return Prepared(config, target, datasets, plan.parallelism, payload=plan)
+
+    async def run(self, prepared: Prepared, events: RunEvents) -> EvalResult:
+        plan: Plan = prepared.payload
+        totals = {d.task: d.num_rows for d in prepared.datasets if d.num_rows is not None}
         opts = self.options
-        if progress is not None:
-            outer = opts.on_progress
+        outer_progress, outer_record = opts.on_progress, opts.on_record
 
-            def both(task: str, done: int, total: int | None) -> None:
-                progress(task, done, total)
-                if outer is not None:
-                    outer(task, done, total)
+        def progress(task: str, done: int, total: int | None) -> None:
+            for cb in (events.on_progress, outer_progress):
+                if cb is not None:
+                    cb(task, done, total)
 
-            opts = dataclasses.replace(opts, on_progress=both)
-        return asyncio.run(run_plan_async(plan, opts))
+        def record(rec: Any) -> None:
+            for cb in (events.on_record, outer_record):
+                if cb is not None:
+                    cb(rec)
+
+        opts = dataclasses.replace(opts, on_progress=progress, on_record=record, task_totals=totals)
+        return await run_plan_async(plan, opts)
+
+    async def attach(self, job_id: str, events: RunEvents) -> EvalResult:
+        raise EvaluationError(f"the local backend runs no remote jobs; cannot attach to {job_id!r}")

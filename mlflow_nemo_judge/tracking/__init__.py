@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from mlflow_nemo_judge.config.secrets import collect as collect_secrets
 from mlflow_nemo_judge.config.secrets import redact_text
+from mlflow_nemo_judge.data.scan import DatasetInfo
 from mlflow_nemo_judge.errors import TrackingError
 from mlflow_nemo_judge.tracking.documents import describe_parent, describe_run, prompt_documents
 from mlflow_nemo_judge.tracking.names import (
@@ -74,7 +75,6 @@ from mlflow_nemo_judge.tracking.names import (
     sanitize_key,
 )
 from mlflow_nemo_judge.tracking.params import (
-    DatasetInfo,
     ModelSpec,
     ScoreMetric,
     build_params,

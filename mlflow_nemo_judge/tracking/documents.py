@@ -10,6 +10,7 @@ from typing import Any
 
 from mlflow_nemo_judge.config import EvalConfig, Target, sha256_json
 from mlflow_nemo_judge.config.secrets import redact_url
+from mlflow_nemo_judge.data.scan import DatasetInfo
 from mlflow_nemo_judge.tracking.names import (
     ART_COMPARISON,
     ART_CONFIG,
@@ -19,7 +20,7 @@ from mlflow_nemo_judge.tracking.names import (
     ART_TARGET,
     _safe_name,
 )
-from mlflow_nemo_judge.tracking.params import DatasetInfo, _scalar
+from mlflow_nemo_judge.tracking.params import _scalar
 
 # ----------------------------------------------------------------------------------------- prompts
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
-from mlflow_nemo_judge.tracking.params import DatasetInfo
+from mlflow_nemo_judge.data.scan import DatasetInfo
+from mlflow_nemo_judge.tracking.names import TAG_TARGET_SHA, quote
+from mlflow_nemo_judge.tracking.params import ModelSpec
 
 logger = logging.getLogger(__package__)  # "mlflow_nemo_judge.tracking", the records' name before the split
 
@@ -26,7 +29,7 @@ def _dataset_source(info: DatasetInfo) -> Any:
     if not url:
         return CodeDatasetSource(tags={"mlflow.source.name": info.name})
     if url.startswith(("http://", "https://")):
-        return HTTPDatasetSource(url)
+        return HTTPDatasetSource(url)  # type: ignore[no-untyped-call]  # untyped in MLflow
     if url.startswith("hf://"):
         parts = url[len("hf://") :].split("/")
         if parts and parts[0] == "datasets":
@@ -67,3 +70,48 @@ def _mlflow_dataset(info: DatasetInfo) -> Any:
         except Exception as exc:  # schema inference on odd columns must not fail the run
             logger.debug("from_pandas failed (%s); logging dataset metadata only", exc)
     return MetaDataset(source=source, name=info.name, digest=info.digest)  # type: ignore[abstract]
+
+
+# ---------------------------------------------------------------------------------- run inputs
+
+
+def logged_model(cl: Any, experiment_id: str, run_id: str, spec: ModelSpec) -> str:
+    """One external LoggedModel per target per experiment, so repeated evaluations of the same model
+    accumulate their scores on it (the UI's Models tab compares them)."""
+    import mlflow
+
+    found = cl.search_logged_models(
+        experiment_ids=[experiment_id],
+        filter_string=f"tags.`{TAG_TARGET_SHA}` = {quote(spec.target_sha256)}",
+        max_results=1,
+    )
+    if found:
+        return str(found[0].model_id)
+    m = mlflow.create_external_model(
+        name=spec.name,
+        source_run_id=run_id,
+        tags={TAG_TARGET_SHA: spec.target_sha256},
+        params=spec.params,
+        model_type=spec.model_type,
+        experiment_id=experiment_id,
+    )
+    return str(m.model_id)
+
+
+def log_inputs(cl: Any, run_id: str, datasets: Sequence[DatasetInfo], model_id: str | None) -> None:
+    """The run's dataset inputs (one per distinct dataset) and its LoggedModel input, in one call."""
+    from mlflow.entities import DatasetInput, InputTag, LoggedModelInput
+
+    inputs = []
+    seen: set[tuple[str, str]] = set()
+    for d in datasets:
+        if (d.name, d.digest) in seen:
+            continue
+        seen.add((d.name, d.digest))
+        tags = [InputTag("mlflow.data.context", "evaluation"), InputTag("task", d.task[:500])]
+        if d.files_url and len(d.files_url) <= 500:
+            tags.append(InputTag("files_url", d.files_url))
+        inputs.append(DatasetInput(_mlflow_dataset(d)._to_mlflow_entity(), tags=tags))
+    models = [LoggedModelInput(model_id)] if model_id else []
+    if inputs or models:
+        cl.log_inputs(run_id, datasets=inputs, models=models)

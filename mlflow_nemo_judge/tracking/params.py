@@ -15,6 +15,7 @@ from typing import Any
 
 from mlflow_nemo_judge.config import EvalConfig, Target, sha256_json
 from mlflow_nemo_judge.config.secrets import MASK, SECRET_KEYS, redact_url
+from mlflow_nemo_judge.data.scan import DatasetInfo
 from mlflow_nemo_judge.results import EvalResult, SampleRecord, Usage
 from mlflow_nemo_judge.tracking.names import ART_DIR, MAX_PARAM_VALUE, STATS, logged_model_name, sanitize_key
 
@@ -37,20 +38,6 @@ def _flatten(prefix: str, obj: Any, out: dict[str, str]) -> None:
         return
     else:
         out[prefix] = _scalar(obj)
-
-
-@dataclass
-class DatasetInfo:
-    """What a run evaluated on for one task: location, content digest and (when small) the rows."""
-
-    task: str
-    name: str
-    files_url: str | None
-    source: str | None  # a location MLflow can resolve (absolute local path or URL), else None
-    digest: str
-    num_rows: int | None
-    limit: int | None
-    rows: list[dict[str, Any]] | None = None
 
 
 def build_params(
@@ -244,7 +231,7 @@ def template_fields(config: EvalConfig) -> dict[str, set[str] | None]:
     for tname, task in (config.tasks or {}).items():
         used: set[str] = set()
         ok = True
-        sources = [task.params or {}] + [m.params or {} for m in (task.metrics or {}).values()]
+        sources = [task.params_dict()] + [m.params_dict() for m in (task.metrics or {}).values()]
         for src in sources:
             for s in strings(src):
                 if "{" not in s:

@@ -21,16 +21,15 @@ from typing import TYPE_CHECKING, Any
 
 from mlflow_nemo_judge.config import EvalConfig, Target
 from mlflow_nemo_judge.config.secrets import redact, redact_text
+from mlflow_nemo_judge.data.scan import DatasetInfo
 from mlflow_nemo_judge.results import EvalResult
 from mlflow_nemo_judge.tracking.documents import prompt_documents
-from mlflow_nemo_judge.tracking.inputs import _mlflow_dataset
+from mlflow_nemo_judge.tracking.inputs import log_inputs, logged_model
 from mlflow_nemo_judge.tracking.names import (
     ART_COMPARISON,
     ART_DIR,
     ART_TABLE,
     ART_TRACEBACK,
-    DEFAULT_TABLE_MAX_ROWS,
-    DEFAULT_TRACE_SAMPLES,
     MAX_PARAM_VALUE,
     MAX_TAG_VALUE,
     TAG_ERROR,
@@ -41,30 +40,26 @@ from mlflow_nemo_judge.tracking.names import (
     TAG_SETUP,
     TAG_SKIPPED_PARAMS,
     TAG_STATE,
-    TAG_TARGET_SHA,
     TAG_TRACES,
     _safe_name,
-    quote,
 )
 from mlflow_nemo_judge.tracking.params import (
-    DatasetInfo,
     ModelSpec,
     score_metrics,
     split_long_params,
-    table_row,
-    template_fields,
     usage_metrics,
 )
 from mlflow_nemo_judge.tracking.progress import _now_ms, _ProgressLogger
 from mlflow_nemo_judge.tracking.traces import (
     _BatchTraceWriter,
-    _trace_sample,
     _TraceSample,
     _write_traces_with_spans,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
+
+    from mlflow_nemo_judge.tracking.mlflow_sink import Collected
 
 logger = logging.getLogger(__package__)  # "mlflow_nemo_judge.tracking", the records' name before the split
 
@@ -197,51 +192,12 @@ class RunTracker:
         if setup_done:
             return
         if model is not None and self.model_id is None:
-            self.model_id = self._logged_model(model)
-        self._log_inputs(datasets)
+            self.model_id = logged_model(self.cl, self.experiment_id, self.run_id, model)
+        log_inputs(self.cl, self.run_id, datasets, self.model_id)
         tags = {TAG_SETUP: "true"}
         if self.model_id:
             tags[TAG_MODEL_ID] = self.model_id
         self.set_tags(tags)
-
-    def _logged_model(self, spec: ModelSpec) -> str:
-        """One external LoggedModel per target per experiment, so repeated evaluations of the same model
-        accumulate their scores on it (the UI's Models tab compares them)."""
-        import mlflow
-
-        found = self.cl.search_logged_models(
-            experiment_ids=[self.experiment_id],
-            filter_string=f"tags.`{TAG_TARGET_SHA}` = {quote(spec.target_sha256)}",
-            max_results=1,
-        )
-        if found:
-            return str(found[0].model_id)
-        m = mlflow.create_external_model(
-            name=spec.name,
-            source_run_id=self.run_id,
-            tags={TAG_TARGET_SHA: spec.target_sha256},
-            params=spec.params,
-            model_type=spec.model_type,
-            experiment_id=self.experiment_id,
-        )
-        return str(m.model_id)
-
-    def _log_inputs(self, datasets: Sequence[DatasetInfo]) -> None:
-        from mlflow.entities import DatasetInput, InputTag, LoggedModelInput
-
-        inputs = []
-        seen: set[tuple[str, str]] = set()
-        for d in datasets:
-            if (d.name, d.digest) in seen:
-                continue
-            seen.add((d.name, d.digest))
-            tags = [InputTag("mlflow.data.context", "evaluation"), InputTag("task", d.task[:500])]
-            if d.files_url and len(d.files_url) <= 500:
-                tags.append(InputTag("files_url", d.files_url))
-            inputs.append(DatasetInput(_mlflow_dataset(d)._to_mlflow_entity(), tags=tags))
-        models = [LoggedModelInput(self.model_id)] if self.model_id else []
-        if inputs or models:
-            self.cl.log_inputs(self.run_id, datasets=inputs, models=models)
 
     # -- while running ----------------------------------------------------------------------------
 
@@ -267,16 +223,9 @@ class RunTracker:
     # -- endings ------------------------------------------------------------------------------------
 
     def finish(
-        self,
-        result: EvalResult,
-        *,
-        config: EvalConfig,
-        datasets: Sequence[DatasetInfo],
-        table_max_rows: int = DEFAULT_TABLE_MAX_ROWS,
-        plots: bool = True,
-        trace_samples: int = DEFAULT_TRACE_SAMPLES,
-        judge_models: Mapping[tuple[str, str], str] | None = None,
+        self, result: EvalResult, collected: Collected, *, datasets: Sequence[DatasetInfo], plots: bool = True
     ) -> None:
+        """Metrics, results, the samples file, plots, the UI table and traces; then FINISHED."""
         from mlflow.entities import Metric
 
         step = self._stop_progress()
@@ -306,34 +255,16 @@ class RunTracker:
         }
         if result.job:
             files["job.json"] = json.dumps(redact(result.job), indent=2, default=str)
-        fields = template_fields(config)
-        rows: list[dict[str, Any]] | None = []
-        values: dict[tuple[str, str], dict[str, list[float | None]]] = {}
-        n = 0
-        for rec in result.iter_samples():
-            n += 1
-            for mname, outcome in rec.metrics.items():
-                per = values.setdefault((rec.task, mname), {})
-                for sname, v in outcome.scores.items():
-                    per.setdefault(sname, []).append(v)
-            if rows is not None:
-                row = table_row(rec, fields.get(rec.task))
-                if self.secrets:  # an error message may quote a key back
-                    row = {
-                        k: redact_text(v, self.secrets) if isinstance(v, str) else v for k, v in row.items()
-                    }
-                rows.append(row)
-                if len(rows) > table_max_rows:
-                    rows = None  # too big for a UI table: the JSONL file is the per-sample record
+        rows, n = collected.rows, collected.count
         with tempfile.TemporaryDirectory(prefix="nemo-judge-plots-") as tmp:
             if result.samples_path is not None and Path(result.samples_path).exists():
                 files["samples.jsonl"] = self._redacted_copy(
                     Path(result.samples_path), Path(tmp) / "samples.jsonl"
                 )
-            if plots and values:
+            if plots and collected.values:
                 from mlflow_nemo_judge.compare import plots as plt
 
-                for (task, mname), per in values.items():
+                for (task, mname), per in collected.values.items():
                     rel = f"plots/{_safe_name(task)}/{_safe_name(mname)}.png"
                     files[rel] = plt.score_distribution(f"{task} / {mname}", per, Path(tmp) / rel)
             self.log_files(files)
@@ -347,8 +278,8 @@ class RunTracker:
         elif n:
             samples_kind = "jsonl"
         tags = {TAG_SAMPLES: samples_kind}
-        if trace_samples > 0 and n:
-            tags[TAG_TRACES] = str(self._log_traces(result, trace_samples, judge_models or {}))
+        if collected.traces:
+            tags[TAG_TRACES] = str(self._log_traces(collected.traces))
         tags[TAG_STATE] = "finished"
         self.set_tags(tags)
         self._terminate("FINISHED")
@@ -417,19 +348,14 @@ class RunTracker:
         if chart is not None:
             self.log_files({"plots/comparison.png": chart})
 
-    def _log_traces(self, result: EvalResult, limit: int, judge_models: Mapping[tuple[str, str], str]) -> int:
-        """One trace per sample (up to ``limit``) for MLflow 3's Traces / evaluation views: the inputs, the
+    def _log_traces(self, samples: Sequence[_TraceSample]) -> int:
+        """One trace per collected sample for MLflow 3's Traces / evaluation views: the inputs, the
         target call and each judge call as spans, and one Feedback per score (the judge's raw text as
         rationale; an unparseable score is a Feedback carrying the error, not a value), linked to the run
         and the LoggedModel through the trace metadata.
 
         Traces are a view, not the record (the table and JSONL are): a failure here is logged and ignored.
         """
-        samples: list[_TraceSample] = []
-        for rec in result.iter_samples():
-            if len(samples) >= limit:
-                break
-            samples.append(_trace_sample(rec, judge_models, self.secrets))
         if not samples:
             return 0
         try:

@@ -201,7 +201,7 @@ def load_result(cl: Any, run: Any) -> EvalResult:
         samples_path=Path(local) if local else None,
         backend=run.data.tags.get(TAG_BACKEND, "local"),
     )
-    res.run_ids = [run_id]
+    res.own(samples_dir)  # the downloaded copy goes with the result
     return res
 
 

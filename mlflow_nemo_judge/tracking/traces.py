@@ -182,7 +182,7 @@ class _BatchTraceWriter:
         for sample in samples:
             start = time.time_ns()
             root = self._tracer.start_span(sample.name)
-            trace_id = self._trace_id(root.get_span_context().trace_id)
+            trace_id = self._trace_id(root.get_span_context().trace_id)  # type: ignore[no-untyped-call]  # an untyped OpenTelemetry tracer
             live_root = self._live(root, trace_id, "EVALUATOR")
             live_root.set_inputs(sample.inputs)
             span_ids: list[str] = []

@@ -12,28 +12,34 @@ record handed to callers is redacted (NeMo itself echoes keys back as ``"******"
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
 import datetime
-import hashlib
 import logging
 import os
-import re
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 import httpx
 
+from mlflow_nemo_judge.backends.base import Prepared, ProgressCallback, RunEvents
 from mlflow_nemo_judge.backends.nemo.client import NemoClient
 from mlflow_nemo_judge.backends.nemo.results import build_result, read_results_zip
+from mlflow_nemo_judge.backends.nemo.staging import dataset_files, local_datasets, stage
 from mlflow_nemo_judge.config import EvalConfig, Target, source_path
 from mlflow_nemo_judge.config.secrets import redact, resolve_env
-from mlflow_nemo_judge.data import DatasetSource, file_digest, resolve_files
-from mlflow_nemo_judge.engine import ProgressCallback
-from mlflow_nemo_judge.errors import ConfigError, DatasetError, EvaluationError, NemoServiceError
+from mlflow_nemo_judge.data.scan import describe_remote
+from mlflow_nemo_judge.errors import (
+    ConfigError,
+    NemoJobError,
+    NemoJobTimeout,
+    NemoServiceError,
+)
 from mlflow_nemo_judge.results import EvalResult
 
 log = logging.getLogger(__name__)
@@ -41,55 +47,8 @@ log = logging.getLogger(__name__)
 ACTIVE = frozenset({"created", "pending", "running", "cancelling"})
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 DEFAULT_NAMESPACE = "default"
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 
 JobCallback = Callable[[dict[str, Any]], None]
-
-
-class NemoJobError(EvaluationError):
-    """A NeMo job failed, was cancelled or did not finish in time.
-
-    ``job`` is the (redacted) job record and ``logs`` the job's logs when they could be fetched, so the
-    tracking layer can keep both as artifacts of the failed run.
-    """
-
-    def __init__(
-        self, message: str, *, job_id: str, job: dict[str, Any] | None = None, logs: str | None = None
-    ) -> None:
-        super().__init__(message)
-        self.job_id = job_id
-        self.job = job
-        self.logs = logs
-
-
-class NemoJobTimeout(NemoJobError):
-    """The job was still running when the timeout passed; it keeps running and can be attached to."""
-
-
-def _is_local(url: str) -> bool:
-    m = _SCHEME.match(url.strip())
-    return m is None or m.group(1).lower() == "file"
-
-
-def _local_root(url: str, base_dir: Path | None) -> Path:
-    raw = url.strip()
-    if raw.lower().startswith("file://"):
-        # Same reading as datasets.py: what follows file:// is a path (NeMo's own "file://fiqa/" is relative).
-        raw = unquote(raw[len("file://") :].split("?", 1)[0].split("#", 1)[0])
-    path = Path(raw).expanduser()
-    if not path.is_absolute():
-        path = (base_dir or Path.cwd()) / path
-    return Path(os.path.abspath(path))
-
-
-def _repo_name(root: Path, files: list[tuple[Path, str]]) -> str:
-    """A Data Store repo name derived from the content: same data → same repo (re-runs upload nothing
-    new), changed data → a new repo (a job can never read a stale copy under the old name)."""
-    digest = hashlib.sha256()
-    for src, dest in files:
-        digest.update(f"{dest}\0{file_digest(src)}\n".encode())
-    stem = re.sub(r"[^a-z0-9]+", "-", (root.stem if root.is_file() else root.name).lower()).strip("-")[:48]
-    return f"{stem or 'dataset'}-{digest.hexdigest()[:12]}"
 
 
 def _parse_time(value: Any) -> datetime.datetime | None:
@@ -158,30 +117,6 @@ class NemoBackend:
 
     # ------------------------------------------------------------------------------------ validate
 
-    def _local_datasets(self, cfg: dict[str, Any], tgt: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-        """``(config path, dataset dict)`` of every dataset that lives on this machine."""
-        found: list[tuple[str, dict[str, Any]]] = []
-        for tname, task in (cfg.get("tasks") or {}).items():
-            ds = (task or {}).get("dataset")
-            if isinstance(ds, dict) and isinstance(ds.get("files_url"), str) and _is_local(ds["files_url"]):
-                found.append((f"tasks.{tname}.dataset", ds))
-        for key in ("dataset", "cached_outputs"):
-            ds = tgt.get(key)
-            if isinstance(ds, dict) and isinstance(ds.get("files_url"), str) and _is_local(ds["files_url"]):
-                found.append((f"target.{key}", ds))
-        return found
-
-    def _files(
-        self, path: str, ds: Mapping[str, Any], base: Path | None
-    ) -> tuple[Path, list[tuple[Path, str]]]:
-        root = _local_root(ds["files_url"], base)
-        try:
-            found = resolve_files(DatasetSource(url=ds["files_url"], format=ds.get("format"), base_dir=base))
-        except DatasetError as exc:
-            raise ConfigError(f"{path}.files_url", str(exc)) from None
-        files = [(p, p.relative_to(root).as_posix() if root.is_dir() else p.name) for _, p in found]
-        return root, files
-
     def validate(self, config: EvalConfig, target: Target) -> None:
         """Check what can be checked without the service: local datasets exist, secrets resolve.
 
@@ -191,9 +126,9 @@ class NemoBackend:
         if config.type == "custom" and not cfg.get("tasks"):
             raise ConfigError("tasks", "required: at least one task")
         cbase, tbase = source_path(config), source_path(target)
-        for path, ds in self._local_datasets(cfg, tgt):
+        for path, ds in local_datasets(cfg, tgt):
             src = tbase if path.startswith("target.") else cbase
-            self._files(path, ds, src.parent if src else None)
+            dataset_files(path, ds, src.parent if src else None)
         resolve_env(cfg)
         resolve_env(tgt, "target")
 
@@ -201,30 +136,6 @@ class NemoBackend:
 
     def _namespace(self, config: EvalConfig) -> str:
         return self.namespace or config.namespace or DEFAULT_NAMESPACE
-
-    def _stage(self, config: EvalConfig, target: Target, cfg: dict[str, Any], tgt: dict[str, Any]) -> None:
-        """Upload and register local datasets, rewriting their ``files_url`` in ``cfg``/``tgt`` (copies)."""
-        local = self._local_datasets(cfg, tgt)
-        if not local:
-            return
-        ns = self._namespace(config)
-        self.client.ensure_namespace(ns)
-        cbase, tbase = source_path(config), source_path(target)
-        staged: dict[Path, str] = {}
-        for path, ds in local:
-            src = tbase if path.startswith("target.") else cbase
-            root, files = self._files(path, ds, src.parent if src else None)
-            if root not in staged:
-                name = _repo_name(root, files)
-                files_url = self.client.upload_files(ns, name, files)
-                self.client.create_dataset(
-                    name, ns, files_url, description=f"staged by mlflow-nemo-judge from {root.name}"
-                )
-                log.info("staged %s as %s (%d file(s))", root.name, files_url, len(files))
-                staged[root] = files_url
-            ds["files_url"] = staged[root]
-            # The data now lives on the Data Store, which is the default endpoint for hf:// URLs.
-            ds.pop("hf_endpoint", None)
 
     def _apply_limit(self, cfg: dict[str, Any]) -> None:
         if self.limit is None:
@@ -238,17 +149,65 @@ class NemoBackend:
             if isinstance(ds, dict):
                 ds["limit"] = min(self.limit, ds["limit"]) if isinstance(ds.get("limit"), int) else self.limit
 
-    def prepare(self, config: EvalConfig, target: Target) -> tuple[dict[str, Any], dict[str, Any]]:
+    def prepare(self, config: EvalConfig, target: Target) -> Prepared:
+        """Validate without contacting the service and describe the data (their location and limits)."""
+        self.validate(config, target)
+        return Prepared(config, target, describe_remote(config, target, limit=self.limit), None)
+
+    async def run(self, prepared: Prepared, events: RunEvents) -> EvalResult:
+        """Submit, wait and fetch (on a worker thread: the client is synchronous); then stream records."""
+        result = await self._in_thread(
+            lambda: self.run_blocking(
+                prepared.config, prepared.target, progress=events.on_progress, on_job=events.on_job
+            )
+        )
+        _stream_records(result, events)
+        return result
+
+    async def attach(self, job_id: str, events: RunEvents) -> EvalResult:
+        result = await self._in_thread(lambda: self.attach_blocking(job_id, progress=events.on_progress))
+        _stream_records(result, events)
+        return result
+
+    async def _in_thread(self, work: Callable[[], EvalResult]) -> EvalResult:
+        """Run the blocking job lifecycle off the event loop. Cancelling the awaiting task (Ctrl-C under
+        ``asyncio.run``, a cancelled notebook cell, SIGTERM) interrupts the poll loop at its next sleep,
+        which cancels the remote job (``_finish``) before the cancellation propagates."""
+        cancelled = threading.Event()
+        injected = self._sleep
+
+        def sleep(seconds: float) -> None:
+            if cancelled.is_set():
+                raise KeyboardInterrupt
+            if injected is time.sleep:
+                if cancelled.wait(seconds):
+                    raise KeyboardInterrupt
+            else:  # a test's clock
+                injected(seconds)
+
+        self._sleep = sleep
+        fut = asyncio.get_running_loop().run_in_executor(None, work)
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            cancelled.set()
+            with contextlib.suppress(BaseException):
+                await fut
+            raise
+        finally:
+            self._sleep = injected
+
+    def submission(self, config: EvalConfig, target: Target) -> tuple[dict[str, Any], dict[str, Any]]:
         """The config and target bodies to submit: staged, limited, secrets resolved. Contains keys."""
         self.validate(config, target)
         cfg, tgt = copy.deepcopy(config.to_dict()), copy.deepcopy(target.to_dict())
-        self._stage(config, target, cfg, tgt)
+        stage(self.client, self._namespace(config), config, target, cfg, tgt)
         self._apply_limit(cfg)
         return resolve_env(cfg), resolve_env(tgt, "target")
 
     # ------------------------------------------------------------------------------------------- run
 
-    def run(
+    def run_blocking(
         self,
         config: EvalConfig,
         target: Target,
@@ -257,7 +216,7 @@ class NemoBackend:
         on_job: JobCallback | None = None,
     ) -> EvalResult:
         start = time.monotonic()
-        cfg, tgt = self.prepare(config, target)
+        cfg, tgt = self.submission(config, target)
         job = self.client.create_job(cfg, tgt, namespace=self.namespace)
         job_id = str(job.get("id"))
         log.info("created NeMo evaluation job %s at %s", job_id, self.client.evaluator_url)
@@ -265,7 +224,7 @@ class NemoBackend:
             on_job(redact(job))
         return self._finish(job_id, job, progress, start, server_time=False)
 
-    def attach(self, job_id: str, progress: ProgressCallback | None = None) -> EvalResult:
+    def attach_blocking(self, job_id: str, progress: ProgressCallback | None = None) -> EvalResult:
         """Wait for an existing job (running or finished) and return its results."""
         start = time.monotonic()
         job = self.client.get_job(job_id)
@@ -311,17 +270,18 @@ class NemoBackend:
             t0, t1 = _parse_time(job.get("created_at")), _parse_time(job.get("updated_at"))
             if t0 is not None and t1 is not None and t1 >= t0:
                 wall = (t1 - t0).total_seconds()
+        own_dir = self.work_dir is None
         work_dir = (
-            (self.work_dir / job_id)
-            if self.work_dir
-            else Path(tempfile.mkdtemp(prefix=f"nemo-judge-{job_id}-"))
+            Path(tempfile.mkdtemp(prefix=f"nemo-judge-{job_id}-"))
+            if self.work_dir is None
+            else self.work_dir / job_id
         )
         # Group scores are pooled from their tasks' samples, as locally; the job's config names the members.
         config = job.get("config")
         config = config if isinstance(config, Mapping) else {}
         groups = {g: list((v or {}).get("tasks") or []) for g, v in (config.get("groups") or {}).items()}
         sd = job.get("status_details") or {}
-        return build_result(
+        result = build_result(
             results,
             samples,
             work_dir=work_dir,
@@ -330,6 +290,9 @@ class NemoBackend:
             samples_processed=sd.get("samples_processed"),
             wall_seconds=wall,
         )
+        if own_dir:
+            result.own(work_dir)  # removed with the result, so no run leaves a temp folder behind
+        return result
 
     def _cancel_quietly(self, job_id: str) -> None:
         try:
@@ -403,3 +366,10 @@ class NemoBackend:
         if status == "completed":
             return 100, 100
         return None
+
+
+def _stream_records(result: EvalResult, events: RunEvents) -> None:
+    """The service returns per-sample rows only with the finished job: hand them on in item order."""
+    if events.on_record is not None:
+        for rec in result.iter_samples():
+            events.on_record(rec)

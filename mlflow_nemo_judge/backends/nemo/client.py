@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 import httpx
 
 from mlflow_nemo_judge.errors import ConfigError, NemoServiceError
+from mlflow_nemo_judge.http.retry import backoff_delay, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -169,15 +169,10 @@ class NemoClient:
     # ------------------------------------------------------------------------------------------ transport
 
     def _delay(self, attempt: int, response: httpx.Response | None) -> float:
-        if response is not None:
-            after = response.headers.get("retry-after")
-            if after:
-                try:
-                    return min(self.max_backoff, max(0.0, float(after)))
-                except ValueError:
-                    pass  # an HTTP-date: fall back to our own schedule
-        # Jitter de-synchronises clients that were throttled together; the 0.5 floor keeps growth exponential.
-        return min(self.max_backoff, self.backoff * 2**attempt) * random.uniform(0.5, 1.0)
+        # The shared policy (http/retry.py): the server's Retry-After (seconds, HTTP-date or
+        # retry-after-ms) wins, else jittered exponential backoff, both capped at max_backoff.
+        after = retry_after_seconds(response.headers) if response is not None else None
+        return backoff_delay(attempt, base=self.backoff, cap=self.max_backoff, retry_after=after)
 
     def request(
         self,

@@ -1,0 +1,145 @@
+"""Data lineage: what each task of a run evaluates on, read once per plan.
+
+For the local backend one streamed pass over a task's rows gives their count (the progress total), a
+content digest (so a dataset edited in place is not mistaken for the old one, and a resume can refuse
+changed data) and, while they are few, the rows themselves (logged as an MLflow dataset input). The
+nemo backend's data live in the NeMo Data Store, so its digest is of the location and limits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlflow_nemo_judge.config import EvalConfig, Target, sha256_json
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mlflow_nemo_judge.plan import Plan
+
+DIGEST_CHARS = 16
+
+
+@dataclass
+class DatasetInfo:
+    """What a run evaluated on for one task: location, content digest and (when small) the rows."""
+
+    task: str
+    name: str
+    files_url: str | None
+    source: str | None  # a location MLflow can resolve (absolute local path or URL), else None
+    digest: str
+    num_rows: int | None
+    limit: int | None
+    rows: list[dict[str, Any]] | None = None
+
+
+def _row_digest(h: Any, row: Mapping[str, Any]) -> None:
+    h.update(
+        json.dumps(row, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode(
+            "utf-8"
+        )
+    )
+    h.update(b"\n")
+
+
+def _local_source(files_url: str, base_dir: Path | None) -> str | None:
+    """An absolute location for a local dataset (what MLflow records as the source), else the URL."""
+    if "://" in files_url and not files_url.startswith("file://"):
+        return files_url
+    from mlflow_nemo_judge.data import DatasetSource, resolve_files
+
+    try:
+        files = resolve_files(DatasetSource(url=files_url, base_dir=base_dir))
+    except Exception:
+        return None
+    if len(files) == 1:
+        return str(files[0][1].resolve())
+    return str(Path(os.path.commonpath([str(p.resolve()) for _, p in files]))) if files else None
+
+
+def dataset_name(files_url: str | None, fallback: str) -> str:
+    """A short dataset name for MLflow: the file's stem, else ``fallback``."""
+    if not files_url:
+        return fallback
+    tail = [p for p in files_url.rstrip("/").split("/") if p]
+    name = tail[-1] if tail else fallback
+    for ext in (".jsonl", ".json", ".csv"):
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+    return name[:500] or fallback
+
+
+def scan_plan(plan: Plan, *, max_rows: int) -> list[DatasetInfo]:
+    """One streamed pass over each task's rows (``limit`` applied); tasks sharing a dataset share a scan.
+
+    Rows are kept only while there are at most ``max_rows`` of them.
+    """
+    infos: list[DatasetInfo] = []
+    seen: dict[tuple[str | None, int | None, str], DatasetInfo] = {}
+    for tp in plan.tasks:
+        key = (tp.data.files_url, tp.limit, tp.data.description)
+        if key in seen and tp.data.rows is None:
+            infos.append(replace(seen[key], task=tp.name))
+            continue
+        h = hashlib.sha256()
+        rows: list[dict[str, Any]] | None = []
+        n = 0
+        for row in tp.data.iter_rows(tp.limit):
+            _row_digest(h, row)
+            n += 1
+            if rows is not None:
+                rows.append(row)
+                if len(rows) > max_rows:
+                    rows = None
+        url = tp.data.files_url
+        fallback = f"{plan.target.display_name}-rows" if url is None else tp.name
+        info = DatasetInfo(
+            task=tp.name,
+            name=dataset_name(url, fallback),
+            files_url=url,
+            source=_local_source(url, tp.data.base_dir) if url else None,
+            digest=h.hexdigest()[:DIGEST_CHARS],
+            num_rows=n,
+            limit=tp.limit,
+            rows=rows,
+        )
+        seen[key] = info
+        infos.append(info)
+    return infos
+
+
+def describe_remote(config: EvalConfig, target: Target, *, limit: int | None) -> list[DatasetInfo]:
+    """Lineage of a nemo run: each task's dataset location and limit (the rows live on the service)."""
+    infos: list[DatasetInfo] = []
+    for tname, task in (config.tasks or {}).items():
+        ref: Any = task.dataset
+        if ref is None:
+            ref = target.dataset or target.cached_outputs
+        url = ref if isinstance(ref, str) else getattr(ref, "files_url", None)
+        ds_limit = getattr(ref, "limit", None)
+        lims = [x for x in (ds_limit, limit) if x is not None]
+        lim = min(lims) if lims else None
+        digest = sha256_json({"url": url, "limit": lim, "rows": target.rows})[:DIGEST_CHARS]
+        infos.append(
+            DatasetInfo(
+                task=tname,
+                name=dataset_name(url, tname),
+                files_url=url,
+                source=url if url and "://" in url else None,
+                digest=digest,
+                num_rows=len(target.rows) if target.rows is not None else None,
+                limit=lim,
+            )
+        )
+    return infos
+
+
+def combined_digest(datasets: Sequence[DatasetInfo]) -> str:
+    """One digest over every task's data (a run's identity and resume check)."""
+    text = "|".join(f"{d.task}={d.digest}" for d in datasets)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:DIGEST_CHARS]

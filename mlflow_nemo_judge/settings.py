@@ -1,0 +1,71 @@
+"""Every environment knob of mlflow-nemo-judge, declared once: name, type, default, what it does.
+
+Modules read a knob through :func:`get` (or the typed helpers below), never ``os.environ`` directly,
+so this table is the whole list, and the README's table is checked against it by a test.
+MLflow's own variables (``MLFLOW_TRACKING_URI``, ``MLFLOW_EXPERIMENT_NAME``, …) and Hugging Face's
+(``HF_TOKEN``, ``HF_ENDPOINT``) keep their own meaning and are not repeated here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from mlflow_nemo_judge.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    type: type
+    default: str | None
+    doc: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "NEMO_JUDGE_CACHE_DIR",
+        str,
+        None,
+        "folder of the persistent response cache (default: the user cache folder, "
+        "e.g. ~/.cache/mlflow-nemo-judge)",
+    ),
+    Setting(
+        "NEMO_JUDGE_TRACE_SAMPLES",
+        int,
+        "200",
+        "per-sample MLflow traces logged per run (0 = none); the table and samples.jsonl hold every sample",
+    ),
+    Setting(
+        "NEMO_JUDGE_HTTP_CLIENT",
+        str,
+        "aiohttp",
+        "the engine's httpx transport: 'aiohttp' (httpx-aiohttp, for throughput) or 'httpx' (httpx's own)",
+    ),
+    Setting("NEMO_EVALUATOR_URL", str, None, "NeMo Evaluator base URL for --backend nemo"),
+    Setting("NEMO_ENTITY_STORE_URL", str, None, "NeMo Entity Store base URL (default: the Evaluator URL)"),
+    Setting("NEMO_DATASTORE_URL", str, None, "NeMo Data Store base URL (default: the Evaluator URL)"),
+    Setting("NEMO_API_TOKEN", str, None, "bearer token sent to the NeMo services (never logged)"),
+)
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def get(name: str) -> str | None:
+    """The knob's value from the environment, else its default (an undeclared name is a bug)."""
+    setting = _BY_NAME[name]
+    value = os.environ.get(name)
+    return value if value not in (None, "") else setting.default
+
+
+def get_int(name: str, minimum: int = 0) -> int:
+    """An integer knob; a malformed value is a clear error naming the variable."""
+    raw = get(name)
+    try:
+        value = int(raw) if raw is not None else minimum
+    except ValueError:
+        raise ConfigError(name, f"environment variable {name} must be an integer, got {raw!r}") from None
+    return max(minimum, value)
+
+
+def trace_samples_default() -> int:
+    return get_int("NEMO_JUDGE_TRACE_SAMPLES")

@@ -1,0 +1,124 @@
+"""The MLflow sink: one evaluation as one MLflow run, fed by the pipeline as samples finish.
+
+``start`` logs everything known before the first model call (config, target, prompts, params, dataset
+inputs, the LoggedModel); ``sample`` collects, in bounded memory, what the run shows per sample (the
+UI table up to ``table_max_rows`` rows, plot values, the first ``trace_samples`` traces); ``finish``
+logs metrics, artifacts, the table and traces and ends the run FINISHED; ``fail``/``kill`` end it
+FAILED/KILLED. The record of every sample is the redacted ``samples.jsonl`` artifact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlflow_nemo_judge.backends.base import Prepared
+from mlflow_nemo_judge.config import EvalConfig
+from mlflow_nemo_judge.config.secrets import redact_text
+from mlflow_nemo_judge.results import EvalResult, SampleRecord
+from mlflow_nemo_judge.tracking.names import DEFAULT_TABLE_MAX_ROWS, DEFAULT_TRACE_SAMPLES
+from mlflow_nemo_judge.tracking.params import build_params, model_spec, table_row, template_fields
+from mlflow_nemo_judge.tracking.runs import RunTracker
+from mlflow_nemo_judge.tracking.traces import _trace_sample, _TraceSample
+
+
+@dataclass
+class Collected:
+    """What the run shows per sample, gathered as records stream in (bounded by the two caps)."""
+
+    table_max_rows: int
+    trace_samples: int
+    fields: dict[str, set[str] | None]
+    judge_models: Mapping[tuple[str, str], str]
+    secrets: Sequence[str]
+    count: int = 0
+    rows: list[dict[str, Any]] | None = field(default_factory=list)
+    values: dict[tuple[str, str], dict[str, list[float | None]]] = field(default_factory=dict)
+    traces: list[_TraceSample] = field(default_factory=list)
+
+    def add(self, rec: SampleRecord) -> None:
+        self.count += 1
+        for mname, outcome in rec.metrics.items():
+            per = self.values.setdefault((rec.task, mname), {})
+            for sname, v in outcome.scores.items():
+                per.setdefault(sname, []).append(v)
+        if self.rows is not None:
+            row = table_row(rec, self.fields.get(rec.task))
+            if self.secrets:  # an error message may quote a key back
+                row = {k: redact_text(v, self.secrets) if isinstance(v, str) else v for k, v in row.items()}
+            self.rows.append(row)
+            if len(self.rows) > self.table_max_rows:
+                self.rows = None  # too big for a UI table: the JSONL file is the per-sample record
+        if len(self.traces) < self.trace_samples:
+            self.traces.append(_trace_sample(rec, self.judge_models, self.secrets))
+
+
+class MlflowSink:
+    """A :class:`~mlflow_nemo_judge.tracking.sink.RunSink` writing one MLflow run through ``RunTracker``."""
+
+    def __init__(
+        self,
+        tracker: RunTracker,
+        config: EvalConfig,
+        *,
+        backend: str,
+        limit: int | None,
+        table_max_rows: int = DEFAULT_TABLE_MAX_ROWS,
+        trace_samples: int = DEFAULT_TRACE_SAMPLES,
+        existing_params: Mapping[str, str] | None = None,
+        setup_done: bool = False,
+    ) -> None:
+        self.tracker, self.config, self.backend, self.limit = tracker, config, backend, limit
+        self.existing_params, self.setup_done = existing_params, setup_done
+        self.collected = Collected(
+            table_max_rows,
+            trace_samples,
+            template_fields(config),
+            config.judge_models() if hasattr(config, "judge_models") else {},
+            tracker.secrets,
+        )
+        self._prepared: Prepared | None = None
+
+    @property
+    def run_id(self) -> str:
+        return self.tracker.run_id
+
+    def start(self, prepared: Prepared) -> None:
+        self._prepared = prepared
+        params = build_params(
+            prepared.config,
+            prepared.target,
+            backend=self.backend,
+            limit=self.limit,
+            parallelism=prepared.parallelism,
+            datasets=prepared.datasets,
+        )
+        self.tracker.log_setup(
+            config=prepared.config,
+            target=prepared.target,
+            params=params,
+            datasets=prepared.datasets,
+            model=model_spec(prepared.target),
+            existing_params=self.existing_params,
+            setup_done=self.setup_done,
+        )
+
+    def sample(self, record: SampleRecord) -> None:
+        self.collected.add(record)
+
+    def progress(self, task: str, done: int, total: int | None) -> None:
+        self.tracker.progress_callback()(task, done, total)
+
+    def job(self, job: Mapping[str, Any]) -> None:
+        self.tracker.on_job(job)
+
+    def finish(self, result: EvalResult) -> None:
+        assert self._prepared is not None, "finish() before start()"
+        self.tracker.finish(result, self.collected, datasets=self._prepared.datasets)
+
+    def fail(self, exc: BaseException) -> None:
+        self.tracker.fail(exc)
+
+    def kill(self) -> None:
+        self.tracker.kill()

@@ -1,0 +1,92 @@
+"""What resuming a run needs from MLflow: the config and target it started with, and its options.
+
+A run records its redacted config and target as artifacts, and its limit, parallelism, cache folder and
+source paths as tags. A resume reloads them (or checks the ones passed in against the run's sha256), so
+it continues the same evaluation, never a different one under the same run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Literal
+
+from mlflow_nemo_judge.config import EvalConfig, Target, load_config, load_target
+from mlflow_nemo_judge.config.secrets import masked_paths
+from mlflow_nemo_judge.engine import RunOptions
+from mlflow_nemo_judge.errors import TrackingError
+from mlflow_nemo_judge.tracking import names as n
+from mlflow_nemo_judge.tracking.store import download_json
+
+
+def recorded_limit(tags: dict[str, str]) -> int | None:
+    value = tags.get(n.TAG_LIMIT, "none")
+    return None if value == "none" else int(value)
+
+
+def reload(
+    cl: Any, run: Any, what: Literal["config", "target"], given: Any, allow_masked: bool = False
+) -> Any:
+    """The config or target a run was started with: the one passed (must be the same, by sha256), or
+    the redacted artifact, which works when every secret comes from ``api_key_env``."""
+    run_id = run.info.run_id
+    tags = run.data.tags
+    sha_tag = n.TAG_CONFIG_SHA if what == "config" else n.TAG_TARGET_SHA
+    loader = load_config if what == "config" else load_target
+    if given is not None:
+        obj: EvalConfig | Target = loader(given)
+        if obj.sha256() != tags.get(sha_tag):
+            raise TrackingError(
+                f"the {what} passed is not the one MLflow run {run_id} was started with (sha256 "
+                f"{obj.sha256()[:12]} vs {str(tags.get(sha_tag))[:12]}); resume with the original {what}, "
+                "or start a new evaluation"
+            )
+        return obj
+    art = n.ART_CONFIG if what == "config" else n.ART_TARGET
+    doc = download_json(cl, run_id, art)
+    if doc is None:
+        raise TrackingError(f"MLflow run {run_id} has no {art}; pass {what}= (--{what}) to resume it")
+    masked = [] if allow_masked else masked_paths(doc)
+    if masked:
+        raise TrackingError(
+            f"MLflow run {run_id} was started with literal secrets in its {what} ({', '.join(masked)}), "
+            f"which are redacted in {art}; pass the original {what} ({what}= in Python, --{what} on the "
+            "command line) to resume it, or keep keys in environment variables (api_key_env)"
+        )
+    obj = loader(doc)
+    src = tags.get(n.TAG_CONFIG_PATH if what == "config" else n.TAG_TARGET_PATH)
+    if src:
+        obj._source = Path(src)  # relative dataset paths resolve against the original file's folder
+    if obj.sha256() != tags.get(sha_tag):
+        raise TrackingError(f"{art} of MLflow run {run_id} does not match its {sha_tag} tag; pass {what}=")
+    return obj
+
+
+def recorded_options(run: Any, options: RunOptions | None) -> RunOptions:
+    """``options`` completed with what the run recorded; a different row limit is refused."""
+    tags = run.data.tags
+    limit = recorded_limit(tags)
+    opts = options or RunOptions()
+    if opts.limit is not None and opts.limit != limit:
+        raise TrackingError(
+            f"MLflow run {run.info.run_id} was started with limit {limit}; a resume must use the same limit "
+            f"(got {opts.limit})"
+        )
+    par = tags.get(n.TAG_PARALLELISM, "config")
+    cache = tags.get(n.TAG_CACHE_DIR)
+    return dataclasses.replace(
+        opts,
+        limit=limit,
+        parallelism=opts.parallelism or (int(par) if par.isdigit() else None),
+        cache_dir=opts.cache_dir or (Path(cache) if cache else None),
+    )
+
+
+def target_documents(cl: Any, parent: Any) -> list[dict[str, Any]]:
+    """The (redacted) targets a parent run evaluated, in order."""
+    docs = download_json(cl, parent.info.run_id, n.ART_TARGETS)
+    if not isinstance(docs, list):
+        raise TrackingError(
+            f"MLflow run {parent.info.run_id} has no {n.ART_TARGETS}; cannot tell which targets it evaluated"
+        )
+    return docs

@@ -1,0 +1,72 @@
+"""Where an evaluation's record goes while it runs: the ``RunSink`` protocol and an in-memory sink.
+
+The pipeline drives a sink through one evaluation: ``start`` before the first model call, ``sample``
+for every per-sample record as it is written (item order), ``progress`` and ``job`` while running, then
+exactly one of ``finish`` / ``fail`` / ``kill``. The MLflow sink (``mlflow_sink.py``) makes the run;
+``MemorySink`` keeps everything in memory, for tests and for callers that track nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from mlflow_nemo_judge.backends.base import Prepared
+from mlflow_nemo_judge.results import EvalResult, SampleRecord
+
+
+class RunSink(Protocol):
+    """The lifecycle of one evaluation's record."""
+
+    @property
+    def run_id(self) -> str | None: ...
+
+    def start(self, prepared: Prepared) -> None: ...
+
+    def sample(self, record: SampleRecord) -> None: ...
+
+    def progress(self, task: str, done: int, total: int | None) -> None: ...
+
+    def job(self, job: Mapping[str, Any]) -> None: ...
+
+    def finish(self, result: EvalResult) -> None: ...
+
+    def fail(self, exc: BaseException) -> None: ...
+
+    def kill(self) -> None: ...
+
+
+@dataclass
+class MemorySink:
+    """Keeps every call: the records, the last progress, the job, and how the evaluation ended."""
+
+    run_id: str | None = None
+    prepared: Prepared | None = None
+    records: list[SampleRecord] = field(default_factory=list)
+    last_progress: tuple[str, int, int | None] | None = None
+    jobs: list[dict[str, Any]] = field(default_factory=list)
+    result: EvalResult | None = None
+    error: BaseException | None = None
+    state: str = "new"  # new → running → finished | failed | killed
+
+    def start(self, prepared: Prepared) -> None:
+        self.prepared, self.state = prepared, "running"
+
+    def sample(self, record: SampleRecord) -> None:
+        self.records.append(record)
+
+    def progress(self, task: str, done: int, total: int | None) -> None:
+        self.last_progress = (task, done, total)
+
+    def job(self, job: Mapping[str, Any]) -> None:
+        self.jobs.append(dict(job))
+
+    def finish(self, result: EvalResult) -> None:
+        self.result, self.state = result, "finished"
+
+    def fail(self, exc: BaseException) -> None:
+        self.error, self.state = exc, "failed"
+
+    def kill(self) -> None:
+        self.state = "killed"
