@@ -2,9 +2,11 @@
 
 Shape of the work: one coroutine per sample; the target call, then that sample's judge calls at once
 (so judging starts the moment its output exists, not after a whole batch). HTTP concurrency is bounded
-by the client's semaphore (``params.parallelism``); the number of samples in flight is bounded too, so
-memory stays flat however large the dataset: finished samples are written, in item order, to a JSONL
-spill file and only their scores (floats) stay in memory for the statistics.
+by the client's semaphore (``params.parallelism``). The samples in flight are bounded by a window of
+``4 × parallelism`` whose slots are released when a record is *written* (in item order, to a JSONL spill
+file), not when its sample finishes: one stalled sample holds new samples back instead of letting
+finished records pile up, so memory is bounded by the window whatever the dataset size or the stalls.
+Only the scores (floats) stay in memory for the statistics.
 """
 
 from __future__ import annotations

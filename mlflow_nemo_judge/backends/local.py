@@ -12,9 +12,7 @@ from mlflow_nemo_judge.engine import RunOptions, run_plan_async
 from mlflow_nemo_judge.errors import EvaluationError
 from mlflow_nemo_judge.plan import Plan, build_plan
 from mlflow_nemo_judge.results import EvalResult
-
-# Rows kept in memory for an MLflow dataset input; larger datasets are recorded by digest and source.
-DATASET_ROWS_MAX = 20_000
+from mlflow_nemo_judge.tracking.names import DEFAULT_TABLE_MAX_ROWS
 
 
 class LocalBackend:
@@ -26,7 +24,9 @@ class LocalBackend:
     def prepare(self, config: EvalConfig, target: Target) -> Prepared:
         """The plan, built once, and one pass over its data for counts, digests and the logged rows."""
         plan = build_plan(config, target, limit=self.options.limit, parallelism=self.options.parallelism)
-        datasets = scan_plan(plan, max_rows=DATASET_ROWS_MAX)
+        # Rows are kept for an MLflow dataset input only up to the UI table's size; larger datasets are
+        # recorded by digest and source.
+        datasets = scan_plan(plan, max_rows=DEFAULT_TABLE_MAX_ROWS)
         return Prepared(config, target, datasets, plan.parallelism, payload=plan)
 
     async def run(self, prepared: Prepared, events: RunEvents) -> EvalResult:

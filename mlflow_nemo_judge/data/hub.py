@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote
 
+from mlflow_nemo_judge import settings
 from mlflow_nemo_judge.data.source import (
     ACCEPTED,
     EXTENSION_FORMATS,
@@ -43,7 +44,7 @@ def hf_endpoint(source: DatasetSource) -> str | None:
     for value in (source.hf_endpoint, os.environ.get("HF_ENDPOINT")):
         if value and value.strip():
             return value.strip().rstrip("/")
-    datastore = (os.environ.get("NEMO_DATASTORE_URL") or "").strip().rstrip("/")
+    datastore = (settings.get("NEMO_DATASTORE_URL") or "").strip().rstrip("/")
     if datastore:
         return datastore if datastore.endswith("/v1/hf") else f"{datastore}/v1/hf"
     return None

@@ -28,6 +28,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from mlflow_nemo_judge import settings
+
 log = logging.getLogger(__name__)
 
 CACHE_FILE_NAME = "responses.sqlite"
@@ -50,7 +52,7 @@ def default_cache_dir() -> Path:
 
     Empty variables count as unset, since an exported-but-empty variable usually means "not configured".
     """
-    explicit = os.environ.get(CACHE_DIR_ENV)
+    explicit = settings.get(CACHE_DIR_ENV)
     if explicit:
         return Path(explicit).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")

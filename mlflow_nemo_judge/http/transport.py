@@ -21,7 +21,6 @@ bounds throughput. ``OpenAIClient`` accepts either.
 
 from __future__ import annotations
 
-import os
 import urllib.request
 from typing import Any
 
@@ -31,7 +30,7 @@ import yarl
 from httpx_aiohttp import AiohttpTransport
 from httpx_aiohttp.transport import map_aiohttp_exceptions
 
-from mlflow_nemo_judge import __version__
+from mlflow_nemo_judge import __version__, settings
 
 HTTP_CLIENT_ENV = "NEMO_JUDGE_HTTP_CLIENT"
 """Environment knob choosing the engine's transport: ``aiohttp`` (default; httpx over aiohttp) or
@@ -141,7 +140,7 @@ def env_proxies_set() -> bool:
 
 def transport_choice() -> str:
     """``"aiohttp"`` or ``"httpx"``, from :data:`HTTP_CLIENT_ENV`; raises ``ValueError`` on other values."""
-    choice = os.environ.get(HTTP_CLIENT_ENV, "").strip().lower() or "aiohttp"
+    choice = (settings.get(HTTP_CLIENT_ENV) or "aiohttp").strip().lower()
     if choice not in ("aiohttp", "httpx"):
         raise ValueError(f"{HTTP_CLIENT_ENV} must be 'aiohttp' or 'httpx', not {choice!r}")
     return choice

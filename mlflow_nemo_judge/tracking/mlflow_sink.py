@@ -75,7 +75,7 @@ class MlflowSink:
             table_max_rows,
             trace_samples,
             template_fields(config),
-            config.judge_models() if hasattr(config, "judge_models") else {},
+            config.judge_models(),
             tracker.secrets,
         )
         self._prepared: Prepared | None = None

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from mlflow_nemo_judge import settings
 from mlflow_nemo_judge.errors import ConfigError, NemoServiceError
 from mlflow_nemo_judge.http.retry import backoff_delay, retry_after_seconds
 
@@ -124,19 +124,15 @@ class NemoClient:
         http: httpx.Client | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        evaluator = _base(evaluator_url or os.environ.get(ENV_EVALUATOR), "/v1")
+        evaluator = _base(evaluator_url or settings.get(ENV_EVALUATOR), "/v1")
         if evaluator is None:
             raise ConfigError(
                 "nemo.evaluator_url", f"no NeMo Evaluator URL: pass evaluator_url or set {ENV_EVALUATOR}"
             )
         self.evaluator_url = evaluator
-        self.entity_store_url = (
-            _base(entity_store_url or os.environ.get(ENV_ENTITY_STORE), "/v1") or evaluator
-        )
-        self.datastore_url = (
-            _base(datastore_url or os.environ.get(ENV_DATASTORE), "/v1/hf", "/v1") or evaluator
-        )
-        self._token = token if token is not None else (os.environ.get(ENV_TOKEN) or None)
+        self.entity_store_url = _base(entity_store_url or settings.get(ENV_ENTITY_STORE), "/v1") or evaluator
+        self.datastore_url = _base(datastore_url or settings.get(ENV_DATASTORE), "/v1/hf", "/v1") or evaluator
+        self._token = token if token is not None else (settings.get(ENV_TOKEN) or None)
         self._headers = {"Accept": "application/json", "User-Agent": "mlflow-nemo-judge"}
         if self._token:
             self._headers["Authorization"] = f"Bearer {self._token}"
