@@ -1,4 +1,4 @@
-"""HTTP stack: the engine on the old hand-written HTTP/1.1 client (HEAD) vs httpx over aiohttp, side by side.
+"""HTTP stack: the engine on the old hand-written HTTP/1.1 client vs httpx over aiohttp, side by side.
 
 Part Z, zero latency (the client's CPU is what limits the run): the seed config (1 target + 2 judge calls
 per row) over ``--samples`` rows at parallelism ``--parallelism``, cache off, with the engine's HTTP
@@ -51,23 +51,28 @@ from _common import (  # noqa: E402
     temp_dir,
 )
 
-OLD = "old FastHTTPClient (HEAD)"
+# The last commit with the hand-written client (the redesign deleted it after this one).
+OLD_REV = "5ba0b3b005215e7bcec7d19e87b8159f971f09fb"
+OLD = "old FastHTTPClient (before the redesign)"
 NEW = "aiohttp transport, direct (new default)"
 CLIENT = "httpx.AsyncClient over aiohttp"
 PLAIN = "httpx own transport, direct"
 
 
-def load_old_client(directory: Path) -> ModuleType:
-    """HEAD's ``http/transport.py`` written to ``directory`` and imported under a private name."""
+def load_old_client(directory: Path, rev: str = OLD_REV) -> ModuleType:
+    """The old client's module (``transport.py`` at ``rev``) written to ``directory`` and imported under a
+    private name; it is never committed again."""
     src = subprocess.run(
-        ["git", "show", "HEAD:mlflow_nemo_judge/http/transport.py"],
+        ["git", "show", f"{rev}:mlflow_nemo_judge/transport.py"],
         cwd=REPO,
         check=True,
         capture_output=True,
         text=True,
     ).stdout
     if "class FastHTTPClient" not in src:
-        raise SystemExit("HEAD's transport.py has no FastHTTPClient: compare against the commit that had it")
+        raise SystemExit(
+            f"transport.py at {rev} has no FastHTTPClient: pass --old-rev of a commit that had it"
+        )
     path = directory / "old_transport_head.py"
     path.write_text(src, encoding="utf-8")
     spec = importlib.util.spec_from_file_location("old_transport_head", path)
@@ -118,8 +123,11 @@ def run_engine(cfg: dict[str, Any], target: dict[str, Any], work: Path) -> tuple
 def variants(old: ModuleType) -> dict[str, tuple[Callable[[int, Any], Any] | None, dict[str, str]]]:
     from mlflow_nemo_judge.http.transport import make_http_client
 
+    def old_client(connections: int, timeout: Any) -> Any:
+        return old.FastHTTPClient(connections, timeout)
+
     return {
-        OLD: (lambda connections, timeout: old.FastHTTPClient(connections, timeout), {}),
+        OLD: (old_client, {}),
         NEW: (None, {"NEMO_JUDGE_HTTP_CLIENT": "aiohttp"}),
         CLIENT: (make_http_client, {"NEMO_JUDGE_HTTP_CLIENT": "aiohttp"}),
         PLAIN: (None, {"NEMO_JUDGE_HTTP_CLIENT": "httpx"}),
@@ -186,8 +194,11 @@ def main() -> None:
     ap.add_argument("--latency-samples", type=int, default=100)
     ap.add_argument("--latency-repeats", type=int, default=3)
     ap.add_argument(
-        "--variants", default="old,new,client,plain", help="part Z variants: any of old,new,client,plain"
+        "--variants",
+        default="old,new,client,plain",
+        help="part Z variants: any of old,new,client,plain",
     )
+    ap.add_argument("--old-rev", default=OLD_REV, help="a commit that still had the old client")
     ap.add_argument("--parts", default="ZL")
     ap.add_argument("--name", default="http_stack")
     a = ap.parse_args()
@@ -197,7 +208,7 @@ def main() -> None:
     }
     t0 = time.perf_counter()
     with temp_dir("bench-http-") as d:
-        old = load_old_client(d)
+        old = load_old_client(d, a.old_rev)
         if "Z" in a.parts:
             short = {"old": OLD, "new": NEW, "client": CLIENT, "plain": PLAIN}
             names = [short[v.strip()] for v in a.variants.split(",")]
