@@ -5,9 +5,10 @@ limits) with the config path in every error. Checked here, again as a one-line `
 the config path, is what the *local* backend needs on top: task/metric/target types it implements,
 models and datasets given inline rather than by reference, each metric's local needs
 (``MetricConfig.check_local``: regexes with a capture group, score types it converts, references),
-Jinja syntax, template variables the dataset rows do not have (rendered against the first row),
-missing or empty datasets, missing API-key env vars. ``mlflow-nemo-judge validate`` is exactly
-``build_plan`` without the run.
+Jinja syntax, metric keys too long for MLflow, missing API-key env vars; and, in one streamed pass over
+every row used (``data.scan.scan_plan``, which also takes the digests and counts), the data itself:
+syntax, object rows, UTF-8, nesting, cached outputs, and every template rendered against every row.
+``mlflow-nemo-judge validate`` is exactly ``build_plan`` without the run.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from mlflow_nemo_judge.config import (
     METRIC_TYPES_LOCAL,
@@ -33,8 +34,11 @@ from mlflow_nemo_judge.config import (
     TaskConfig,
     source_path,
 )
-from mlflow_nemo_judge.errors import ConfigError, DatasetError
-from mlflow_nemo_judge.scoring.templating import build_context, check_syntax, render_value
+from mlflow_nemo_judge.errors import ConfigError
+from mlflow_nemo_judge.scoring.templating import check_syntax
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mlflow_nemo_judge.data.scan import DatasetInfo
 
 DEFAULT_PARALLELISM = 8
 DEFAULT_TIMEOUT = 60.0
@@ -110,13 +114,29 @@ class DataPlan:
         if self.rows is not None:
             yield from (self.rows if limit is None else self.rows[:limit])
             return
-        from mlflow_nemo_judge.data import DatasetSource, iter_rows
+        from mlflow_nemo_judge.data import iter_rows
+
+        yield from iter_rows(self._source(), limit=limit)
+
+    def iter_located(self, limit: int | None) -> Iterator[tuple[str, dict[str, Any]]]:
+        """``(where, row)``: ``where`` names the row unambiguously in a message (``file:line`` or
+        ``target.rows[i]``)."""
+        if self.rows is not None:
+            rows = self.rows if limit is None else self.rows[:limit]
+            yield from ((f"target.rows[{i}]", row) for i, row in enumerate(rows))
+            return
+        from mlflow_nemo_judge.data import iter_located_rows
+
+        for name, line, row in iter_located_rows(self._source(), limit=limit):
+            yield f"{name}:{line}", row
+
+    def _source(self) -> Any:
+        from mlflow_nemo_judge.data import DatasetSource
 
         assert self.files_url is not None
-        src = DatasetSource(
+        return DatasetSource(
             url=self.files_url, hf_endpoint=self.hf_endpoint, format=self.format, base_dir=self.base_dir
         )
-        yield from iter_rows(src, limit=limit)
 
 
 @dataclass
@@ -148,6 +168,9 @@ class Plan:
     timeout: float
     max_retries: int
     inference_defaults: dict[str, Any]
+    # The data pass (``data.scan.scan_plan``) made while planning, and the row cap it kept rows under.
+    datasets: list[DatasetInfo] | None = None
+    scan_max_rows: int | None = None
 
     @property
     def judge_models(self) -> list[str]:
@@ -358,11 +381,10 @@ def build_plan(
             kind=_kind_for(endpoint.url, template) if endpoint else "chat",
             cached_output=cached,
         )
-        if check_data:
-            _check_against_first_row(tp)
+        _check_metric_keys(tname, metrics)
         tasks.append(tp)
 
-    return Plan(
+    plan = Plan(
         config=config,
         target=target,
         tasks=tasks,
@@ -375,40 +397,27 @@ def build_plan(
         else int(params.max_retries),
         inference_defaults=inference_defaults,
     )
+    if check_data:
+        # The one pass over the data (digests, counts, every row checked); prepare() reuses it.
+        from mlflow_nemo_judge.data.scan import scan_plan
+        from mlflow_nemo_judge.tracking.names import DEFAULT_TABLE_MAX_ROWS
+
+        scan_plan(plan, max_rows=DEFAULT_TABLE_MAX_ROWS)
+    return plan
 
 
-def _check_against_first_row(tp: TaskPlan) -> None:
-    """Render every template against the first row so a missing field fails now, not mid-run."""
-    try:
-        first = next(iter(tp.data.iter_rows(1)), None)
-    except DatasetError as exc:
-        raise ConfigError(f"{tp.path}.dataset", str(exc)) from None
-    if first is None:
-        raise ConfigError(f"{tp.path}.dataset", f"dataset is empty: {tp.data.description}")
-    if tp.cached_output and cached_output_text(first) is None:
-        raise ConfigError(
-            f"{tp.path}.dataset",
-            "cached outputs need an output field in each row (one of "
-            f"{', '.join(OUTPUT_FIELDS)}); the first row has: "
-            f"{', '.join(sorted(first))}",
-        )
-    sample: dict[str, Any] | None = (
-        {"output_text": "", "response": {}} if tp.calls_target or tp.cached_output else None
-    )
-    ctx = build_context(first, sample)
-    if tp.calls_target and tp.template is not None:
-        render_value(tp.template, ctx, f"{tp.path}.params.template")
-    for m in tp.metrics:
-        try:
-            if m.judge is not None:
-                render_value(m.judge.template, ctx, f"{m.path}.params.template")
-            else:
-                render_value(m.params, ctx, f"{m.path}.params")
-        except ConfigError as exc:
-            if sample is None and ("output_text" in exc.message or "response" in exc.message):
+def _check_metric_keys(tname: str, metrics: list[MetricPlan]) -> None:
+    """A metric key MLflow cannot log would fail only after every model call: refuse it now."""
+    from mlflow_nemo_judge.tracking.names import MAX_KEY, STATS
+
+    longest = max(STATS, key=len)
+    for m in metrics:
+        for sname in m.score_names:
+            key = f"{tname}/{m.name}/{sname}/{longest}".replace("@", "_at_")
+            if len(key) > MAX_KEY:
+                where = f"{m.path}.params.scores.{sname}" if m.type == "llm-judge" else m.path
                 raise ConfigError(
-                    exc.path,
-                    exc.message + " (a 'data' task makes no model call, so there is no "
-                    "sample.*: judge a row field such as item.<field> instead)",
-                ) from None
-            raise
+                    where[:300],
+                    f"the MLflow metric key <task>/<metric>/<score>/{longest} would be {len(key)} "
+                    f"characters; MLflow allows {MAX_KEY}: shorten the task, metric or score name",
+                )

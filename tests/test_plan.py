@@ -177,12 +177,9 @@ def test_missing_and_empty_and_broken_datasets(tmp_path, target):
     assert err.path == f"{T}.dataset" and "empty" in str(err)
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"content": 1}\n{not json\n')
-    # The first row is fine, so validation passes; reading the broken line fails naming file and line.
-    from mlflow_nemo_judge.errors import DatasetError
-
-    plan = build_plan(load_config(seed_config(files_url=str(broken))), target)
-    with pytest.raises(DatasetError, match=r"broken.jsonl:2"):
-        list(plan.tasks[0].data.iter_rows(None))
+    # The first row is fine, but every row is read at plan time: the broken line fails naming file and line.
+    err = _err(seed_config(files_url=str(broken)), target)
+    assert err.path == f"{T}.dataset" and "broken.jsonl:2: invalid JSON" in str(err)
 
 
 def test_missing_api_key_env_names_the_path(data_file, monkeypatch):

@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import difflib
 import functools
-import json
 import os
 import types
 import typing
@@ -26,6 +25,7 @@ from typing import Annotated, Any, TypeVar, Union
 
 from pydantic import BaseModel, Tag, ValidationError
 
+from mlflow_nemo_judge.config import reading
 from mlflow_nemo_judge.config.models import EvalConfig, ModelSpec, Open, Target
 from mlflow_nemo_judge.errors import ConfigError, ConfigWarning
 
@@ -176,25 +176,23 @@ def _near_misses_below(value: Any, path: str) -> Iterator[tuple[str, str, str]]:
 
 
 def _read_mapping(
-    source: str | os.PathLike[str] | Mapping[str, Any], what: str
+    source: str | os.PathLike[str] | Mapping[str, Any], what: str, prefix: str = ""
 ) -> tuple[dict[str, Any], Path | None]:
     if isinstance(source, Mapping):
+        reading.check_values(source, prefix)
         return copy.deepcopy(dict(source)), None
     path = Path(source)
-    if not path.exists():
-        raise ConfigError("", f"{what} file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    text = reading.read_text(path, what)
     try:
-        if path.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            import yaml  # YAML is a superset of JSON; lazy so --help stays fast
-
-            data = yaml.safe_load(text)
-    except Exception as exc:  # json.JSONDecodeError, yaml.YAMLError
-        raise ConfigError("", f"{path}: cannot parse {what}: {str(exc).splitlines()[0]}") from exc
+        data = reading.parse(text, path.suffix.lower() == ".json")
+    except Exception as exc:  # any parse failure is one line naming the file, never a traceback
+        raise ConfigError("", f"{path}: cannot parse {what}: {reading.parse_error(exc, text)}") from None
     if not isinstance(data, dict):
         raise ConfigError("", f"{path}: a {what} must be a mapping, got {type(data).__name__}")
+    try:
+        reading.check_values(data, prefix)
+    except ConfigError as err:
+        raise _with_source(err, path) from None
     return data, path
 
 
@@ -245,7 +243,7 @@ def load_target(source: str | os.PathLike[str] | Mapping[str, Any] | Target) -> 
     """Load and validate a target from a YAML/JSON file or a dict."""
     if isinstance(source, Target):
         return source
-    data, path = _read_mapping(source, "target")
+    data, path = _read_mapping(source, "target", "target")
     try:
         target = validate_model(Target, data, "target")
     except ConfigError as err:

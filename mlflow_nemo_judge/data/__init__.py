@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from mlflow_nemo_judge.data.hub import hf_endpoint
 from mlflow_nemo_judge.data.locations import describe, resolve_files
-from mlflow_nemo_judge.data.readers import file_digest, first_row, iter_rows
+from mlflow_nemo_judge.data.readers import file_digest, first_row, iter_located_rows, iter_rows
 from mlflow_nemo_judge.data.source import FORMATS, DatasetSource
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "file_digest",
     "first_row",
     "hf_endpoint",
+    "iter_located_rows",
     "iter_rows",
     "resolve_files",
 ]

@@ -11,7 +11,10 @@ import codecs
 import csv
 import hashlib
 import json
+import os
 import re
+import stat
+import sys
 from collections.abc import Generator, Iterator
 from contextlib import closing
 from pathlib import Path
@@ -21,10 +24,14 @@ from mlflow_nemo_judge.data.locations import plan_files
 from mlflow_nemo_judge.data.source import DataFile, DatasetSource
 from mlflow_nemo_judge.errors import DatasetError
 
-__all__ = ["file_digest", "first_row", "iter_rows"]
+__all__ = ["MAX_ROW_DEPTH", "file_digest", "first_row", "iter_located_rows", "iter_rows"]
 
 # Read size of the JSON scanner; a module global so tests can force values across chunk boundaries.
 _CHUNK = 1 << 16
+# Nesting levels a row may have: deeper rows would end in a RecursionError in a later stage (rendering,
+# hashing, logging) instead of an error naming the row.
+MAX_ROW_DEPTH = 100
+Located = tuple[str, int, dict[str, Any]]  # (file name, line the row starts on, row)
 
 
 def iter_rows(source: DatasetSource, limit: int | None = None) -> Iterator[dict[str, Any]]:
@@ -35,14 +42,26 @@ def iter_rows(source: DatasetSource, limit: int | None = None) -> Iterator[dict[
     ``DatasetError`` at the end of iteration if the dataset held no rows at all.
     """
     _check_limit(limit)
+    return _values(_stream(source, plan_files(source), limit))
+
+
+def iter_located_rows(source: DatasetSource, limit: int | None = None) -> Iterator[Located]:
+    """Like :func:`iter_rows`, with each row's file and the (1-based) line it starts on, for messages."""
+    _check_limit(limit)
     return _stream(source, plan_files(source), limit)
+
+
+def _values(located: Generator[Located, None, None]) -> Generator[dict[str, Any], None, None]:
+    with closing(located):  # an early stop closes the file now
+        for _, _, row in located:
+            yield row
 
 
 def first_row(source: DatasetSource) -> dict[str, Any]:
     """The first row, for validating templates against the data; ``DatasetError`` if there are no rows."""
     # closing(): stop reading (and release the file handle) right after the first row.
     with closing(_stream(source, plan_files(source), 1)) as rows:
-        return next(rows)  # an empty dataset raises DatasetError here, never StopIteration
+        return next(rows)[2]  # an empty dataset raises DatasetError here, never StopIteration
 
 
 def file_digest(path: Path) -> str:
@@ -67,13 +86,13 @@ def _check_limit(limit: int | None) -> None:
 
 def _stream(
     source: DatasetSource, files: list[DataFile], limit: int | None
-) -> Generator[dict[str, Any], None, None]:
+) -> Generator[Located, None, None]:
     count = 0
     for data_file in files:
         # closing(): an early stop (limit reached) closes the file now rather than at garbage collection.
         with closing(_read_file(data_file.fetch(), data_file.name, data_file.format)) as rows:
-            for row in rows:
-                yield row
+            for line, row in rows:
+                yield data_file.name, line, row
                 count += 1
                 if limit is not None and count >= limit:
                     return
@@ -82,9 +101,13 @@ def _stream(
         raise DatasetError(f"dataset is empty (no rows): {where}")
 
 
-def _read_file(path: Path, name: str, fmt: str) -> Generator[dict[str, Any], None, None]:
+def _read_file(path: Path, name: str, fmt: str) -> Generator[tuple[int, dict[str, Any]], None, None]:
     readers = {"jsonl": _jsonl_rows, "json": _json_rows, "csv": _csv_rows}
     try:
+        # stat() before open(): opening a FIFO blocks until a writer appears, and a device never ends.
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            kind = "a directory" if path.is_dir() else "not a regular file (a FIFO, socket or device)"
+            raise DatasetError(f"{name}: {kind}; a dataset file must be a regular file")
         with open(path, "rb") as fh:
             yield from readers[fmt](fh, name)
     except FileNotFoundError:
@@ -120,7 +143,28 @@ def _kind(value: Any) -> str:
     return "a number"
 
 
-def _jsonl_rows(fh: IO[bytes], name: str) -> Iterator[dict[str, Any]]:
+def _unreadable(exc: ValueError | RecursionError) -> str:
+    """Why a syntactically valid JSON value cannot be read: too deep, or an integer beyond Python's limit."""
+    if isinstance(exc, RecursionError):
+        return f"nested deeper than {MAX_ROW_DEPTH} levels"
+    return f"an integer has more than {sys.get_int_max_str_digits()} digits"
+
+
+def _check_depth(value: Any, text: str, where: str) -> None:
+    """DatasetError if ``value`` nests deeper than MAX_ROW_DEPTH (``text``, its source, rules most rows out)."""
+    if text.count("{") + text.count("[") <= MAX_ROW_DEPTH:
+        return
+    stack = [(value, 1)]
+    while stack:
+        obj, depth = stack.pop()
+        if depth > MAX_ROW_DEPTH:
+            raise DatasetError(f"{where}: row nested deeper than {MAX_ROW_DEPTH} levels")
+        for child in obj.values() if isinstance(obj, dict) else obj:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+
+
+def _jsonl_rows(fh: IO[bytes], name: str) -> Iterator[tuple[int, dict[str, Any]]]:
     for lineno, text in _decoded_lines(fh, name):
         if not text.strip():
             continue  # blank lines (often a trailing one) carry no row
@@ -128,9 +172,12 @@ def _jsonl_rows(fh: IO[bytes], name: str) -> Iterator[dict[str, Any]]:
             value = json.loads(text)
         except json.JSONDecodeError as exc:
             raise DatasetError(f"{name}:{lineno}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+        except (ValueError, RecursionError) as exc:
+            raise DatasetError(f"{name}:{lineno}: cannot read the row: {_unreadable(exc)}") from None
         if not isinstance(value, dict):
             raise DatasetError(f"{name}:{lineno}: expected a JSON object per line, got {_kind(value)}")
-        yield value
+        _check_depth(value, text, f"{name}:{lineno}")
+        yield lineno, value
 
 
 def _csv_records(fh: IO[bytes], name: str) -> Iterator[tuple[int, list[str]]]:
@@ -151,7 +198,7 @@ def _csv_records(fh: IO[bytes], name: str) -> Iterator[tuple[int, list[str]]]:
             yield start, record
 
 
-def _csv_rows(fh: IO[bytes], name: str) -> Iterator[dict[str, Any]]:
+def _csv_rows(fh: IO[bytes], name: str) -> Iterator[tuple[int, dict[str, Any]]]:
     records = _csv_records(fh, name)
     line, header = next(records, (1, []))
     if not any(column.strip() for column in header):
@@ -164,7 +211,7 @@ def _csv_rows(fh: IO[bytes], name: str) -> Iterator[dict[str, Any]]:
             raise DatasetError(
                 f"{name}:{line}: CSV row has {len(record)} fields but the header has {len(header)}"
             )
-        yield dict(zip(header, record, strict=True))
+        yield line, dict(zip(header, record, strict=True))
 
 
 class _JsonScanner:
@@ -250,10 +297,17 @@ class _JsonScanner:
                     continue
                 line = self.line(self._pos + offset)
                 raise DatasetError(f"{self._name}:{line}: invalid JSON: {exc.msg}") from None
+            except (ValueError, RecursionError) as exc:
+                raise DatasetError(
+                    f"{self._name}:{self.line(start)}: cannot read: {_unreadable(exc)}"
+                ) from None
             if end >= len(self._buf) and self._fill():
                 continue  # a number or literal ending exactly at the buffer end may continue
             self._pos = end
-            return value, self.line(start)
+            line = self.line(start)
+            if isinstance(value, (dict, list)):
+                _check_depth(value, self._buf[start:end], f"{self._name}:{line}")
+            return value, line
 
     def fail(self, expected: str) -> DatasetError:
         found = self.peek()
@@ -261,7 +315,7 @@ class _JsonScanner:
         return DatasetError(f"{self._name}:{self.line()}: invalid JSON: expected {expected}, found {got}")
 
 
-def _json_rows(fh: IO[bytes], name: str) -> Iterator[dict[str, Any]]:
+def _json_rows(fh: IO[bytes], name: str) -> Iterator[tuple[int, dict[str, Any]]]:
     scanner = _JsonScanner(fh, name)
     first = scanner.peek()
     if first == "":
@@ -280,7 +334,7 @@ def _json_rows(fh: IO[bytes], name: str) -> Iterator[dict[str, Any]]:
         )
 
 
-def _json_array(scanner: _JsonScanner, name: str, where: str) -> Iterator[dict[str, Any]]:
+def _json_array(scanner: _JsonScanner, name: str, where: str) -> Iterator[tuple[int, dict[str, Any]]]:
     scanner.advance()  # "["
     if scanner.peek() == "]":
         scanner.advance()
@@ -294,7 +348,7 @@ def _json_array(scanner: _JsonScanner, name: str, where: str) -> Iterator[dict[s
             raise DatasetError(
                 f"{name}:{line}: element {index}{where} is {_kind(value)}, expected a JSON object"
             )
-        yield value
+        yield line, value
         index += 1
         following = scanner.peek()
         if following == ",":
@@ -306,7 +360,7 @@ def _json_array(scanner: _JsonScanner, name: str, where: str) -> Iterator[dict[s
             raise scanner.fail("',' or ']' after an array element")
 
 
-def _json_wrapped_array(scanner: _JsonScanner, name: str) -> Iterator[dict[str, Any]]:
+def _json_wrapped_array(scanner: _JsonScanner, name: str) -> Iterator[tuple[int, dict[str, Any]]]:
     """Rows of an object wrapping them in its single list member, e.g. ``{"data": [...]}``.
 
     Other (non-list) members such as ``"version"`` are skipped; the list is streamed like a top-level array.

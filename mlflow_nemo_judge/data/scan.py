@@ -11,15 +11,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlflow_nemo_judge.config import EvalConfig, Target, sha256_json
+from mlflow_nemo_judge.errors import ConfigError, DatasetError
+from mlflow_nemo_judge.scoring.templating import build_context, render_value
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mlflow_nemo_judge.plan import Plan
+    from mlflow_nemo_judge.plan import Plan, TaskPlan
 
 DIGEST_CHARS = 16
 
@@ -75,42 +77,105 @@ def dataset_name(files_url: str | None, fallback: str) -> str:
 
 
 def scan_plan(plan: Plan, *, max_rows: int) -> list[DatasetInfo]:
-    """One streamed pass over each task's rows (``limit`` applied); tasks sharing a dataset share a scan.
+    """One streamed pass over each task's rows (``limit`` applied); tasks sharing a dataset share it.
 
-    Rows are kept only while there are at most ``max_rows`` of them.
+    Every row is checked on the way (``plan.row_checker``: the cached output, every template of every
+    task reading it), so a bad row 17 fails before any model call or MLflow run. Rows are kept only while
+    there are at most ``max_rows`` of them. The result is kept on the plan: ``build_plan`` makes this
+    pass, and a later call with the same ``max_rows`` (``prepare``) reuses it instead of reading again.
     """
-    infos: list[DatasetInfo] = []
-    seen: dict[tuple[str | None, int | None, str], DatasetInfo] = {}
+    if plan.datasets is not None and plan.scan_max_rows == max_rows:
+        return list(plan.datasets)
+    groups: dict[tuple[Any, ...], list[TaskPlan]] = {}
     for tp in plan.tasks:
-        key = (tp.data.files_url, tp.limit, tp.data.description)
-        if key in seen and tp.data.rows is None:
-            infos.append(replace(seen[key], task=tp.name))
-            continue
-        h = hashlib.sha256()
-        rows: list[dict[str, Any]] | None = []
-        n = 0
-        for row in tp.data.iter_rows(tp.limit):
-            _row_digest(h, row)
+        groups.setdefault(_data_key(tp), []).append(tp)
+    scanned = {key: _scan(plan, tps, max_rows) for key, tps in groups.items()}
+    infos = [replace(scanned[_data_key(tp)], task=tp.name) for tp in plan.tasks]
+    plan.datasets, plan.scan_max_rows = infos, max_rows
+    return list(infos)
+
+
+def _data_key(tp: TaskPlan) -> tuple[Any, ...]:
+    """Tasks with equal keys read the same rows (inline rows are never shared: each task checks its own)."""
+    return (tp.data.files_url, tp.limit, tp.data.description) if tp.data.rows is None else (id(tp),)
+
+
+RowCheck = Callable[[str, int, Mapping[str, Any]], None]
+
+
+def row_checker(tp: TaskPlan) -> RowCheck:
+    """A check of one row against everything the task needs from it: the cached output field, and every
+    template the task renders (target request, each judge template, each simple metric's params),
+    rendered as the engine will (``sample.*`` as empty placeholders). Errors name the row and the
+    template's config path. Templates are compiled once (cached); each row only renders them."""
+    from mlflow_nemo_judge.plan import OUTPUT_FIELDS, cached_output_text
+
+    sample: dict[str, Any] | None = (
+        {"output_text": "", "response": {}} if tp.calls_target or tp.cached_output else None
+    )
+    templates: list[tuple[str, Any]] = []
+    if tp.calls_target and tp.template is not None:
+        templates.append((f"{tp.path}.params.template", tp.template))
+    for m in tp.metrics:
+        if m.judge is not None:
+            templates.append((f"{m.path}.params.template", m.judge.template))
+        else:
+            templates.append((f"{m.path}.params", m.params))
+
+    def check(where: str, n: int, row: Mapping[str, Any]) -> None:
+        if tp.cached_output and cached_output_text(row) is None:
+            fields = ", ".join(sorted(str(k) for k in row)[:20]) or "(none)"
+            raise ConfigError(
+                f"{tp.path}.dataset",
+                f"{where} (row {n}): cached outputs need an output field in each row (one of "
+                f"{', '.join(OUTPUT_FIELDS)}); this row has: {fields}",
+            )
+        ctx = build_context(row, sample)
+        for path, template in templates:
+            try:
+                render_value(template, ctx, path)
+            except ConfigError as exc:
+                hint = ""
+                if sample is None and ("output_text" in exc.message or "response" in exc.message):
+                    hint = (
+                        " (a 'data' task makes no model call, so there is no sample.*: judge a row "
+                        "field such as item.<field> instead)"
+                    )
+                raise ConfigError(exc.path, f"{where} (row {n}): {exc.message}{hint}") from None
+
+    return check
+
+
+def _scan(plan: Plan, tasks: list[TaskPlan], max_rows: int) -> DatasetInfo:
+    tp = tasks[0]
+    checks = [row_checker(t) for t in tasks]
+    h = hashlib.sha256()
+    rows: list[dict[str, Any]] | None = []
+    n = 0
+    try:
+        for where, row in tp.data.iter_located(tp.limit):
             n += 1
+            for check in checks:
+                check(where, n, row)
+            _row_digest(h, row)
             if rows is not None:
                 rows.append(row)
                 if len(rows) > max_rows:
                     rows = None
-        url = tp.data.files_url
-        fallback = f"{plan.target.display_name}-rows" if url is None else tp.name
-        info = DatasetInfo(
-            task=tp.name,
-            name=dataset_name(url, fallback),
-            files_url=url,
-            source=_local_source(url, tp.data.base_dir) if url else None,
-            digest=h.hexdigest()[:DIGEST_CHARS],
-            num_rows=n,
-            limit=tp.limit,
-            rows=rows,
-        )
-        seen[key] = info
-        infos.append(info)
-    return infos
+    except DatasetError as exc:  # unreadable, malformed or empty data: name the task's dataset too
+        raise ConfigError(f"{tp.path}.dataset", str(exc)) from None
+    url = tp.data.files_url
+    fallback = f"{plan.target.display_name}-rows" if url is None else tp.name
+    return DatasetInfo(
+        task=tp.name,
+        name=dataset_name(url, fallback),
+        files_url=url,
+        source=_local_source(url, tp.data.base_dir) if url else None,
+        digest=h.hexdigest()[:DIGEST_CHARS],
+        num_rows=n,
+        limit=tp.limit,
+        rows=rows,
+    )
 
 
 def describe_remote(config: EvalConfig, target: Target, *, limit: int | None) -> list[DatasetInfo]:

@@ -2,7 +2,8 @@
 
 NeMo semantics followed here (reference §8.1, §8.2):
 
-* ``parser.type: "regex"``: ``re.search`` the judge text; the *first* capture group is converted.
+* ``parser.type: "regex"``: ``re.search`` the judge text (with a time bound); the *first* capture group
+  is converted.
 * ``parser.type: "json"``: a JSON object is located in the reply and ``json_path`` picks the value.
 * Anything that cannot be parsed becomes **NaN** with a reason, never 0: NaN rows are excluded from the
   aggregate and counted in ``nan_count``, whereas a 0 would silently drag the mean down.
@@ -21,6 +22,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import regex
 
 __all__ = [
     "PARSER_TYPES",
@@ -72,6 +75,11 @@ _JSON_PATH_TOKEN_RE = re.compile(
 )
 
 _EXCERPT_CHARS = 80
+
+#: Seconds one score regex may run on one judge reply. Score patterns run with the ``regex`` package's
+#: time bound: a catastrophic pattern (``(a+)+$``) on a long reply would otherwise block the event loop
+#: for minutes. A real pattern on a long reply takes microseconds; a timeout is a NaN with its reason.
+REGEX_TIMEOUT_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -145,7 +153,7 @@ def strip_reasoning(text: str | None, end_token: str | None) -> tuple[str, str |
     return _strip_default_think(text)
 
 
-def compile_regex(pattern: str) -> re.Pattern[str]:
+def compile_regex(pattern: str) -> Any:
     """Compile a score ``parser.pattern``; raises ValueError if invalid or without a capture group."""
     # Checked before the cache lookup: an unhashable value from YAML (a list) would otherwise surface as
     # a TypeError from lru_cache instead of a config error.
@@ -155,11 +163,12 @@ def compile_regex(pattern: str) -> re.Pattern[str]:
 
 
 @functools.lru_cache(maxsize=256)
-def _compile_regex_cached(pattern: str) -> re.Pattern[str]:
-    # Cached because the same pattern is applied to every row of a task.
+def _compile_regex_cached(pattern: str) -> Any:
+    # Cached because the same pattern is applied to every row of a task. ``regex`` (its default V0 mode
+    # follows ``re``'s syntax and semantics) instead of ``re`` for the ``timeout=`` of ``search``.
     try:
-        compiled = re.compile(pattern)
-    except re.error as exc:
+        compiled = regex.compile(pattern)
+    except regex.error as exc:
         raise ValueError(f"regex parser pattern '{pattern}' does not compile: {exc}") from exc
     if compiled.groups < 1:
         raise ValueError(
@@ -357,7 +366,12 @@ def parse_score(text: str | None, parser: Mapping[str, Any], score_type: str) ->
 
     if parser["type"] == "regex":
         pattern: str = parser["pattern"]
-        m = compile_regex(pattern).search(text)
+        try:
+            m = compile_regex(pattern).search(text, timeout=REGEX_TIMEOUT_S)
+        except TimeoutError:
+            return Parsed.nan(
+                f"regex timed out after {REGEX_TIMEOUT_S}s on a {len(text)}-character judge output"
+            )
         if m is None:
             return Parsed.nan(f"no match for pattern '{pattern}' in judge output {_excerpt(text)}")
         group = m.group(1)

@@ -23,6 +23,7 @@ from functools import lru_cache
 from typing import Any, TypeVar
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
 from mlflow_nemo_judge.errors import TemplateError
@@ -66,8 +67,43 @@ class _Undefined(StrictUndefined):
         return str(super()._undefined_message)
 
 
+# Bounds on template arithmetic: the sandbox stops attribute access, not work. ``{{ 9**9**9 }}`` or
+# ``{{ 'a' * 10**9 }}`` would otherwise hang or exhaust memory on the first row.
+MAX_POWER_BITS = 10_000  # ints beyond ~3000 digits cannot even be printed (Python's int-str limit)
+MAX_REPEAT_LEN = 1_000_000  # elements (characters) a ``str``/``list * n`` may produce
+# A %-format width or precision above this (``'%0999999999d' % 1``) would allocate that many characters.
+MAX_FORMAT_WIDTH = 10_000
+_PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\d*)(?:\.(\d*))?")
+
+
 class _Env(SandboxedEnvironment):
-    pass
+    """The sandbox, plus bounds on the binary operators that can do unbounded work."""
+
+    intercepted_binops = frozenset({"**", "*", "%"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**":
+            _check_power(left, right)
+        elif operator == "*":
+            _check_repeat(left, right)
+            _check_repeat(right, left)
+        elif operator == "%" and isinstance(left, str):
+            for width, precision in _PERCENT_SPEC.findall(left):
+                if max(int(width or 0), int(precision or 0)) > MAX_FORMAT_WIDTH:
+                    raise SecurityError(f"'%' format width above {MAX_FORMAT_WIDTH} refused")
+        return super().call_binop(context, operator, left, right)
+
+
+def _check_power(base: Any, exp: Any) -> None:
+    # bit_length(base ** exp) ≈ exp * bit_length(base): decided without computing it.
+    ints = isinstance(base, int) and isinstance(exp, int)
+    if ints and exp > 0 and exp * (abs(base).bit_length() - 1) > MAX_POWER_BITS:
+        raise SecurityError(f"'**' result beyond {MAX_POWER_BITS} bits refused")
+
+
+def _check_repeat(seq: Any, times: Any) -> None:
+    if isinstance(seq, (str, list, tuple)) and isinstance(times, int) and len(seq) * times > MAX_REPEAT_LEN:
+        raise SecurityError(f"'*' repetition beyond {MAX_REPEAT_LEN} elements refused")
 
 
 @lru_cache(maxsize=1)
