@@ -132,9 +132,13 @@ def test_credentials_in_urls_are_redacted():
     from mlflow_nemo_judge.config import redact_url, url_secrets
 
     url = "https://user:hunter2pass@host.example/openai/v1/chat/completions?api-version=2024-06&api-key=AZKEY123"
-    assert set(url_secrets(url)) == {"hunter2pass", "AZKEY123"}
+    # Every query value and the whole userinfo: a gateway may call its credential anything.
+    assert set(url_secrets(url)) == {"user", "hunter2pass", "2024-06", "AZKEY123"}
     red = redact_url(url)
-    assert "hunter2pass" not in red and "AZKEY123" not in red and "api-version=2024-06" in red
+    assert (
+        red
+        == "https://******:******@host.example/openai/v1/chat/completions?api-version=******&api-key=******"
+    )
     t = load_target({"type": "model", "model": {"api_endpoint": {"url": url, "model_id": "m"}}})
     assert "AZKEY123" not in json.dumps(t.redacted())
 

@@ -20,7 +20,7 @@ from mlflow_nemo_judge.backends import get_backend
 from mlflow_nemo_judge.backends.nemo import NemoBackend, NemoJobError, NemoJobTimeout
 from mlflow_nemo_judge.backends.nemo.results import build_result, read_results_zip
 from mlflow_nemo_judge.config import load_config, load_target
-from mlflow_nemo_judge.config.secrets import resolve_env as resolve_secrets
+from mlflow_nemo_judge.config.keys import resolve_env as resolve_secrets
 from mlflow_nemo_judge.engine import run_local
 from mlflow_nemo_judge.errors import EvaluationError, SecretError
 from mlflow_nemo_judge.testing.fake_nemo import FakeNemoService

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -35,7 +37,8 @@ from pydantic import (
     model_validator,
 )
 
-from mlflow_nemo_judge.config.secrets import resolve_key
+from mlflow_nemo_judge.config.keys import resolve_key
+from mlflow_nemo_judge.config.secrets import MASK, redact_url
 
 
 def sha256_json(obj: Any) -> str:
@@ -105,8 +108,50 @@ def _not_negative(v: Any) -> Any:
     return v
 
 
+# RFC 9110 §5.6.2: a header name is a token.
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# Control characters other than tab: CR/LF would split the request (header injection), NUL truncates it.
+_HEADER_VALUE_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# Whitespace and control characters have no place in an endpoint URL (a pasted newline, a stray space).
+_URL_BAD = re.compile(r"[\x00-\x20\x7f]")
+
+
+def _shown_url(url: str) -> str:
+    """The URL as an error message may quote it: userinfo masked whole (also when the URL does not even
+    parse, where ``redact_url`` cannot find the password), credentials in the query masked, shortened."""
+    shown = redact_url(re.sub(r"(?<=//)[^/?#]*@", f"{MASK}@", url))
+    return repr(shown if len(shown) <= 80 else shown[:79] + "…")
+
+
+def check_endpoint_url(url: str) -> str:
+    """``url`` if it is an http(s) URL with a host and a valid port, else ValueError (credentials masked)."""
+    if _URL_BAD.search(url):
+        raise ValueError(
+            f"must be an http(s) URL without whitespace or control characters, got {_shown_url(url)}"
+        )
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # ValueError when not a number in 0-65535
+    except ValueError:
+        raise ValueError(
+            f"must be an http(s) URL with a valid host and port (1-65535), got {_shown_url(url)}"
+        ) from None
+    if "://" not in url or parts.scheme.lower() not in ("http", "https"):
+        raise ValueError(f"must be an http:// or https:// URL, got {_shown_url(url)}")
+    if not parts.hostname:
+        raise ValueError(f"has no host name, got {_shown_url(url)}")
+    if port == 0:
+        raise ValueError(f"port must be in 1-65535, got {_shown_url(url)}")
+    return url
+
+
 class APIEndpoint(Open):
-    """NeMo ``APIEndpointData`` plus ``api_key_env`` and ``headers`` for gateways."""
+    """NeMo ``APIEndpointData`` plus ``api_key_env`` and ``headers`` for gateways.
+
+    Checked when loaded (so ``validate`` catches it): the URL is http(s) with a host and a valid port,
+    ``model_id`` is not blank, header names are tokens and values have no control characters. Errors
+    never quote a header value or a URL's credentials.
+    """
 
     url: str
     model_id: str
@@ -114,6 +159,48 @@ class APIEndpoint(Open):
     api_key_env: str | None = None
     format: str | None = None
     headers: dict[str, str] | None = None
+
+    _url_ok = field_validator("url")(check_endpoint_url)
+
+    @field_validator("model_id")
+    @classmethod
+    def _model_id_not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must be a non-empty model name")
+        return v
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_sendable(cls, v: str | None) -> str | None:
+        if v is not None and _HEADER_VALUE_BAD.search(v):  # it travels in the Authorization header
+            raise ValueError("contains a control character (CR, LF, NUL, …); the key is not shown")
+        return v
+
+    @field_validator("headers")
+    @classmethod
+    def _headers_legal(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        for name, value in (v or {}).items():
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(
+                    f"header name {name[:80]!r} is not a valid HTTP header name (RFC 9110 token)"
+                )
+            if _HEADER_VALUE_BAD.search(value):
+                raise ValueError(
+                    f"header {name!r}: its value contains a control character (CR, LF, NUL, …); "
+                    "the value is not shown"
+                )
+        return v
+
+    @model_validator(mode="after")
+    def _one_authorization(self) -> APIEndpoint:
+        # A key is sent as "Authorization: Bearer", URL userinfo as "Authorization: Basic": a request has
+        # one Authorization header, so the two cannot be combined (aiohttp would refuse it mid-run).
+        if (self.api_key or self.api_key_env) and re.match(r"[^:/?#]+://[^/?#]*@", self.url):
+            raise ValueError(
+                "url carries user:password (sent as Basic authorization) and api_key/api_key_env is set "
+                "(sent as Bearer authorization); a request has one Authorization header: use one of them"
+            )
+        return self
 
     def resolve_api_key(self, path: str = "api_endpoint") -> str | None:
         """The key to send: ``api_key`` if given, else the env var named by ``api_key_env``."""

@@ -51,7 +51,7 @@ from mlflow_nemo_judge.config.metrics import (
     RegexParser,
     Score,
 )
-from mlflow_nemo_judge.config.secrets import redact
+from mlflow_nemo_judge.config.secrets import fingerprint, redact
 
 __all__ = [
     "METRIC_TYPES_LOCAL",
@@ -143,8 +143,9 @@ class EvalConfig(Open):
         return out
 
     def sha256(self) -> str:
-        """Content hash of the redacted config (stable across key rotation, used as run identity)."""
-        return sha256_json(self.redacted())
+        """Content hash of the config with its credentials masked (``secrets.fingerprint``): the run
+        identity, stable across key rotation, different for a different routing header or query."""
+        return sha256_json(fingerprint(self.to_dict()))
 
     @property
     def display_name(self) -> str:
@@ -185,7 +186,8 @@ class Target(Open):
         return out
 
     def sha256(self) -> str:
-        return sha256_json(self.redacted())
+        """Like ``EvalConfig.sha256``: credentials masked, every other value counts."""
+        return sha256_json(fingerprint(self.to_dict()))
 
     @property
     def endpoint(self) -> APIEndpoint | None:

@@ -40,6 +40,9 @@ ART_DIR = "nemo_judge"
 ART_CONFIG = f"{ART_DIR}/config.json"
 ART_TARGET = f"{ART_DIR}/target.json"
 ART_TARGETS = f"{ART_DIR}/targets.json"
+# The targets' identity hashes, in the same order: the stored targets are redacted, so their hashes
+# cannot be recomputed from them (a routing header counts in the identity but is masked in the file).
+ART_TARGET_SHAS = f"{ART_DIR}/targets_sha256.json"
 ART_RESULTS = f"{ART_DIR}/results.json"
 ART_TABLE = f"{ART_DIR}/samples.json"
 ART_SAMPLES = f"{ART_DIR}/samples.jsonl"

@@ -8,15 +8,19 @@ it continues the same evaluation, never a different one under the same run.
 from __future__ import annotations
 
 import dataclasses
+import json
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from mlflow_nemo_judge.config import EvalConfig, Target, load_config, load_target
+from mlflow_nemo_judge.config import EvalConfig, Target, load_config, load_target, sha256_json
 from mlflow_nemo_judge.config.secrets import masked_paths
 from mlflow_nemo_judge.engine import RunOptions
 from mlflow_nemo_judge.errors import TrackingError
+from mlflow_nemo_judge.results import SampleRecord
 from mlflow_nemo_judge.tracking import names as n
-from mlflow_nemo_judge.tracking.store import download_json
+from mlflow_nemo_judge.tracking.store import _download, download_json
 
 
 def recorded_limit(tags: dict[str, str]) -> int | None:
@@ -82,6 +86,41 @@ def recorded_options(run: Any, options: RunOptions | None) -> RunOptions:
     )
 
 
+PriorRecords = Callable[[str, int], SampleRecord | None]
+
+
+def errored(rec: SampleRecord) -> bool:
+    """A sample worth re-running: its target call or any metric's judge call/parse errored."""
+    return rec.target_error is not None or any(m.error is not None for m in rec.metrics.values())
+
+
+def kept_records(cl: Any, run: Any) -> tuple[PriorRecords, int, int] | None:
+    """What ``resume --retry-errors`` keeps: a lookup (task, row index) → the stored record when it did
+    not error, plus the counts (kept, errored). None when the run has no ``samples.jsonl`` (it failed
+    before the end): then every sample is computed again, with the response cache answering the calls
+    already made."""
+    with tempfile.TemporaryDirectory(prefix="nemo-judge-retry-") as tmp:
+        local = _download(cl, run.info.run_id, n.ART_SAMPLES, tmp)
+        if local is None:
+            return None
+        good: dict[tuple[str, int], SampleRecord] = {}
+        bad = 0
+        with open(local, encoding="utf-8") as fh:
+            for line in fh:
+                if not line.strip():
+                    continue
+                rec = SampleRecord.from_dict(json.loads(line))
+                if errored(rec):
+                    bad += 1
+                else:
+                    good[(rec.task, rec.index)] = rec
+
+    def lookup(task: str, index: int) -> SampleRecord | None:
+        return good.get((task, index))
+
+    return lookup, len(good), bad
+
+
 def target_documents(cl: Any, parent: Any) -> list[dict[str, Any]]:
     """The (redacted) targets a parent run evaluated, in order."""
     docs = download_json(cl, parent.info.run_id, n.ART_TARGETS)
@@ -90,3 +129,12 @@ def target_documents(cl: Any, parent: Any) -> list[dict[str, Any]]:
             f"MLflow run {parent.info.run_id} has no {n.ART_TARGETS}; cannot tell which targets it evaluated"
         )
     return docs
+
+
+def target_shas(cl: Any, parent: Any, docs: list[dict[str, Any]]) -> list[str]:
+    """The identity hashes of a parent's targets, in order: as recorded, or (a parent recorded before
+    they were) the hash of each stored target, which is what its children's tags then hold."""
+    shas = download_json(cl, parent.info.run_id, n.ART_TARGET_SHAS)
+    if isinstance(shas, list) and len(shas) == len(docs) and all(isinstance(s, str) for s in shas):
+        return shas
+    return [sha256_json(d) for d in docs]

@@ -331,6 +331,7 @@ class RunTracker:
             {
                 "config.json": json.dumps(config.redacted(), indent=2, ensure_ascii=False),
                 "targets.json": json.dumps([t.redacted() for t in targets], indent=2, ensure_ascii=False),
+                "targets_sha256.json": json.dumps([t.sha256() for t in targets]),
                 **prompt_documents(config),
                 **long_files,
             }
@@ -373,7 +374,13 @@ class RunTracker:
 
     def fail(self, exc: BaseException) -> None:
         """FAILED, with the redacted traceback as an artifact and the message as a tag. Never raises:
-        the original error is what the caller must see."""
+        the original error is what the caller must see. When the server is unreachable nothing is
+        tried (each try would cost the bounded retries again): the run stays RUNNING for ``resume``."""
+        from mlflow_nemo_judge.tracking.health import _is_connectivity
+
+        if _is_connectivity(exc):
+            logger.debug("MLflow run %s left RUNNING: the tracking server is unreachable", self.run_id)
+            return
         try:
             self._stop_progress()
             text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
