@@ -12,6 +12,7 @@ Only the scores (floats) stay in memory for the statistics.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import shutil
 import tempfile
@@ -23,7 +24,7 @@ from typing import IO, Any
 
 from mlflow_nemo_judge.config import EvalConfig, Target, load_config, load_target
 from mlflow_nemo_judge.config.secrets import collect, redact_text
-from mlflow_nemo_judge.errors import EndpointError, EvaluationError, NemoJudgeError
+from mlflow_nemo_judge.errors import EndpointUnhealthy, EvaluationError, NemoJudgeError
 from mlflow_nemo_judge.plan import Plan, TaskPlan, build_plan, cached_output_text, item_id
 from mlflow_nemo_judge.results import (
     NAN,
@@ -59,6 +60,12 @@ class RunOptions:
     on_record: Callable[[SampleRecord], None] | None = None  # each record, in item order, once written
     task_totals: dict[str, int] | None = None  # rows per task when already counted (the plan's data scan)
     http_client: Any = None  # an httpx.AsyncClient to use (tests inject MockTransport clients)
+    # (task name, row index) -> a record kept from an earlier run (no model call), or None to compute
+    # the row: what ``resume --retry-errors`` uses to re-run only the rows that errored.
+    prior_records: Callable[[str, int], SampleRecord | None] | None = None
+    # The client's retry backoff (seconds; see mlflow_nemo_judge.http.retry); tests make it small.
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
 
 
 class _Bar:
@@ -174,10 +181,15 @@ class LocalEngine:
         )
 
     async def sample(self, tp: TaskPlan, index: int, row: dict[str, Any]) -> SampleRecord:
+        """One row: render, call the target, judge. A failure of this row alone (a template that does not
+        render for it, a failed or empty target call) is recorded in the record with its reason and every
+        metric NaN; only :class:`EndpointUnhealthy` (an endpoint that refuses us or keeps failing) stops
+        the run."""
         from mlflow_nemo_judge.scoring.judge import run_judge, run_simple
 
         rec = SampleRecord(task=tp.name, index=index, item_id=item_id(row, index), item=row)
         sample: dict[str, Any] | None = None
+        reason = ""  # why every metric of this row is NaN, when the row has no target output
         try:
             if tp.calls_target:
                 assert self.target is not None and tp.template is not None
@@ -187,20 +199,25 @@ class LocalEngine:
                 res = await self.client.call(self.target, body, kind=tp.kind)
                 rec.output_text, rec.finish_reason = res.text, res.finish_reason
                 sample = {"output_text": res.text or "", "response": res.raw}
+                if res.text is None or not res.text.strip():
+                    # Judging "" would score a missing answer as a (bad) answer and move every mean.
+                    rec.target_error = reason = (
+                        f"the target returned no content (finish_reason={res.finish_reason})"
+                    )
             elif tp.cached_output:
                 rec.output_text = cached_output_text(row)
                 sample = {"output_text": rec.output_text or "", "response": {}}
-        except EndpointError as exc:
-            if exc.status in (401, 403, 404):
-                raise  # wrong key/URL/model: every call would fail the same way
+                if not (rec.output_text or "").strip():
+                    rec.target_error = reason = "the row's cached output is empty"
+        except EndpointUnhealthy:
+            raise
+        except NemoJudgeError as exc:  # this row's call failed, or a template error on this row
             rec.target_error = str(exc)
-        except NemoJudgeError as exc:  # a template error on this row
-            rec.target_error = str(exc)
+            reason = f"no target output: {exc}"
         if rec.target_error is not None:
             for m in tp.metrics:
                 rec.metrics[m.name] = MetricOutcome(
-                    scores={s: NAN for s in m.score_names if s != "corpus"},
-                    error=f"no target output: {rec.target_error}",
+                    scores={s: NAN for s in m.score_names if s != "corpus"}, error=reason
                 )
             return rec
         ctx = build_context(row, sample)
@@ -212,6 +229,19 @@ class LocalEngine:
             rec.metrics[m.name] = (
                 by_name[m.name] if m.name in by_name else run_simple(m, ctx, rec.output_text)
             )
+        return rec
+
+    def restored(self, tp: TaskPlan, index: int, row: dict[str, Any], kept: SampleRecord) -> SampleRecord:
+        """A record kept from an earlier run, at this row's index, with what the spill file does not
+        store recomputed without a model call: corpus BLEU's (candidate, references) pair."""
+        from mlflow_nemo_judge.scoring.judge import run_simple
+
+        rec = kept if kept.index == index else dataclasses.replace(kept, index=index)
+        for m in tp.metrics:
+            out = rec.metrics.get(m.name)
+            if m.type == "bleu" and out is not None and out.corpus_item is None and out.error is None:
+                ctx = build_context(row, {"output_text": rec.output_text or "", "response": {}})
+                out.corpus_item = run_simple(m, ctx, rec.output_text).corpus_item
         return rec
 
     async def run_task(self, tp: TaskPlan, fh: IO[str], bar: _Bar, opts: RunOptions) -> _TaskAggregator:
@@ -249,11 +279,22 @@ class LocalEngine:
                 except BaseException as write_exc:  # a sink that fails (disk full, tracking) stops the run
                     fatal.append(write_exc)
 
+        prior = opts.prior_records
         try:
             for index, row in enumerate(tp.data.iter_rows(tp.limit)):
                 await window.acquire()
                 if fatal:
                     break
+                kept = prior(tp.name, index) if prior is not None else None
+                if kept is not None:
+                    # Kept as is, but through the writer like any record: in item order, aggregated,
+                    # handed to on_record, and releasing the window slot just taken.
+                    try:
+                        writer.push(self.restored(tp, index, row, kept))
+                    except BaseException as write_exc:
+                        fatal.append(write_exc)
+                        break
+                    continue
                 t = asyncio.ensure_future(self.sample(tp, index, row))
                 inflight.add(t)
                 t.add_done_callback(finished)
@@ -312,13 +353,15 @@ async def run_plan_async(plan: Plan, options: RunOptions | None = None) -> EvalR
                 max_concurrency=plan.parallelism,
                 max_retries=plan.max_retries,
                 timeout=plan.timeout,
+                backoff_base=opts.backoff_base,
+                backoff_max=opts.backoff_max,
             )
             engine = LocalEngine(plan, client, usage)
             with open(samples_path, "w", encoding="utf-8") as fh:
                 for tp in plan.tasks:
                     aggs.append(await engine.run_task(tp, fh, bar, opts))
-        except EndpointError as exc:
-            raise EvaluationError(f"evaluation stopped: {exc}") from exc
+        except EndpointUnhealthy as exc:
+            raise EvaluationError(f"evaluation stopped: {exc}") from None
         finally:
             usage.wall_seconds = time.perf_counter() - start
             if own_http:

@@ -171,6 +171,7 @@ class Usage:
 
     requests: int = 0
     retries: int = 0
+    second_rounds: int = 0  # calls given a second round of retries after theirs ran out
     cache_hits: int = 0
     failed_requests: int = 0
     prompt_tokens: int = 0

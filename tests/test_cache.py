@@ -1,4 +1,4 @@
-"""ResponseCache: keys, persistence, batched commits, crash survival, and graceful degradation."""
+"""ResponseCache: keys (headers, credentials), persistence, per-put durability, empty replies, degradation."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +68,9 @@ def test_put_get_roundtrip_and_overwrite(tmp_path: Path) -> None:
         assert cache.get("k") is None
         cache.put("k", RESPONSE)
         assert cache.get("k") == RESPONSE
-        cache.put("k", {"choices": []})
-        assert cache.get("k") == {"choices": []}
+        other = {"choices": [{"text": "other"}]}
+        cache.put("k", other)
+        assert cache.get("k") == other
         assert cache.stats() == 1
         assert len(cache) == 1
 
@@ -94,62 +94,26 @@ def test_persists_across_instances(tmp_path: Path) -> None:
         assert again.stats() == 1
 
 
-def test_commits_are_batched_by_count_and_flush(tmp_path: Path) -> None:
+def test_every_put_is_committed_at_once(tmp_path: Path) -> None:
     db = tmp_path / CACHE_FILE_NAME
-    with ResponseCache(tmp_path, commit_every=3, commit_interval=0) as cache:
+    with ResponseCache(tmp_path) as cache:
         cache.put("1", RESPONSE)
+        assert committed_count(db) == 1  # visible to another connection: committed, no flush needed
         cache.put("2", RESPONSE)
-        # Not yet committed, but visible to the cache's own connection.
-        assert committed_count(db) == 0
-        assert cache.get("2") == RESPONSE
-        cache.put("3", RESPONSE)
-        assert committed_count(db) == 3
-        cache.put("4", RESPONSE)
-        assert committed_count(db) == 3
-        cache.flush()
-        assert committed_count(db) == 4
-        # WAL + synchronous=NORMAL is what makes many small commits cheap.
+        assert committed_count(db) == 2
+        # WAL + synchronous=NORMAL is what makes a commit per put cheap (no fsync per commit).
         assert cache._store is not None and cache._store.con is not None
         assert cache._store.con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert cache._store.con.execute("PRAGMA synchronous").fetchone()[0] == 1
 
 
-def test_commits_after_interval_without_further_puts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The interval commit is driven by a timer; a fake timer lets the test fire it explicitly."""
-    import mlflow_nemo_judge.http.cache as cache_mod
-
-    armed: list[FakeTimer] = []
-
-    class FakeTimer:
-        def __init__(self, interval: float, fn: Callable[[], None]) -> None:
-            self.interval, self.fn, self.daemon, self.cancelled = interval, fn, False, False
-            armed.append(self)
-
-        def start(self) -> None:
-            pass
-
-        def cancel(self) -> None:
-            self.cancelled = True
-
-    monkeypatch.setattr(cache_mod, "_Timer", FakeTimer)
-    db = tmp_path / CACHE_FILE_NAME
-    with ResponseCache(tmp_path, commit_every=1000, commit_interval=0.05) as cache:
-        cache.put("1", RESPONSE)
-        cache.put("2", RESPONSE)
-        assert len(armed) == 1 and armed[0].interval == 0.05 and armed[0].daemon
-        assert committed_count(db) == 0
-        armed[0].fn()  # the interval elapses with no further puts
-        assert committed_count(db) == 2
-        cache.put("3", RESPONSE)
-        assert len(armed) == 2  # re-armed for the next uncommitted put
-
-
-def test_committed_entries_survive_a_killed_process(tmp_path: Path) -> None:
+@pytest.mark.timeout(60)
+def test_every_put_survives_a_killed_process(tmp_path: Path) -> None:
     script = (
         "import os, sys\n"
         "from pathlib import Path\n"
         "from mlflow_nemo_judge.http.cache import ResponseCache\n"
-        "c = ResponseCache(Path(sys.argv[1]), commit_every=200, commit_interval=60)\n"
+        "c = ResponseCache(Path(sys.argv[1]))\n"
         "for i in range(250):\n"
         "    c.put(str(i), {'choices': [{'text': str(i)}]})\n"
         "os._exit(0)  # no close(), no finalizers: like a SIGKILL\n"
@@ -161,9 +125,59 @@ def test_committed_entries_survive_a_killed_process(tmp_path: Path) -> None:
         cwd=Path(__file__).resolve().parents[1],
     )
     with ResponseCache(tmp_path) as cache:
-        # The batch of 200 was committed; the last 50 were still pending when the process died.
-        assert cache.stats() == 200
-        assert cache.get("199") == {"choices": [{"text": "199"}]}
+        assert cache.stats() == 250  # not one put lost, though nothing was flushed or closed
+        assert cache.get("249") == {"choices": [{"text": "249"}]}
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        {"choices": [{"message": {"role": "assistant", "content": None}, "finish_reason": "length"}]},
+        {"choices": [{"message": {"role": "assistant", "content": ""}}]},
+        {"choices": [{"message": {"role": "assistant", "content": "  \n"}}]},
+        {"choices": [{"message": {"role": "assistant", "content": [{"type": "text", "text": ""}]}}]},
+        {"choices": [{"text": None}]},
+        {"choices": []},
+    ],
+)
+def test_a_reply_without_text_is_never_cached_nor_replayed(tmp_path: Path, reply: dict[str, Any]) -> None:
+    db = tmp_path / CACHE_FILE_NAME
+    with ResponseCache(tmp_path) as cache:
+        cache.put("k", reply)
+        assert cache.get("k") is None and committed_count(db) == 0
+    # One stored by an older version (which cached anything well-formed) reads as a miss.
+    con = sqlite3.connect(str(db))
+    with con:
+        con.execute("INSERT INTO responses VALUES ('old', ?, 0)", (json.dumps(reply),))
+    con.close()
+    with ResponseCache(tmp_path) as cache:
+        assert cache.get("old") is None
+        cache.put("old", RESPONSE)  # the fresh answer overwrites it
+        assert cache.get("old") == RESPONSE
+
+
+def test_key_includes_routing_headers_but_no_credentials() -> None:
+    body = {"messages": [{"role": "user", "content": "hi"}]}
+    plain = cache_key("u", "m", body)
+    # No headers (or only credentials) keeps the key of older versions, so their caches stay valid.
+    assert cache_key("u", "m", body, {}) == plain
+    creds = {
+        "Authorization": "Bearer a",
+        "api-key": "b",
+        "X-API-Key": "c",
+        "Proxy-Authorization": "d",
+        "X-Goog-Api-Key": "e",
+        "X-Auth-Token": "f",
+        "Cookie": "g=1",
+        "X-Client-Secret": "h",
+    }
+    assert cache_key("u", "m", body, creds) == plain
+    assert cache_key("u", "m", body, {k: v + "-rotated" for k, v in creds.items()}) == plain
+    # A routing header tells two deployments behind one URL apart; names are case-insensitive.
+    a = cache_key("u", "m", body, {"X-Deployment": "a", **creds})
+    b = cache_key("u", "m", body, {"X-Deployment": "b"})
+    assert len({plain, a, b}) == 3
+    assert cache_key("u", "m", body, {"x-deployment": "a"}) == a
 
 
 def test_corrupted_file_disables_cache_with_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -211,7 +225,7 @@ def test_clear(tmp_path: Path) -> None:
 
 
 def test_safe_from_several_threads(tmp_path: Path) -> None:
-    with ResponseCache(tmp_path, commit_every=7) as cache:
+    with ResponseCache(tmp_path) as cache:
 
         def work(t: int) -> None:
             for i in range(100):
@@ -227,21 +241,51 @@ def test_safe_from_several_threads(tmp_path: Path) -> None:
     assert committed_count(tmp_path / CACHE_FILE_NAME) == 400
 
 
-def test_many_puts_share_few_commits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Per-put commits (an fsync each) are what would make a big run slow; count them, not seconds."""
-    import mlflow_nemo_judge.http.cache as cache_mod
+@pytest.mark.timeout(120)
+def test_force_makes_a_new_run_but_the_cache_still_answers(
+    seed_eval: dict[str, Any], mlflow_uri: str, judge_cache: Path
+) -> None:
+    """``--force`` is about MLflow runs (a new one instead of reusing the finished one); the answers
+    still come from the cache. ``--no-cache`` (``cache=False``) is what calls the endpoints again."""
+    from mlflow_nemo_judge.pipeline import evaluate
 
-    commits = 0
-    real_commit = cache_mod._Store.commit
+    server = seed_eval["server"]
+    kw: dict[str, Any] = {"tracking_uri": mlflow_uri, "limit": 3, "progress_bar": False}
+    first = evaluate(seed_eval["config"], seed_eval["faithful"], **kw)
+    calls = server.request_count
+    assert calls == 9 and first.result.usage.cache_hits == 0
+    forced = evaluate(seed_eval["config"], seed_eval["faithful"], force=True, **kw)
+    assert forced.run_ids != first.run_ids and forced.reused == [False]
+    assert server.request_count == calls and forced.result.usage.cache_hits == 9
+    recalled = evaluate(seed_eval["config"], seed_eval["faithful"], force=True, cache=False, **kw)
+    assert server.request_count == calls + 9 and recalled.result.usage.cache_hits == 0
 
-    def counting_commit(self: Any) -> None:
-        nonlocal commits
-        commits += self.pending > 0 and self.con is not None
-        real_commit(self)
 
-    monkeypatch.setattr(cache_mod._Store, "commit", counting_commit)
-    with ResponseCache(tmp_path, commit_interval=0) as cache:
-        for i in range(5000):
-            cache.put(str(i), RESPONSE)
-    assert commits == 5000 // 200  # commit_every=200; close() finds nothing left over
-    assert committed_count(tmp_path / CACHE_FILE_NAME) == 5000
+def test_two_deployments_behind_one_url_routed_by_a_header_do_not_share_answers(tmp_path: Path) -> None:
+    import asyncio
+
+    import httpx
+
+    from mlflow_nemo_judge.http.openai import Endpoint, OpenAIClient
+    from mlflow_nemo_judge.results import Usage
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        who = req.headers.get("x-deployment", "?")
+        return httpx.Response(200, json={"choices": [{"message": {"content": f"from {who}"}}]})
+
+    body = {"messages": [{"role": "user", "content": "hi"}]}
+    url = "http://gateway.test/v1/chat/completions"
+
+    async def go() -> list[str | None]:
+        with ResponseCache(tmp_path) as cache:
+            client = OpenAIClient(httpx.MockTransport(handler), usage=Usage(), cache=cache)
+            texts = []
+            for dep, key in (("a", "key-one-1111"), ("b", "key-one-1111"), ("a", "key-two-2222")):
+                ep = Endpoint(url, "m", api_key=key, headers={"X-Deployment": dep, "X-Api-Key": key})
+                texts.append((await client.call(ep, body)).text)
+            assert client.usage.requests == 2 and client.usage.cache_hits == 1  # a key rotation still hits
+            return texts
+
+    assert asyncio.run(go()) == ["from a", "from b", "from a"]
+    stored = sqlite3.connect(str(tmp_path / CACHE_FILE_NAME)).execute("SELECT response FROM responses")
+    assert not any("key-one" in r or "key-two" in r for (r,) in stored)

@@ -305,3 +305,73 @@ def test_progress_callback_reaches_total():
             cfg, t, cache=False, progress_bar=False, on_progress=lambda task, d, tot: seen.append((d, tot))
         )
     assert seen[-1] == (6, 6) and [d for d, _ in seen] == list(range(1, 7))
+
+
+def test_null_or_empty_target_output_is_a_target_error_not_an_empty_answer():
+    """20 % null replies: those rows are NaN with the reason, the other rows score as in a clean run."""
+    faithful = "mock/faithful-summarizer"
+    with MockLLMServer() as srv:
+        cfg, url = _seed_on_mock(srv, limit=30)
+        t = {"type": "model", "model": {"api_endpoint": {"url": url, "model_id": faithful}}}
+        clean = {s.item_id: s for s in run_local(cfg, t, cache=False, progress_bar=False).iter_samples()}
+        srv.set_faults(FaultConfig(null_content=0.15, empty_content=0.05, only_models=[faithful]))
+        faulty = run_local(cfg, t, cache=False, progress_bar=False)
+    samples = list(faulty.iter_samples())
+    empty = [s for s in samples if not (s.output_text or "").strip()]
+    assert 0 < len(empty) < 30
+    for s in empty:
+        assert s.target_error is not None and s.target_error.startswith("the target returned no content")
+        assert "finish_reason=" in s.target_error
+        for out in s.metrics.values():
+            assert all(math.isnan(v) for v in out.scores.values()) and out.raw is None
+    kept = [s for s in samples if s not in empty]
+    for metric in ("completeness", "correctness"):
+        score = faulty.tasks["consult_summary_eval"][metric][metric]
+        assert score.stats.nan_count == len(empty) and score.stats.count == len(kept)
+        expected = [clean[s.item_id].metrics[metric].scores[metric] for s in kept]
+        assert [s.metrics[metric].scores[metric] for s in kept] == expected
+        assert score.value == pytest.approx(sum(expected) / len(expected))
+
+
+def test_a_template_error_on_one_row_is_that_rows_error_in_every_template(tmp_path):
+    """Target template, judge template and simple-metric params: one policy, a per-row error."""
+    rows = tmp_path / "rows.jsonl"
+    lines = [{"ID": f"r{i}", "content": f"consult number {i}", "ref": "x"} for i in range(4)]
+    rows.write_text("\n".join(json.dumps(r) for r in lines))
+    cfg = seed_config(files_url=str(rows), judge_url=JUDGE_URL)
+    metrics = cfg["tasks"]["consult_summary_eval"]["metrics"]
+    metrics["completeness"]["params"]["template"]["messages"][1]["content"] += " Ref: {{ item.ref }}"
+    metrics["check"] = {
+        "type": "string-check",
+        "params": {"check": ["{{ item.ref }}", "equals", "x"]},
+    }
+
+    def handler(req):
+        if str(req.url) == TARGET_URL:
+            return httpx.Response(200, json=_chat("a summary"))
+        return httpx.Response(200, json=_chat("RATING: 3"))
+
+    plan = build_plan(load_config(cfg), load_target(TARGET))
+    # The plan checks every row's variables; rows that change afterwards (or a template error only the
+    # row's data can cause at render time) reach the engine, which must keep the error to the row.
+    del lines[1]["content"]  # the target template needs it
+    del lines[2]["ref"]  # the judge template and the string-check need it
+    rows.write_text("\n".join(json.dumps(r) for r in lines))
+
+    async def go():
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+            return await run_plan_async(plan, RunOptions(cache=False, http_client=http, progress_bar=False))
+
+    res = asyncio.run(go())
+    samples = list(res.iter_samples())
+    assert [s.item_id for s in samples] == ["r0", "r1", "r2", "r3"]
+    assert samples[1].target_error and "content" in samples[1].target_error
+    assert all(math.isnan(v) for o in samples[1].metrics.values() for v in o.scores.values())
+    bad = samples[2].metrics
+    assert (
+        math.isnan(bad["completeness"].scores["completeness"])
+        and "judge template" in bad["completeness"].error
+    )
+    assert bad["correctness"].scores["correctness"] == 3  # its own template renders
+    assert math.isnan(bad["check"].scores["string-check"]) and bad["check"].error
+    assert samples[0].metrics["check"].scores["string-check"] == 1.0

@@ -7,6 +7,7 @@ wrapped in an ``httpx.AsyncClient``, which callers and other tests may pass inst
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import json
 import logging
@@ -21,6 +22,7 @@ import pytest
 
 from mlflow_nemo_judge.errors import EndpointError
 from mlflow_nemo_judge.http.cache import CACHE_FILE_NAME, ResponseCache
+from mlflow_nemo_judge.http.health import EndpointUnhealthy, HealthPolicy
 from mlflow_nemo_judge.http.openai import CallResult, Endpoint, OpenAIClient, resolve_url
 from mlflow_nemo_judge.http.retry import backoff_delay, is_retryable_status, retry_after_seconds
 from mlflow_nemo_judge.http.transport import USER_AGENT
@@ -97,6 +99,7 @@ async def mock_http(handler: Handler) -> AsyncIterator[httpx.AsyncBaseTransport 
 async def make_client(
     handler: Handler, *, usage: Usage | None = None, sleeps: Sleeps | None = None, **kw: Any
 ) -> AsyncIterator[OpenAIClient]:
+    kw.setdefault("second_round", False)  # the second round has its own tests (test_second_pass.py)
     async with mock_http(handler) as http:
         yield OpenAIClient(http, usage=usage or Usage(), sleep=sleeps or Sleeps(), rng_seed=0, **kw)
 
@@ -193,6 +196,14 @@ def test_no_authorization_without_key_and_extra_headers_sent() -> None:
     call(handler, Endpoint(CHAT_URL, "m", headers={"X-Team": "eval"}))
     assert "authorization" not in seen[0].headers
     assert seen[0].headers["x-team"] == "eval"
+
+
+def test_url_userinfo_is_sent_as_basic_authorization_never_in_the_url() -> None:
+    # Every transport alike: aiohttp would refuse userinfo beside an explicit header, httpcore drops it.
+    handler, seen = sequence(chat_json())
+    call(handler, Endpoint("http://us%40er:p%3Ass-9@judge.local/v1", "m"))
+    assert str(seen[0].url) == "http://judge.local/v1/chat/completions"
+    assert seen[0].headers["authorization"] == "Basic " + base64.b64encode(b"us@er:p:ss-9").decode()
 
 
 def test_key_only_sent_to_its_own_endpoint() -> None:
@@ -662,3 +673,55 @@ def test_content_parts_are_joined() -> None:
     result, usage, _ = call(handler)
     assert result.text == "ab"
     assert result.prompt_tokens == 0 and usage.prompt_tokens == 0  # no usage block in the response
+
+
+def _call_endpoint(
+    handler: Handler, endpoint: Endpoint, **kw: Any
+) -> tuple[BaseException | CallResult, Usage]:
+    usage = Usage()
+
+    async def main() -> CallResult:
+        async with make_client(handler, usage=usage, **kw) as client:
+            return await client.call(endpoint, BODY)
+
+    try:
+        return asyncio.run(main()), usage
+    except EndpointError as exc:
+        return exc, usage
+
+
+def test_no_endpoint_secret_in_errors_or_debug_logs(caplog: pytest.LogCaptureFixture) -> None:
+    """Key, header values, userinfo and query credentials, echoed by a provider, appear nowhere."""
+    url = "http://user:pw-secret-9931@judge.local/v1/chat/completions?subscription-key=q-secret-4471"
+    ep = Endpoint(url, "m", api_key=SECRET, headers={"X-Tenant": "tenant-secret-5521"})
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        echo = f"{req.url} {dict(req.headers)}"
+        return httpx.Response(500, json={"error": {"message": f"boom; you sent {echo}"}})
+
+    with caplog.at_level(logging.DEBUG, logger="mlflow_nemo_judge"):
+        err, _ = _call_endpoint(handler, ep, max_retries=1, health=HealthPolicy(fail_first=100))
+    text = str(err) + "\n".join(r.getMessage() for r in caplog.records)
+    assert "boom; you sent" in str(err) and caplog.records
+    for secret in (SECRET, "tenant-secret-5521", "pw-secret-9931", "q-secret-4471"):
+        assert secret not in text
+
+
+def test_a_header_with_cr_lf_is_refused_at_once_without_showing_its_value() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        seen.append(req)
+        return httpx.Response(200, json=chat_json())
+
+    ep = Endpoint(CHAT_URL, "m", headers={"X-Bad": "inj-value-8812\r\nX-Evil: 1"})
+    err, usage = _call_endpoint(handler, ep)
+    assert isinstance(err, EndpointUnhealthy) and "'X-Bad'" in str(err) and "CR, LF" in str(err)
+    assert "inj-value-8812" not in str(err) and not seen and usage.retries == 0
+
+
+def test_local_protocol_errors_and_bad_schemes_are_not_retried() -> None:
+    for exc in (httpx.LocalProtocolError("Illegal header value"), httpx.UnsupportedProtocol("ftp")):
+        handler, seen = sequence(exc)
+        err, usage = _call_endpoint(handler, Endpoint(CHAT_URL, "m"))
+        assert isinstance(err, EndpointUnhealthy) and len(seen) == 1 and usage.retries == 0

@@ -11,193 +11,64 @@ The hot path builds an ``httpx.Request`` and awaits the transport's public
 ``httpx.MockTransport`` and run exactly that code.
 
 Retry timing (jittered exponential backoff, ``Retry-After``/``retry-after-ms``) is
-:mod:`mlflow_nemo_judge.http.retry`, shared with the NeMo client.
+:mod:`mlflow_nemo_judge.http.retry`, shared with the NeMo client; endpoint health (when to stop calling
+an endpoint that keeps failing) is :mod:`mlflow_nemo_judge.http.health`; the pure wire format (URLs,
+headers, bodies, reading replies and error messages) is :mod:`mlflow_nemo_judge.http.wire`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import httpx
 
-from mlflow_nemo_judge.config.secrets import redact_text
+from mlflow_nemo_judge.config.secrets import redact_url
 from mlflow_nemo_judge.errors import EndpointError
 from mlflow_nemo_judge.http.cache import ResponseCache
+from mlflow_nemo_judge.http.health import FATAL_STATUSES, EndpointHealth, EndpointUnhealthy, HealthPolicy
 from mlflow_nemo_judge.http.retry import (
     RETRYABLE_STATUSES,
     backoff_delay,
     is_retryable_status,
     retry_after_seconds,
 )
-from mlflow_nemo_judge.http.transport import USER_AGENT
+from mlflow_nemo_judge.http.wire import (
+    CallResult,
+    Endpoint,
+    Kind,
+    dumps,
+    endpoint_secrets,
+    extract,
+    hide,
+    http_timeout,
+    illegal_header,
+    provider_message,
+    request_headers,
+    request_url,
+    resolve_url,
+    truncate,
+    well_formed,
+)
 from mlflow_nemo_judge.results import Usage
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["chat", "completions"]
-
-__all__ = ["RETRYABLE_STATUSES", "CallResult", "Endpoint", "HTTPPoster", "OpenAIClient", "resolve_url"]
-_MESSAGE_LIMIT = 300
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where to send a request. ``url`` is a full ``…/chat/completions``/``…/completions`` URL or a base
-    ``…/v1`` URL (see :func:`resolve_url`)."""
-
-    url: str
-    model_id: str
-    # repr=False keeps secrets out of logs and tracebacks that print the endpoint.
-    api_key: str | None = field(default=None, repr=False)
-    headers: Mapping[str, str] | None = field(default=None, repr=False)
-
-
-@dataclass
-class CallResult:
-    """One model answer. ``text`` is ``choices[0].message.content`` (chat; ``reasoning_content`` is
-    ignored) or ``choices[0].text`` (completions)."""
-
-    text: str | None
-    finish_reason: str | None
-    raw: dict[str, Any]
-    prompt_tokens: int
-    completion_tokens: int
-    cached: bool
-    attempts: int
-
-
-@functools.lru_cache(maxsize=256)
-def resolve_url(url: str, kind: Kind) -> str:
-    """Keep a URL already ending in ``/chat/completions`` or ``/completions``; otherwise treat it as a
-    base URL (``…/v1`` or ``…/v1/``) and append the path for ``kind``. Query strings (e.g. Azure's
-    ``api-version``) are preserved."""
-    parts = urlsplit(url.strip())
-    path = parts.path.rstrip("/")
-    if not (path.endswith("/chat/completions") or path.endswith("/completions")):
-        path = path + ("/chat/completions" if kind == "chat" else "/completions")
-    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
-
-
-@functools.lru_cache(maxsize=256)
-def _request_url(url: str, kind: Kind) -> tuple[str, httpx.URL]:
-    """The resolved URL as text (messages, cache keys) and parsed once: httpx parses a ``str`` URL on
-    every request (~25 us, a visible share of a zero-latency run) but only copies a URL object."""
-    resolved = resolve_url(url, kind)
-    return resolved, httpx.URL(resolved)
-
-
-@functools.lru_cache(maxsize=64)
-def _http_timeout(secs: float) -> tuple[httpx.Timeout, dict[str, Any]]:
-    """The per-request timeout, as ``httpx.Timeout`` (client path) and as the request extension every
-    httpx transport reads (``request.extensions["timeout"]``: connect/read/write/pool seconds)."""
-    timeout = httpx.Timeout(secs, connect=min(10.0, secs))
-    return timeout, {"timeout": timeout.as_dict()}
-
-
-def _dumps(payload: dict[str, Any]) -> bytes:
-    """The request body as httpx's ``json=`` encodes it (compact, UTF-8, NaN/Infinity rejected)."""
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
-
-
-# What httpx.AsyncClient would add to every request; a transport adds nothing (Host and Content-Length
-# come from httpx.Request). Only encodings httpx decodes without optional packages are advertised.
-_TRANSPORT_HEADERS = (
-    ("Accept", "*/*"),
-    ("Accept-Encoding", "gzip, deflate"),
-    ("Connection", "keep-alive"),
-    ("User-Agent", USER_AGENT),
-)
-_JSON = ("Content-Type", "application/json")
-
-
-def _redact(text: str, secret: str | None) -> str:
-    # Providers sometimes echo the (possibly partial) key in auth errors; drop any verbatim occurrence.
-    return redact_text(text, [secret]) if secret else text
-
-
-def _truncate(text: str, limit: int = _MESSAGE_LIMIT) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _provider_message(response: httpx.Response) -> str:
-    """The provider's own explanation: ``error.message``, ``error`` (str), ``detail``, ``message``, or
-    the body text."""
-    try:
-        data = response.json()
-    except ValueError:
-        data = None
-    msg: Any = None
-    if isinstance(data, dict):
-        err = data.get("error")
-        if isinstance(err, dict):
-            msg = err.get("message") or err.get("msg") or err
-        elif err:
-            msg = err
-        if not msg:
-            msg = data.get("detail") or data.get("message")
-    if msg is None or msg == "":
-        msg = response.text
-    if isinstance(msg, str):
-        return msg
-    # FastAPI-style 422 detail is a list of dicts; show it compactly rather than as a Python repr.
-    return json.dumps(msg, ensure_ascii=False, default=str)
-
-
-def _int(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0
-
-
-def _content_text(content: Any) -> str | None:
-    if content is None or isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        # Some servers return content as a list of parts ({"type": "text", "text": ...}); join the text.
-        texts: list[str] = [
-            p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
-        ]
-        return "".join(texts)
-    return str(content)
-
-
-def _extract(data: dict[str, Any]) -> tuple[str | None, str | None, int, int]:
-    """(text, finish_reason, prompt_tokens, completion_tokens) from a well-formed response."""
-    choice = data["choices"][0]
-    if not isinstance(choice, dict):
-        return None, None, 0, 0
-    # Decide by shape rather than by the requested kind, so a base URL that really points at the other
-    # API still yields its text.
-    message = choice.get("message")
-    text = (
-        _content_text(message.get("content"))
-        if isinstance(message, dict)
-        else _content_text(choice.get("text"))
-    )
-    finish = choice.get("finish_reason")
-    raw_usage = data.get("usage")
-    usage: dict[str, Any] = raw_usage if isinstance(raw_usage, dict) else {}
-    return (
-        text,
-        finish if isinstance(finish, str) else None,
-        _int(usage.get("prompt_tokens")),
-        _int(usage.get("completion_tokens")),
-    )
-
-
-def _well_formed(data: Any) -> bool:
-    choices = data.get("choices") if isinstance(data, dict) else None
-    return isinstance(choices, list) and len(choices) > 0
+__all__ = [
+    "RETRYABLE_STATUSES",
+    "CallResult",
+    "Endpoint",
+    "HTTPPoster",
+    "Kind",
+    "OpenAIClient",
+    "endpoint_secrets",
+    "resolve_url",
+]
 
 
 class HTTPPoster(Protocol):
@@ -214,24 +85,21 @@ class HTTPPoster(Protocol):
     ) -> httpx.Response: ...
 
 
-_HeadersKey = tuple[httpx.URL, str | None, tuple[tuple[str, str], ...] | None]
+_HeadersKey = tuple[httpx.URL, str, str | None, tuple[tuple[str, str], ...] | None]
 
 
 def _headers_key(url: httpx.URL, endpoint: Endpoint) -> _HeadersKey:
-    return url, endpoint.api_key, tuple(endpoint.headers.items()) if endpoint.headers else None
+    headers = tuple(endpoint.headers.items()) if endpoint.headers else None
+    return url, endpoint.url, endpoint.api_key, headers
 
 
-def _request_headers(url: httpx.URL, endpoint: Endpoint, *, transport: bool) -> httpx.Headers:
-    """Headers for a request to ``endpoint`` at ``url``: for a transport, ``Host`` and the defaults
-    ``httpx.AsyncClient`` would add; then ``Content-Type``, the endpoint's own headers (which win,
-    case-insensitively), and the key. ``Content-Length`` is set per request."""
-    headers = httpx.Headers((("Host", url.netloc.decode("ascii")), *_TRANSPORT_HEADERS) if transport else ())
-    headers[_JSON[0]] = _JSON[1]
-    if endpoint.headers:
-        headers.update(endpoint.headers)
-    if endpoint.api_key:
-        headers["Authorization"] = f"Bearer {endpoint.api_key}"
-    return headers
+@dataclass
+class _Prepared:
+    """What a request to one endpoint needs besides its body, built once per endpoint."""
+
+    headers: httpx.Headers
+    secrets: tuple[str, ...]
+    shown_url: str  # the resolved URL with its credentials masked: for logs and errors
 
 
 class OpenAIClient:
@@ -257,6 +125,8 @@ class OpenAIClient:
         backoff_max: float = 30.0,
         rng_seed: int | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        health: HealthPolicy | None = None,
+        second_round: bool = True,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1")
@@ -274,7 +144,11 @@ class OpenAIClient:
             self._poster = http
         # Headers per (api key, endpoint headers), built once: httpx.Request copies an httpx.Headers
         # as is, while a dict would be re-validated and re-encoded on every request.
-        self._headers: dict[_HeadersKey, httpx.Headers] = {}
+        self._prepared: dict[_HeadersKey, _Prepared] = {}
+        # Health per (URL, model id); see mlflow_nemo_judge.http.health. Default policy: the env knobs.
+        self.health_policy = health if health is not None else HealthPolicy.from_settings()
+        self._health: dict[tuple[str, str], EndpointHealth] = {}
+        self.second_round = second_round
         self.usage = usage
         self.cache = cache
         self.max_concurrency = max_concurrency
@@ -296,21 +170,33 @@ class OpenAIClient:
             self._sem_loop = loop
         return self._sem
 
-    def _headers_for(self, url: httpx.URL, endpoint: Endpoint) -> httpx.Headers:
+    def _prepare(self, url: httpx.URL, endpoint: Endpoint) -> _Prepared:
         key = _headers_key(url, endpoint)
-        headers = self._headers.get(key)
-        if headers is None:
-            if len(self._headers) >= 256:
-                self._headers.clear()
-            headers = _request_headers(url, endpoint, transport=self._transport is not None)
-            self._headers[key] = headers
-        return headers
+        prepared = self._prepared.get(key)
+        if prepared is None:
+            if len(self._prepared) >= 256:
+                self._prepared.clear()
+            prepared = _Prepared(
+                request_headers(url, endpoint, transport=self._transport is not None),
+                endpoint_secrets(endpoint),
+                redact_url(str(url)),
+            )
+            self._prepared[key] = prepared
+        return prepared
+
+    def health(self, url: str, model_id: str) -> EndpointHealth:
+        """The health record of one endpoint (``url`` as resolved for the request)."""
+        key = (url, model_id)
+        rec = self._health.get(key)
+        if rec is None:
+            rec = self._health[key] = EndpointHealth(redact_url(url), model_id, self.health_policy)
+        return rec
 
     async def _post(
         self, url: httpx.URL, content: bytes, headers: httpx.Headers, secs: float
     ) -> tuple[int, httpx.Headers, bytes]:
         """One POST: (status, response headers, decoded body). Raises httpx's exceptions."""
-        timeout, extensions = _http_timeout(secs)
+        timeout, extensions = http_timeout(secs)
         transport = self._transport
         if transport is None:
             assert self._poster is not None
@@ -338,7 +224,7 @@ class OpenAIClient:
         )
 
     def _result(self, data: dict[str, Any], *, cached: bool, attempts: int) -> CallResult:
-        text, finish, prompt_tokens, completion_tokens = _extract(data)
+        text, finish, prompt_tokens, completion_tokens = extract(data)
         if not cached:
             # Tokens count what this run spent; a cache hit spent nothing.
             self.usage.prompt_tokens += prompt_tokens
@@ -370,10 +256,20 @@ class OpenAIClient:
     ) -> CallResult:
         """POST ``{"model": endpoint.model_id, **body}`` and return the first choice.
 
-        Raises :class:`EndpointError` at once on a non-retryable status (400, 401, 403, 404, 422, …)
-        and after ``max_retries`` retries on transient failures. ``asyncio.CancelledError`` propagates.
+        Raises :class:`EndpointError` at once on a non-retryable status (400, 422, …) and, on transient
+        failures, after ``max_retries`` retries and then (``second_round``) a cool-down and one more
+        round of retries. Raises :class:`EndpointUnhealthy` when the endpoint refuses us (401/403/404),
+        cannot be called as configured (bad scheme, a header with CR/LF) or keeps failing (see
+        :mod:`.health`). Error texts carry no secret of the endpoint. ``asyncio.CancelledError``
+        propagates.
         """
-        url, request_url = _request_url(endpoint.url, kind)
+        try:
+            url, target_url = request_url(endpoint.url, kind)
+        except (httpx.InvalidURL, ValueError) as exc:
+            secrets = endpoint_secrets(endpoint)
+            raise EndpointUnhealthy(endpoint.url, hide(f"the URL cannot be used: {exc}", secrets)) from None
+        health = self.health(url, endpoint.model_id)
+        health.check()
         retries_allowed = self.max_retries if max_retries is None else max_retries
         secs = self.timeout if timeout is None else timeout
         payload = {"model": endpoint.model_id, **body}
@@ -381,20 +277,28 @@ class OpenAIClient:
 
         key: str | None = None
         if cache is not None:
-            key = cache.key(url, endpoint.model_id, body)
+            key = cache.key(url, endpoint.model_id, body, endpoint.headers)
             hit = cache.get(key)
             # Checked before taking a slot: a hit costs no HTTP and must not wait behind in-flight calls.
-            if hit is not None and _well_formed(hit):
+            if hit is not None and well_formed(hit):
                 self.usage.cache_hits += 1
-                log.debug("cache hit %s model=%s", url, endpoint.model_id)
+                log.debug("cache hit %s model=%s", redact_url(url), endpoint.model_id)
                 return self._result(hit, cached=True, attempts=0)
 
-        headers = self._headers_for(request_url, endpoint)
-        content = _dumps(payload)  # once, not per attempt
+        bad_header = illegal_header(endpoint)
+        if bad_header is not None:
+            raise health.condemn(f"header {bad_header!r} holds a CR, LF or NUL character and cannot be sent")
+        prepared = self._prepare(target_url, endpoint)
+        shown, secrets = prepared.shown_url, prepared.secrets
+        content = dumps(payload)  # once, not per attempt
 
         attempts = 0
+        round_attempts = 0  # attempts in the current round (the main one, then the second)
+        second = False
         while True:
+            health.check()  # another call may have condemned the endpoint meanwhile
             attempts += 1
+            round_attempts += 1
             self.usage.requests += 1
             status: int | None = None
             retry_after: float | None = None
@@ -403,56 +307,81 @@ class OpenAIClient:
                 # The slot is held only for the request itself, never during backoff sleeps.
                 async with self._semaphore():
                     status, response_headers, response_body = await self._post(
-                        request_url, content, headers, secs
+                        target_url, content, prepared.headers, secs
                     )
-            except httpx.UnsupportedProtocol as exc:
-                # A bad scheme in the configured URL will not fix itself; retrying only delays the error.
+            except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
+                # A bad scheme or a request that cannot be framed will not fix itself: retrying (or
+                # scoring every sample NaN) only delays the error.
                 self.usage.failed_requests += 1
-                raise EndpointError(url, _redact(f"{type(exc).__name__}: {exc}", endpoint.api_key)) from exc
+                raise health.condemn(hide(f"{type(exc).__name__}: {exc}", secrets)) from None
             except (httpx.TransportError, httpx.DecodingError) as exc:
                 # TransportError covers TimeoutException, connect errors, dropped connections and
                 # RemoteProtocolError; DecodingError is a garbled (e.g. bad gzip) body. All are worth
                 # another try.
-                failure = _redact(
-                    f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, endpoint.api_key
-                )
+                failure = hide(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, secrets)
                 last_exc = exc
                 log.debug(
                     "POST %s model=%s attempt=%d failed: %s",
-                    url,
+                    shown,
                     endpoint.model_id,
                     attempts,
                     type(exc).__name__,
                 )
+                health.attempt_failed(failure, None, hard=True)
             else:
-                log.debug("POST %s model=%s attempt=%d status=%d", url, endpoint.model_id, attempts, status)
+                log.debug("POST %s model=%s attempt=%d status=%d", shown, endpoint.model_id, attempts, status)
                 if 200 <= status < 300:
                     try:
                         data = json.loads(response_body)
                     except ValueError:
                         data = None
-                    if _well_formed(data):
+                    if well_formed(data):
                         if key is not None and cache is not None:
-                            cache.put(key, data)
+                            cache.put(key, data)  # a reply without text is not stored (see cache)
+                        health.call_done(failed=False)
                         return self._result(data, cached=False, attempts=attempts)
                 # Failures only: a response object gives the provider's text with httpx's decoding.
                 response = httpx.Response(status, headers=response_headers, content=response_body)
-                detail = _truncate(_redact(_provider_message(response), endpoint.api_key))
+                detail = truncate(hide(provider_message(response), secrets))
                 if 200 <= status < 300:
                     failure = f"HTTP {status} with a malformed body (no JSON 'choices'): {detail}"
                 else:
                     failure = f"HTTP {status}: {detail}"
+                    if status in FATAL_STATUSES:
+                        self.usage.failed_requests += 1
+                        raise health.refused(status, failure)
                     if not is_retryable_status(status):
                         self.usage.failed_requests += 1
+                        health.attempt_failed(failure, status, hard=True)
+                        health.call_done(failed=True, failure=failure, status=status)
                         raise EndpointError(url, failure, status)
                     retry_after = retry_after_seconds(response_headers)
+                # A 429 is the endpoint pacing us, not failing: it does not count towards "never worked".
+                health.attempt_failed(failure, status, hard=status != 429)
 
-            retry_index = attempts - 1
+            retry_index = round_attempts - 1
             if retry_index >= retries_allowed:
+                if self.second_round and not second and retries_allowed > 0:
+                    # The second pass: a call whose retries ran out on transient failures waits one
+                    # backoff step longer than its last retry, then gets one more round. It holds no
+                    # HTTP slot meanwhile, and it is this call's own wait, so nothing else waits on it.
+                    second, round_attempts = True, 0
+                    delay = self.backoff_delay(retries_allowed)
+                    self.usage.second_rounds += 1
+                    log.debug(
+                        "second round for %s model=%s in %.2fs after %d attempts; last failure: %s",
+                        shown,
+                        endpoint.model_id,
+                        delay,
+                        attempts,
+                        failure,
+                    )
+                    await self._sleep(delay)
+                    continue
                 self.usage.failed_requests += 1
-                error = EndpointError(
-                    url, f"failed after {attempts} attempt(s); last failure: {failure}", status
-                )
+                message = f"failed after {attempts} attempt(s); last failure: {failure}"
+                health.call_done(failed=True, failure=message, status=status)
+                error = EndpointError(url, message, status)
                 if last_exc is not None:
                     raise error from last_exc
                 raise error
@@ -460,7 +389,7 @@ class OpenAIClient:
             self.usage.retries += 1
             log.debug(
                 "retrying %s model=%s in %.2fs (retry %d/%d)",
-                url,
+                shown,
                 endpoint.model_id,
                 delay,
                 retry_index + 1,

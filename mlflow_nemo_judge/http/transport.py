@@ -70,6 +70,11 @@ class AioHTTPTransport(AiohttpTransport):
             raise _remapped(exc, request) from exc.__cause__
         except aiohttp.ClientError as exc:
             raise httpx.RemoteProtocolError(f"{type(exc).__name__}: {exc}", request=request) from exc
+        except ValueError as exc:
+            # aiohttp refuses a request it cannot frame (a CR/LF in a header value: "Potential header
+            # injection attack") with a bare ValueError; httpx's own transport says LocalProtocolError,
+            # which callers know is not worth a retry.
+            raise httpx.LocalProtocolError(str(exc), request=request) from exc
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
         try:

@@ -1,7 +1,8 @@
 """Compute one metric for one sample: judge calls and parsing, or the simple reference metrics.
 
-A judge call that fails (after the client's retries) or whose output does not parse yields NaN with
-the reason and the raw text kept; nothing is coerced to 0.
+A judge call that fails (after the client's retries), a template that does not render for the row, or
+output that does not parse yields NaN with the reason (and the raw text) kept; nothing is coerced to 0.
+One policy for target, judge and simple metrics: a row's own failure is that row's error, never an abort.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from mlflow_nemo_judge.errors import EndpointError, NemoJudgeError
+from mlflow_nemo_judge.errors import EndpointError, EndpointUnhealthy, NemoJudgeError
 from mlflow_nemo_judge.http.openai import Endpoint, OpenAIClient
 from mlflow_nemo_judge.plan import MetricPlan
 from mlflow_nemo_judge.results import NAN, MetricOutcome
@@ -72,7 +73,10 @@ async def run_judge(
 
     judge = metric.judge
     assert judge is not None
-    body = judge_request(metric, ctx, memo)
+    try:
+        body = judge_request(metric, ctx, memo)
+    except NemoJudgeError as exc:  # the judge template does not render for this row: this row's error
+        return MetricOutcome(scores={s.name: NAN for s in metric.scores}, error=f"judge template: {exc}")
     endpoint = Endpoint(
         url=judge.endpoint.url,
         model_id=judge.endpoint.model_id,
@@ -83,9 +87,9 @@ async def run_judge(
         result = await client.call(
             endpoint, body, kind=judge.kind, timeout=judge.timeout, max_retries=judge.max_retries
         )
+    except EndpointUnhealthy:
+        raise  # a wrong key, URL or model id, or a dead endpoint: stop rather than NaN every sample
     except EndpointError as exc:
-        if exc.status in (401, 403, 404):
-            raise  # a wrong key, URL or model id fails every call: stop rather than NaN every sample
         return MetricOutcome(
             scores={s.name: NAN for s in metric.scores}, raw=None, error=f"judge call failed: {exc}"
         )

@@ -1,7 +1,8 @@
 """Seeded, per-request fault injection for the mock LLM server (a test double).
 
 ``FaultConfig`` says how often each fault happens; ``FaultInjector`` draws them from a seeded RNG so
-a run is reproducible. Faults are transient: a retried request draws again.
+a run is reproducible. Faults are transient (a retried request draws again), except ``status``, which
+answers every request with one HTTP error (a dead or rejecting deployment).
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-__all__ = ["ERROR_FAULTS", "THINK_TEXT", "FaultConfig", "FaultInjector"]
+__all__ = ["CONTENT_FAULTS", "ERROR_FAULTS", "THINK_TEXT", "FaultConfig", "FaultInjector"]
 
 # Faults that replace the response; they are mutually exclusive, so their probabilities share one draw.
 ERROR_FAULTS: tuple[str, ...] = ("rate_limit", "server_error", "drop", "timeout", "malformed")
+# Faults that change a 200's content, drawn (one draw) for requests that got no error fault.
+CONTENT_FAULTS: tuple[str, ...] = ("think", "null_content", "empty_content")
 #: What the ``think`` fault wraps in ``<think>...</think>`` before the answer.
 THINK_TEXT = "some reasoning"
 
@@ -34,12 +37,22 @@ class FaultConfig:
     timeout: float = 0.0
     malformed: float = 0.0
     think: float = 0.0
+    null_content: float = 0.0  # a 200 whose content is null (finish_reason "length")
+    empty_content: float = 0.0  # a 200 whose content is ""
     retry_after: float = 0.05
     timeout_seconds: float = 30.0
     only_models: list[str] | None = None
+    status: int | None = None  # every request answers this HTTP error status (persistent, not drawn)
+    echo_request: bool = False  # error bodies quote the request's headers and URL (a careless provider)
 
     def __post_init__(self) -> None:
-        for name in (*ERROR_FAULTS, "think"):
+        if self.status is not None and not 400 <= self.status <= 599:
+            raise ValueError(
+                f"FaultConfig.status must be an HTTP error status (400-599), got {self.status!r}"
+            )
+        if self.think + self.null_content + self.empty_content > 1.0 + 1e-9:
+            raise ValueError("FaultConfig think, null_content and empty_content probabilities sum to > 1")
+        for name in (*ERROR_FAULTS, *CONTENT_FAULTS):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"FaultConfig.{name} must be a probability in [0, 1], got {value!r}")
@@ -107,12 +120,14 @@ class FaultInjector:
             and resolved not in faults.only_models
         ):
             return None, faults
-        if faults.error_rate > 0:
-            draw, threshold = rng.random(), 0.0
-            for name in ERROR_FAULTS:
-                threshold += getattr(faults, name)
-                if draw < threshold:
-                    return name, faults
-        if faults.think > 0 and rng.random() < faults.think:
-            return "think", faults
+        if faults.status is not None:
+            return "status", faults
+        for names in (ERROR_FAULTS, CONTENT_FAULTS):
+            total = sum(getattr(faults, name) for name in names)
+            if total > 0:
+                draw, threshold = rng.random(), 0.0
+                for name in names:
+                    threshold += getattr(faults, name)
+                    if draw < threshold:
+                        return name, faults
         return None, faults

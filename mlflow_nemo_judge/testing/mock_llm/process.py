@@ -31,6 +31,8 @@ _FAULT_FLAGS = (
     "timeout",
     "malformed",
     "think",
+    "null_content",
+    "empty_content",
     "retry_after",
     "timeout_seconds",
 )

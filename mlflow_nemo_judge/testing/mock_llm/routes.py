@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from mlflow_nemo_judge.testing.mock_llm.faults import THINK_TEXT, FaultConfig, FaultInjector
+from mlflow_nemo_judge.testing.mock_llm.faults import CONTENT_FAULTS, THINK_TEXT, FaultConfig, FaultInjector
 from mlflow_nemo_judge.testing.mock_llm.models import MOCK_MODELS, generate, word_count
 from mlflow_nemo_judge.testing.mock_llm.shapes import (
     OWNED_BY,
@@ -131,14 +131,24 @@ class MockRoutes:
 
     # -- routing ----------------------------------------------------------------------------------
 
-    async def dispatch(self, method: str, path: str, raw: bytes) -> Reply | None:
-        """The answer to one request; None means "close the connection without a response"."""
+    async def dispatch(
+        self,
+        method: str,
+        path: str,
+        raw: bytes,
+        headers: Mapping[str, str] | None = None,
+        target: str | None = None,
+    ) -> Reply | None:
+        """The answer to one request; None means "close the connection without a response".
+
+        ``headers`` and ``target`` (the request line's path and query) are only used by the
+        ``echo_request`` fault, which quotes them back in error bodies."""
         if path in _MODEL_PATHS:
             if method != "POST":
                 return error_reply(
                     405, f"{method} is not allowed on {path}; use POST", "invalid_request_error"
                 )
-            return await self._completion(path, raw)
+            return await self._completion(path, raw, headers or {}, target or path)
         if path.startswith("/v1/models/"):
             methods: dict[str, Callable[[bytes], Reply]] | None = {
                 "GET": functools.partial(self._get_model, path[len("/v1/models/") :])
@@ -170,7 +180,9 @@ class MockRoutes:
             return json_reply(200, self._model_card(model_id))
         return unknown_model(model_id)
 
-    async def _completion(self, path: str, raw: bytes) -> Reply | None:
+    async def _completion(
+        self, path: str, raw: bytes, headers: Mapping[str, str], target: str
+    ) -> Reply | None:
         received = self.clock()
         try:
             body = json.loads(raw)
@@ -206,8 +218,10 @@ class MockRoutes:
         fault, faults = self.faults.draw(model, resolved)
         if self._latency > 0:
             await self.sleep(self._latency)
-        if fault is not None and fault != "think":
+        if fault is not None and fault not in CONTENT_FAULTS:
             early = await self._fault_reply(fault, faults, path, model, body, received)
+            if early is not None and faults.echo_request and early.status >= 400:
+                early = _echo(early, headers, target)
             if fault != "timeout":
                 return early
 
@@ -218,8 +232,13 @@ class MockRoutes:
             content = generate(resolved, system, prompt)
             if fault == "think":
                 content = f"<think>{THINK_TEXT}</think>\n{content}"
+            text: str | None
             text, finish = apply_limits(content, stop, max_tokens)
-            completion_tokens += word_count(text) * n
+            if fault == "null_content":
+                text, finish = None, "length"
+            elif fault == "empty_content":
+                text = ""
+            completion_tokens += word_count(text or "") * n
             for _ in range(n):
                 choices.append({"text": text, "finish_reason": finish})
         if fault != "timeout":
@@ -259,6 +278,14 @@ class MockRoutes:
         self, fault: str, faults: FaultConfig, path: str, model: str, body: dict[str, Any], received: float
     ) -> Reply | None:
         """The response an error fault puts in place of the answer (``timeout`` only delays it)."""
+        if fault == "status":
+            assert faults.status is not None
+            self._record(path, model, body, faults.status, fault, received)
+            return error_reply(
+                faults.status,
+                f"The mock server answers every request with HTTP {faults.status} (mock fault injection).",
+                "server_error" if faults.status >= 500 else "invalid_request_error",
+            )
         if fault == "rate_limit":
             self._record(path, model, body, 429, fault, received)
             wait = faults.retry_after
@@ -340,3 +367,14 @@ class MockRoutes:
         except (ValueError, TypeError) as exc:
             return error_reply(400, f"invalid mock config: {exc}", "invalid_request_error")
         return self._get_config(b"")
+
+
+def _echo(reply: Reply, headers: Mapping[str, str], target: str) -> Reply:
+    """``reply`` with its error message followed by the request's URL and headers, as some gateways'
+    debug errors do: what a client must never copy into a record, a log line or an error line."""
+    try:
+        payload = json.loads(reply.body)
+        payload["error"]["message"] += f" request: POST {target} headers: {json.dumps(dict(headers))}"
+    except (ValueError, KeyError, TypeError):
+        return reply
+    return json_reply(reply.status, payload, headers=reply.headers)

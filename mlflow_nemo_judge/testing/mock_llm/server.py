@@ -237,7 +237,7 @@ class MockLLMServer:
         except BadRequest as exc:
             return error_reply(exc.status, str(exc), exc.kind), False
         path = target.split("?", 1)[0]
-        return await self._routes.dispatch(method, path, body), keep_alive
+        return await self._routes.dispatch(method, path, body, headers, target), keep_alive
 
 
 async def _read_body(
