@@ -11,10 +11,14 @@ so the CLI can print it on one line and exit with a meaningful code (``exit_code
     ├── DatasetError (exit 2)           a dataset is missing, empty or unreadable (file/URL and line)
     ├── MissingDependencyError (exit 2) an optional extra (bleu/rouge) is not installed
     ├── EndpointError                   a model endpoint failed after all retries (URL, status)
+    │   └── EndpointUnhealthy           an endpoint keeps failing or refuses us: the run stops FAILED
     ├── EvaluationError                 an evaluation could not complete
     │   └── NemoJobError                a NeMo job failed or was cancelled (job id, record, logs)
     │       └── NemoJobTimeout          the job outlived the wait timeout (it can be attached to)
     ├── TrackingError                   MLflow tracking failed, or a run cannot be found/resumed
+    │   ├── TrackingConfigError (exit 2) a malformed/unsupported tracking URI, an experiment or run name
+    │   │                                 beyond MLflow's limits (rejected before anything is created)
+    │   └── TrackingUnavailable         the tracking server cannot be reached (the run can be resumed)
     └── NemoServiceError                a NeMo microservice answered an error (URL, status, detail)
 
     ConfigWarning (a UserWarning)       a likely misspelled config key (kept and passed through)
@@ -73,6 +77,11 @@ class EndpointError(NemoJudgeError):
         super().__init__(f"{self.url}: {message}")
 
 
+class EndpointUnhealthy(EndpointError):
+    """An endpoint keeps failing (or refuses us: 401/403/404): the run must stop FAILED, not be scored
+    NaN call by call. The thresholds are in :mod:`mlflow_nemo_judge.http.health`."""
+
+
 class EvaluationError(NemoJudgeError):
     """An evaluation could not complete (a backend failure, a failed remote job)."""
 
@@ -99,6 +108,16 @@ class NemoJobTimeout(NemoJobError):
 
 class TrackingError(NemoJudgeError):
     """MLflow tracking failed or a run cannot be found/resumed."""
+
+
+class TrackingConfigError(TrackingError):
+    """The tracking URI, experiment name or run name is bad input; nothing was created in MLflow."""
+
+    exit_code = 2
+
+
+class TrackingUnavailable(TrackingError):
+    """The tracking server or store cannot be reached; a run it left RUNNING can be resumed later."""
 
 
 class NemoServiceError(NemoJudgeError):

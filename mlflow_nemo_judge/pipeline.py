@@ -152,11 +152,13 @@ async def evaluate_async(
         DEFAULT_TABLE_MAX_ROWS if table_max_rows is None else table_max_rows,
     )
     from mlflow_nemo_judge import tracking as trk
+    from mlflow_nemo_judge.tracking import health
     from mlflow_nemo_judge.tracking.registry import register_outcomes
 
-    with trk.tracking_scope(tracking_uri):
-        cl = trk.client(tracking_uri)
-        exp_id = trk.resolve_experiment(cl, experiment or _default_experiment(cfg))
+    exp_name = experiment or _default_experiment(cfg)
+    health.check_names(exp_name, run_name)  # bad names are bad input: refused before anything exists
+    with _tracking(tracking_uri) as cl:
+        exp_id = trk.resolve_experiment(cl, exp_name)
         if len(prepared) == 1:
             outcomes = [
                 await runner.track_one(
@@ -196,18 +198,20 @@ async def resume_async(
     options: RunOptions | None = None,
     trace_samples: int | None = None,
     backend_options: dict[str, Any] | None = None,
+    retry_errors: bool = False,
 ) -> Evaluation:
     """Continue an interrupted run (left RUNNING by a killed process, or FAILED/KILLED) in place.
 
     Config and target are re-read from the run's artifacts; keys come from their ``api_key_env``
     variables, or pass ``config=``/``target=`` when the originals held literal keys. A parent run
-    resumes each unfinished child and then records the comparison. A FINISHED run is returned as is.
+    resumes each unfinished child and then records the comparison. A FINISHED run is returned as is,
+    unless ``retry_errors``: then the samples that errored (target or judge) of a single-target run are
+    evaluated again, the others kept as recorded, and the run's metrics, table and results replaced.
     """
     from mlflow_nemo_judge import tracking as trk
     from mlflow_nemo_judge.tracking import runner
 
-    with trk.tracking_scope(tracking_uri):
-        cl = trk.client(tracking_uri)
+    with _tracking(tracking_uri) as cl:
         run = trk.get_run(cl, run_id)
         tags = run.data.tags
         if trk.TAG_CONFIG_SHA not in tags:
@@ -215,12 +219,18 @@ async def resume_async(
                 f"MLflow run {run_id} was not made by mlflow-nemo-judge (no {trk.TAG_CONFIG_SHA} tag)"
             )
         if tags.get(trk.TAG_ROLE) == "parent":
+            if retry_errors:
+                raise TrackingError(
+                    f"MLflow run {run_id} is a parent run; pass one of its child runs to --retry-errors"
+                )
             return await runner.resume_parent(cl, run, config, target, options, trace_samples)
         if isinstance(target, (list, tuple)):
             if len(target) != 1:
                 raise TrackingError(f"MLflow run {run_id} evaluated one target; pass one target=")
             target = target[0]
-        o = await runner.resume_run(cl, run, config, target, options, trace_samples, backend_options)
+        o = await runner.resume_run(
+            cl, run, config, target, options, trace_samples, backend_options, retry_errors=retry_errors
+        )
         return Evaluation(
             [o.result], [o.run_id], tags.get("mlflow.parentRunId"), run.info.experiment_id, [o.reused]
         )
@@ -244,8 +254,7 @@ async def attach_async(
     otherwise the job is waited for and its results returned without tracking."""
     from mlflow_nemo_judge import tracking as trk
 
-    with trk.tracking_scope(tracking_uri):
-        cl = trk.client(tracking_uri)
+    with _tracking(tracking_uri) as cl:
         exp_ids = [e.experiment_id for e in cl.search_experiments()]
         query = f"tags.`{trk.TAG_JOB_ID}` = {trk.quote(job_id)}"
         runs = (
@@ -271,6 +280,22 @@ def attach(job_id: str, **kwargs: Any) -> Evaluation:
 
 
 # ------------------------------------------------------------------------------------------ helpers
+
+
+@contextlib.contextmanager
+def _tracking(tracking_uri: str | None) -> Iterator[Any]:
+    """A checked MLflow client for the block: the URI validated and asked once, quickly (a dead server
+    fails here in seconds, before any run or model call), MLflow's HTTP retries bounded, and MLflow's
+    store errors turned into one-line ``TrackingError``s naming the (redacted) URI."""
+    from mlflow_nemo_judge import tracking as trk
+    from mlflow_nemo_judge.tracking import health
+
+    uri = trk.current_tracking_uri(tracking_uri)
+    health.check_uri(uri)
+    with trk.tracking_scope(tracking_uri), health.bounded_http(), health.translated(uri):
+        cl = trk.client(uri)
+        health.preflight(cl, uri)
+        yield cl
 
 
 def _targets(targets: TargetLike | Sequence[TargetLike]) -> list[Target]:

@@ -46,6 +46,39 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("NEMO_ENTITY_STORE_URL", str, None, "NeMo Entity Store base URL (default: the Evaluator URL)"),
     Setting("NEMO_DATASTORE_URL", str, None, "NeMo Data Store base URL (default: the Evaluator URL)"),
     Setting("NEMO_API_TOKEN", str, None, "bearer token sent to the NeMo services (never logged)"),
+    Setting(
+        "NEMO_JUDGE_TRACKING_CHECK_TIMEOUT",
+        float,
+        "5",
+        "seconds the pre-flight request to an HTTP tracking server may take (one try) before the run "
+        "is refused",
+    ),
+    Setting(
+        "NEMO_JUDGE_TRACKING_LOCK_TIMEOUT",
+        float,
+        "120",
+        "seconds to wait for another process initialising the same new sqlite tracking store",
+    ),
+    Setting(
+        "NEMO_JUDGE_FAIL_FIRST",
+        int,
+        "8",
+        "an endpoint whose first N attempts all fail (connection errors, 5xx, 4xx other than 429) with "
+        "no success stops the run",
+    ),
+    Setting(
+        "NEMO_JUDGE_FAIL_MIN_CALLS",
+        int,
+        "20",
+        "the window of finished calls per endpoint over which NEMO_JUDGE_FAIL_SHARE is measured",
+    ),
+    Setting(
+        "NEMO_JUDGE_FAIL_SHARE",
+        float,
+        "0.5",
+        "an endpoint whose share of failed calls (after retries and the second round) among its last "
+        "NEMO_JUDGE_FAIL_MIN_CALLS calls exceeds this stops the run (1 = never)",
+    ),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 

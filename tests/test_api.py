@@ -263,6 +263,29 @@ def test_identical_rerun_is_reused_and_force_makes_a_new_run(seed_eval, mlflow_u
     assert len({cl.get_run(r.info.run_id).inputs.model_inputs[0].model_id for r in runs}) == 1
 
 
+def test_a_routing_header_or_query_value_is_part_of_the_identity_a_key_is_not(seed_eval, mlflow_uri):
+    # Two deployments behind one gateway URL, told apart by a header (or an api-version): the second is
+    # a new evaluation, not a reuse of the first (the redacted documents of both look the same).
+    args = dict(experiment="route", tracking_uri=mlflow_uri, limit=3, progress_bar=False)
+    base = seed_eval["faithful"]
+    ep = base["model"]["api_endpoint"]
+
+    def routed(route: str, key: str, version: str) -> dict[str, Any]:
+        url = f"{ep['url']}?api-version={version}"
+        headers = {"X-Route": route, "X-Api-Key": key}
+        return {**base, "model": {"api_endpoint": {**ep, "url": url, "headers": headers}}}
+
+    first = evaluate(seed_eval["config"], routed("blue", "key-one-1111", "1"), **args)
+    rotated = evaluate(seed_eval["config"], routed("blue", "key-two-2222", "1"), **args)
+    assert rotated.reused == [True] and rotated.run_ids == first.run_ids  # a rotated key: same evaluation
+    n_requests = seed_eval["server"].request_count
+    other = evaluate(seed_eval["config"], routed("green", "key-one-1111", "1"), **args)
+    assert other.reused == [False] and other.run_ids != first.run_ids
+    assert seed_eval["server"].request_count > n_requests  # the header is in the cache key too
+    version = evaluate(seed_eval["config"], routed("blue", "key-one-1111", "2"), **args)
+    assert version.reused == [False] and version.run_ids not in (first.run_ids, other.run_ids)
+
+
 def test_two_target_rerun_reuses_parent_and_children(seed_eval, mlflow_uri):
     args = dict(experiment="idem-two", tracking_uri=mlflow_uri, limit=3, progress_bar=False)
     first = evaluate(seed_eval["config"], [seed_eval["faithful"], seed_eval["poor"]], **args)
@@ -372,10 +395,20 @@ def test_sigkilled_run_resumes_into_the_same_run_with_cached_calls(
             assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
             assert time.monotonic() < deadline, "the evaluation subprocess made no progress"
             time.sleep(0.1)
-        # Freeze the endpoint (new calls hang unanswered), let the cache commit what was answered, then kill:
-        # every call answered before the kill is then known to the cache, so none may be repeated.
+        # Freeze the endpoint (new calls hang unanswered), wait until every answered call is in the cache
+        # (each put is committed at once: no commit timer to wait for), then kill: no call answered
+        # before the kill may be repeated. Calls already inside their 0.3 s latency still get answered,
+        # so the check must also hold once they are through.
         server.set_latency(120)
-        time.sleep(1.6)
+        frozen = time.monotonic()
+        while True:
+            with sqlite3.connect(judge_cache / "responses.sqlite") as con:
+                cached_now = {k for (k,) in con.execute("SELECT key FROM responses")}
+            settled = time.monotonic() - frozen > 0.35
+            if settled and set(_keys_of(server.requests, server)) <= cached_now:
+                break
+            assert time.monotonic() - frozen < 10, "answered calls did not reach the cache"
+            time.sleep(0.02)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
     finally:

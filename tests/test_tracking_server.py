@@ -6,6 +6,7 @@ takes 7-15 s, so one server serves the whole module.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -37,10 +38,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    d = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
+def _start_server(d: Path, port: int) -> subprocess.Popen[bytes]:
     exe = Path(sys.executable).parent / "mlflow"
     cmd = [
         str(exe) if exe.exists() else sys.executable,
@@ -59,29 +57,43 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     ]
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    log = open(d / "server.log", "wb")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(cmd, cwd=d, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(d / "server.log", "ab") as log:
+        proc = subprocess.Popen(
+            cmd, cwd=d, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=1) as r:
-                    if r.read() == b"OK":
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not start:\n{(d / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.2)
-        yield url
-    finally:
+    deadline = time.monotonic() + 90
+    while True:
         try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
+            with urllib.request.urlopen(f"{url}/health", timeout=1) as r:
+                if r.read() == b"OK":
+                    return proc
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            _stop_server(proc)
+            pytest.fail(f"mlflow server did not start:\n{(d / 'server.log').read_text()[-3000:]}")
+        time.sleep(0.2)
+
+
+def _stop_server(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+        proc.wait(30)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    d = tmp_path_factory.mktemp("mlflow-server")
+    port = _free_port()
+    proc = _start_server(d, port)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        _stop_server(proc)
 
 
 def _get(url: str, endpoint: str, **query: str) -> Any:
@@ -151,3 +163,88 @@ def test_evaluation_against_a_remote_tracking_server(mlflow_server, seed_eval, m
     assert list(board["target"]) == ["mock/faithful-summarizer", "mock/poor-summarizer"]
     diff = paired(*ev.run_ids, tracking_uri=mlflow_server, metrics=[KEY])
     assert diff.iloc[0]["n"] == 10 and diff.iloc[0]["mean_diff"] < 0
+
+
+@pytest.mark.timeout(240)
+def test_a_server_dying_mid_run_exits_in_bounded_time_and_resume_finishes_the_run(
+    seed_eval, tmp_path, capsys
+):
+    from mlflow_nemo_judge.cli import main
+    from tests.fixtures.paths import REPO
+
+    d = tmp_path / "server"
+    d.mkdir()
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    cfg, tgt = tmp_path / "c.json", tmp_path / "t.json"
+    cfg.write_text(json.dumps(seed_eval["config"]))
+    tgt.write_text(json.dumps(seed_eval["faithful"]))
+    server = _start_server(d, port)
+    seed_eval["server"].set_latency(0.4)  # 30 calls at parallelism 2: ~6 s of run
+    env = {**os.environ, "PYTHONPATH": str(REPO), "NEMO_JUDGE_TRACE_SAMPLES": "0"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    cmd = [sys.executable, "-m", "mlflow_nemo_judge", "run", str(cfg), "--target", str(tgt), "--limit", "10"]
+    cmd += ["--tracking-uri", url, "--experiment", "dies", "--parallelism", "2", "--no-progress"]
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        run_id = None
+        while run_id is None:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            exps = (
+                _get(url, "/api/2.0/mlflow/experiments/get-by-name", experiment_name="dies")
+                if _has(url)
+                else None
+            )
+            if exps:
+                found = _post(
+                    url, "/api/2.0/mlflow/runs/search", experiment_ids=[exps["experiment"]["experiment_id"]]
+                )
+                runs = found.get("runs") or []
+                # some samples done (progress logged): the cache holds answers when the server dies
+                if runs and any(m["key"] == "progress" for m in runs[0]["data"].get("metrics", [])):
+                    run_id = runs[0]["info"]["run_id"]
+            time.sleep(0.2)
+        _stop_server(server, signal.SIGKILL)  # the server dies mid-run
+        died = time.monotonic()
+        _, err = proc.communicate(timeout=90)
+        elapsed = time.monotonic() - died
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1 and elapsed < 60, (elapsed, err)  # MLflow's defaults: ~528 s
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: MLflow tracking at http://127.0.0.1") and "Traceback" not in err
+    assert f"mlflow-nemo-judge resume {run_id}" in last
+
+    server = _start_server(d, port)  # back, on the same backend store
+    try:
+        seed_eval["server"].set_latency(0)
+        seed_eval["server"].clear_log()
+        code = main(["resume", run_id, "--config", str(cfg), "--tracking-uri", url, "--output", "json"])
+        assert code == 0, capsys.readouterr().err
+        run = _get(url, "/api/2.0/mlflow/runs/get", run_id=run_id)["run"]
+        assert run["info"]["status"] == "FINISHED"
+        metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+        assert metrics[f"{KEY}/count"] == 10
+        assert seed_eval["server"].request_count < 30  # the cache answered what the first run had made
+    finally:
+        _stop_server(server)
+
+
+def _has(url: str) -> bool:
+    try:
+        _get(url, "/api/2.0/mlflow/experiments/get-by-name", experiment_name="dies")
+        return True
+    except OSError:
+        return False
+
+
+def _post(url: str, endpoint: str, **body: Any) -> Any:
+    req = urllib.request.Request(
+        f"{url}{endpoint}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -113,5 +114,26 @@ def log_inputs(cl: Any, run_id: str, datasets: Sequence[DatasetInfo], model_id: 
             tags.append(InputTag("files_url", d.files_url))
         inputs.append(DatasetInput(_mlflow_dataset(d)._to_mlflow_entity(), tags=tags))
     models = [LoggedModelInput(model_id)] if model_id else []
-    if inputs or models:
-        cl.log_inputs(run_id, datasets=inputs, models=models)
+    if not (inputs or models):
+        return
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(_INPUT_ATTEMPTS):
+        try:
+            cl.log_inputs(run_id, datasets=inputs, models=models)
+            return
+        except MlflowException as exc:
+            # Two first runs logging one new dataset race on its unique row (sqlite "UNIQUE constraint
+            # failed", PostgreSQL "duplicate key", MySQL "Duplicate entry"); once the other insert has
+            # committed, the store finds the dataset and links it, so a retry succeeds.
+            if attempt + 1 == _INPUT_ATTEMPTS or not _is_duplicate(exc):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
+_INPUT_ATTEMPTS = 4
+
+
+def _is_duplicate(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "unique constraint" in text or "duplicate" in text or "already exists" in text

@@ -60,7 +60,11 @@ class _ProgressLogger:
             self.cl.log_batch(self.run_id, metrics=[Metric("progress", self.percent(), _now_ms(), self.step)])
             self.step += 1
         except Exception as exc:
-            logger.warning("could not log progress to MLflow run %s: %s", self.run_id, exc)
+            from mlflow_nemo_judge.tracking.health import tracking_error
+
+            # MLflow's message quotes the request URL, userinfo included: say it the redacted way.
+            why = tracking_error(exc, str(getattr(self.cl, "tracking_uri", "") or ""))
+            logger.warning("could not log progress to MLflow run %s: %s", self.run_id, why)
 
     def close(self) -> None:
         self._stop.set()

@@ -6,7 +6,9 @@ The pipeline (``pipeline.py``) decides what to evaluate; this module decides whi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,13 +17,14 @@ from typing import Any
 
 from mlflow_nemo_judge import tracking as trk
 from mlflow_nemo_judge.backends.base import Backend, Prepared
-from mlflow_nemo_judge.config import EvalConfig, load_target, sha256_json
+from mlflow_nemo_judge.config import EvalConfig, load_target
 from mlflow_nemo_judge.config.secrets import collect, masked_paths
 from mlflow_nemo_judge.data.scan import combined_digest
 from mlflow_nemo_judge.engine import RunOptions
 from mlflow_nemo_judge.errors import TrackingError
 from mlflow_nemo_judge.pipeline import Evaluation, _ending, _targets, execute, make_backend
 from mlflow_nemo_judge.settings import trace_samples_default
+from mlflow_nemo_judge.tracking import health
 from mlflow_nemo_judge.tracking import identity as ident
 from mlflow_nemo_judge.tracking import resume as rs
 from mlflow_nemo_judge.tracking.identity import Outcome
@@ -29,6 +32,8 @@ from mlflow_nemo_judge.tracking.mlflow_sink import MlflowSink
 from mlflow_nemo_judge.tracking.names import DEFAULT_TABLE_MAX_ROWS
 from mlflow_nemo_judge.tracking.runs import RunTracker
 from mlflow_nemo_judge.tracking.sink import RunSink
+
+logger = logging.getLogger(__package__)
 
 
 @dataclass
@@ -71,22 +76,43 @@ async def track_one(
 ) -> Outcome:
 
     tags = ident.identity(p.config, p.target, p.datasets, s.backend_name, s.options.limit)
-    if not force and (found := ident.find_finished(cl, experiment_id, tags)) is not None:
-        return found
-    tags |= ident.resume_tags(p.config, p.target, s.options.parallelism, s.options.cache_dir)
-    tags |= {trk.TAG_ROLE: role, trk.TAG_TARGET: p.target.display_name}
-    tracker = RunTracker.create(
-        cl,
-        experiment_id,
-        run_name=run_name or f"{p.target.display_name} · {p.config.display_name}",
-        description=trk.describe_run(p.config, p.target, p.datasets, s.backend_name),
-        tags=tags,
-        parent_run_id=parent_run_id,
-        secrets=collect(p.config, p.target),
-        n_tasks=len(p.config.tasks or {}),
-    )
-    result = await execute(s.backend, p, sink_for(tracker, s, p.config))
+    async with _one_run_per_identity(cl, experiment_id, s, tags, p.target.display_name, force):
+        if not force and (found := ident.find_finished(cl, experiment_id, tags)) is not None:
+            return found
+        tags |= ident.resume_tags(p.config, p.target, s.options.parallelism, s.options.cache_dir)
+        tags |= {trk.TAG_ROLE: role, trk.TAG_TARGET: p.target.display_name}
+        tracker = RunTracker.create(
+            cl,
+            experiment_id,
+            run_name=run_name or _default_name(f"{p.target.display_name} · {p.config.display_name}"),
+            description=trk.describe_run(p.config, p.target, p.datasets, s.backend_name),
+            tags=tags,
+            parent_run_id=parent_run_id,
+            secrets=collect(p.config, p.target),
+            n_tasks=len(p.config.tasks or {}),
+        )
+        with health.translated(cl.tracking_uri, tracker.run_id):
+            result = await execute(s.backend, p, sink_for(tracker, s, p.config))
     return ident.Outcome(result, tracker.run_id, False, tracker.model_id)
+
+
+def _default_name(name: str) -> str:
+    """A generated run name within MLflow's column limit (a long config name must not fail the run)."""
+    limit = health.MAX_RUN_NAME
+    return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
+def _one_run_per_identity(
+    cl: Any, experiment_id: str, s: Settings, tags: dict[str, str], what: str, force: bool
+) -> contextlib.AbstractAsyncContextManager[None]:
+    """The identity lock (see ``health.identity_lock``), in the cache folder's ``locks/``; ``force`` asks
+    for a new run anyway, so it takes none."""
+    if force:
+        return contextlib.nullcontext()
+    from mlflow_nemo_judge.http.cache import default_cache_dir
+
+    lock_dir = Path(s.options.cache_dir or default_cache_dir()) / "locks"
+    return health.identity_lock(lock_dir, health.identity_key(cl.tracking_uri, experiment_id, tags), what)
 
 
 async def track_many(
@@ -104,6 +130,25 @@ async def track_many(
     tags = ident.parent_identity(
         config, targets, [d for p in prepared for d in p.datasets], s.backend_name, s.options.limit
     )
+    names = [t.display_name for t in targets]
+    async with _one_run_per_identity(cl, experiment_id, s, tags, ", ".join(names), force):
+        return await _track_parent(
+            cl, experiment_id, s, config, prepared, tags, run_name=run_name, force=force
+        )
+
+
+async def _track_parent(
+    cl: Any,
+    experiment_id: str,
+    s: Settings,
+    config: EvalConfig,
+    prepared: list[Prepared],
+    tags: dict[str, str],
+    *,
+    run_name: str | None,
+    force: bool,
+) -> tuple[list[Outcome], str]:
+    targets = [p.target for p in prepared]
     if not force and (found := ident.find_finished_parent(cl, experiment_id, tags, targets)) is not None:
         return found
     names = [t.display_name for t in targets]
@@ -112,12 +157,12 @@ async def track_many(
     parent = RunTracker.create(
         cl,
         experiment_id,
-        run_name=run_name or f"{config.display_name} · {len(targets)} targets",
+        run_name=run_name or _default_name(f"{config.display_name} · {len(targets)} targets"),
         description=trk.describe_parent(config, names, prepared[0].datasets, s.backend_name),
         tags=tags,
         secrets=collect(config, *targets),
     )
-    with _ending(parent):
+    with health.translated(cl.tracking_uri, parent.run_id), _ending(parent):
         params = trk.build_params(
             config,
             targets[0],
@@ -168,15 +213,22 @@ async def resume_run(
     options: RunOptions | None,
     trace_samples: int | None,
     backend_options: dict[str, Any] | None = None,
+    retry_errors: bool = False,
 ) -> Outcome:
 
-    if run.info.status == "FINISHED":
-        found = ident.reuse(cl, run)
+    tags = run.data.tags
+    backend_name = tags.get(trk.TAG_BACKEND, "local")
+    prior = _prior(cl, run, backend_name) if retry_errors else None
+    if run.info.status == "FINISHED" and (prior is None or prior[2] == 0):
+        found = ident.reuse(cl, run)  # finished, and (with --retry-errors) nothing errored: nothing to do
         if found is None:
             raise TrackingError(f"MLflow run {run.info.run_id} is FINISHED but has no {trk.ART_RESULTS}")
         return found
-    tags = run.data.tags
-    backend_name = tags.get(trk.TAG_BACKEND, "local")
+    if prior is not None:
+        # The kept records replace their samples' model calls; the run's traces are not logged again
+        # (the earlier ones stay, and a second set would duplicate them).
+        options = dataclasses.replace(options or RunOptions(), prior_records=prior[0])
+        trace_samples = 0
     # A nemo run that got as far as submitting its job is re-attached to that job; the job already
     # holds the keys, so redacted ones in the stored config/target do not matter.
     job_id = tags.get(trk.TAG_JOB_ID) if backend_name == "nemo" else None
@@ -198,17 +250,34 @@ async def resume_run(
     return ident.Outcome(result, tracker.run_id, False, tracker.model_id)
 
 
+def _prior(cl: Any, run: Any, backend_name: str) -> tuple[rs.PriorRecords, int, int] | None:
+    if backend_name != "local":
+        raise TrackingError(
+            f"MLflow run {run.info.run_id} ran on the {backend_name} backend; --retry-errors re-runs samples "
+            "with the local engine only (start a new evaluation instead)"
+        )
+    kept = rs.kept_records(cl, run)
+    if kept is None and run.info.status == "FINISHED":
+        raise TrackingError(
+            f"MLflow run {run.info.run_id} has no {trk.ART_SAMPLES}; cannot tell what errored"
+        )
+    if kept is not None:
+        logger.warning(
+            "MLflow run %s: re-running %d errored sample(s), keeping %d", run.info.run_id, kept[2], kept[1]
+        )
+    return kept
+
+
 async def resume_parent(
     cl: Any, prun: Any, config: Any, targets: Any, options: RunOptions | None, trace_samples: int | None
 ) -> Evaluation:
 
     pid, exp_id = prun.info.run_id, prun.info.experiment_id
     docs = rs.target_documents(cl, prun)
+    shas = rs.target_shas(cl, prun, docs)
     if prun.info.status == "FINISHED":
         finished = ident.children(cl, exp_id, pid)
-        found = [
-            ident.reuse(cl, finished[sha]) if (sha := sha256_json(d)) in finished else None for d in docs
-        ]
+        found = [ident.reuse(cl, finished[sha]) if sha in finished else None for sha in shas]
         outs = [f for f in found if f is not None]  # in the order the targets were given
         return Evaluation([o.result for o in outs], [o.run_id for o in outs], pid, exp_id, [True] * len(outs))
     cfg = rs.reload(cl, prun, "config", config)
@@ -220,8 +289,7 @@ async def resume_parent(
     names: list[str] = []
     outcomes: list[Outcome] = []
     with _ending(parent):
-        for doc in docs:
-            sha = sha256_json(doc)
+        for doc, sha in zip(docs, shas, strict=True):
             tgt_given = given.get(sha)
             if sha in kids:
                 o = await resume_run(cl, kids[sha], cfg, tgt_given, opts, trace_samples)

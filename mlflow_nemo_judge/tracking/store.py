@@ -76,9 +76,11 @@ def current_tracking_uri(uri: str | None = None) -> str:
 
 
 def client(uri: str | None = None) -> Any:
-    from mlflow.tracking import MlflowClient
+    """An ``MlflowClient`` for ``uri`` (else MLflow's resolution), the URI checked first and a new sqlite
+    store initialised under a cross-process lock (see ``health``)."""
+    from mlflow_nemo_judge.tracking.health import open_client
 
-    return MlflowClient(tracking_uri=uri)
+    return open_client(current_tracking_uri(uri))
 
 
 def resolve_experiment(cl: Any, experiment: str | None) -> str:
@@ -93,6 +95,9 @@ def resolve_experiment(cl: Any, experiment: str | None) -> str:
         experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME")
         if not experiment:
             return "0"
+    from mlflow_nemo_judge.tracking.health import check_names
+
+    check_names(experiment, None)
     exp = cl.get_experiment_by_name(experiment)
     if exp is None:
         try:
