@@ -196,7 +196,11 @@ class LocalEngine:
                 rendered = render_value(tp.template, build_context(row), f"{tp.path}.params.template")
                 body = {**self.plan.inference_defaults, **rendered}
                 rec.request = body
+                started = time.time_ns()
                 res = await self.client.call(self.target, body, kind=tp.kind)
+                rec.timings["target"] = (started, time.time_ns())  # measured, for the trace span
+                if isinstance(res.raw.get("usage"), dict):
+                    rec.usage["target"] = res.raw["usage"]
                 rec.output_text, rec.finish_reason = res.text, res.finish_reason
                 sample = {"output_text": res.text or "", "response": res.raw}
                 if res.text is None or not res.text.strip():

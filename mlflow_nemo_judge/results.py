@@ -112,14 +112,39 @@ class MetricOutcome:
     error: str | None = None
     # (candidate, references) for corpus-level metrics (bleu 'corpus'); used in aggregation, not stored.
     corpus_item: tuple[str, list[str]] | None = field(default=None, repr=False, compare=False)
+    # The judge call as measured, for its trace span: (start, end) in epoch ns, and the reply's `usage`.
+    timing: tuple[int, int] | None = field(default=None, repr=False, compare=False)
+    usage: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"scores": {k: _num(v) for k, v in self.scores.items()}, "raw": self.raw, "error": self.error}
+        out: dict[str, Any] = {
+            "scores": {k: _num(v) for k, v in self.scores.items()},
+            "raw": self.raw,
+            "error": self.error,
+        }
+        if self.timing is not None:
+            out["timing"] = list(self.timing)
+        if self.usage:
+            out["usage"] = self.usage
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MetricOutcome:
         scores = {k: (NAN if v is None else float(v)) for k, v in (d.get("scores") or {}).items()}
-        return cls(scores=scores, raw=d.get("raw"), error=d.get("error"))
+        return cls(
+            scores=scores,
+            raw=d.get("raw"),
+            error=d.get("error"),
+            timing=_span_time(d.get("timing")),
+            usage=d.get("usage") if isinstance(d.get("usage"), dict) else None,
+        )
+
+
+def _span_time(value: Any) -> tuple[int, int] | None:
+    """A stored (start, end) pair of epoch nanoseconds, or None for anything else (older records)."""
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(x, int) for x in value):
+        return int(value[0]), int(value[1])
+    return None
 
 
 @dataclass
@@ -136,8 +161,20 @@ class SampleRecord:
     metrics: dict[str, MetricOutcome] = field(default_factory=dict)
     # Rendered inputs the target saw (the request body minus model), for the per-sample table.
     request: dict[str, Any] | None = None
+    # The target call as measured, for its trace span: span name ("target") -> (start, end) in epoch ns,
+    # and -> the reply's `usage`. The judge calls carry theirs on their MetricOutcome.
+    timings: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False, compare=False)
+    usage: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
+        out = self._fields()
+        if self.timings:
+            out["timings"] = {k: list(v) for k, v in self.timings.items()}
+        if self.usage:
+            out["usage"] = self.usage
+        return out
+
+    def _fields(self) -> dict[str, Any]:
         return {
             "task": self.task,
             "index": self.index,
@@ -162,6 +199,8 @@ class SampleRecord:
             target_error=d.get("target_error"),
             request=d.get("request"),
             metrics={k: MetricOutcome.from_dict(m) for k, m in (d.get("metrics") or {}).items()},
+            timings={k: t for k, v in (d.get("timings") or {}).items() if (t := _span_time(v)) is not None},
+            usage={k: v for k, v in (d.get("usage") or {}).items() if isinstance(v, dict)},
         )
 
 

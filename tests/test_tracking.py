@@ -121,7 +121,7 @@ def test_params_are_flat_secret_free_and_hash_the_prompts(monkeypatch):
     assert (
         p["params/parallelism"] == "4" and p["params/temperature"] == "0.0" and p["params/extra/seed"] == "7"
     )
-    assert p["run/limit"] == "5" and p["run/parallelism"] == "config"
+    assert p["run/limit"] == "5" and p["run/parallelism"] == "4"  # the effective value
     assert p[f"task/{TASK}/dataset/files_url"] == "data.jsonl"
     assert p[f"task/{TASK}/metric/completeness/judge/url"] == "https://api.openai.com/v1/chat/completions"
     assert p[f"task/{TASK}/metric/completeness/score/completeness/type"] == "int"
@@ -206,14 +206,16 @@ def test_table_row_has_inputs_output_scores_raw_and_error():
         "task": "t",
         "index": 3,
         "item_id": "C004",
-        "item.content": "consult",
-        "item.Age": 40,
+        "item_content": "consult",
+        "item_Age": 40,
         "output_text": "out",
         "target_error": None,
         "m/s": None,
         "m/raw_judge_output": "no score",
         "m/error": "bad",
     }
+    # What a reader scans first comes first: the item, the output, the scores.
+    assert list(row)[:3] == ["item_id", "output_text", "m/s"]
 
 
 # ---------------------------------------------------------------------------------------- metrics
@@ -275,9 +277,10 @@ def test_all_nan_scores_are_logged_as_nan_with_counts(seed_eval, mlflow_uri):
 
     (trace,) = mlflow.search_traces(locations=[ev.experiment_id], run_id=ev.run_ids[0], return_type="list")
     fbs = {a.name: a for a in trace.info.assessments}
-    assert fbs["correctness"].value is None and fbs["correctness"].error is not None
-    assert fbs["correctness"].source.source_id == "mock/judge-malformed" and fbs["correctness"].rationale
-    assert fbs["completeness"].error is None and fbs["completeness"].value >= 1
+    bad, good = fbs["correctness/correctness"], fbs["completeness/completeness"]
+    assert bad.value is None and bad.error is not None
+    assert bad.source.source_id == "mock/judge-malformed" and bad.rationale
+    assert good.error is None and good.value >= 1
 
 
 # -------------------------------------------------------------------------------------- progress
@@ -515,7 +518,10 @@ def test_traces_fall_back_to_the_public_span_api(seed_eval, mlflow_uri, monkeypa
     assert len(traces) == 2
     for trace in traces:
         assert trace.info.trace_metadata["mlflow.modelId"] == run.inputs.model_inputs[0].model_id
-        assert {a.name for a in trace.info.assessments} == {"completeness", "correctness"}
+        assert {a.name for a in trace.info.assessments} == {
+            "completeness/completeness",
+            "correctness/correctness",
+        }
         assert {s.name for s in trace.data.spans} == {
             f"{TASK}/{trace.info.tags['nemo_judge.item_id']}",
             "target",

@@ -306,6 +306,9 @@ class OpenAIClient:
             try:
                 # The slot is held only for the request itself, never during backoff sleeps.
                 async with self._semaphore():
+                    # Checked again with the slot: calls queued behind the slot while another call
+                    # condemned the endpoint must not send.
+                    health.check()
                     status, response_headers, response_body = await self._post(
                         target_url, content, prepared.headers, secs
                     )

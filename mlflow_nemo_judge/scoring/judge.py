@@ -7,6 +7,7 @@ One policy for target, judge and simple metrics: a row's own failure is that row
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -83,6 +84,7 @@ async def run_judge(
         api_key=judge.api_key,
         headers=judge.endpoint.headers,
     )
+    started = time.time_ns()
     try:
         result = await client.call(
             endpoint, body, kind=judge.kind, timeout=judge.timeout, max_retries=judge.max_retries
@@ -108,7 +110,14 @@ async def run_judge(
                 errors.append(f"{s.name}: {parsed.error}" if len(metric.scores) > 1 else parsed.error)
     if not raw:
         errors.append(f"empty judge output (finish_reason={result.finish_reason})")
-    return MetricOutcome(scores=scores, raw=raw, error="; ".join(errors) or None)
+    usage = result.raw.get("usage")
+    return MetricOutcome(
+        scores=scores,
+        raw=raw,
+        error="; ".join(errors) or None,
+        timing=(started, time.time_ns()),  # measured, for the judge's trace span
+        usage=usage if isinstance(usage, dict) else None,
+    )
 
 
 def run_simple(metric: MetricPlan, ctx: Mapping[str, Any], output_text: str | None) -> MetricOutcome:

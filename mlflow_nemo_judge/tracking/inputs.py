@@ -15,6 +15,9 @@ from mlflow_nemo_judge.tracking.params import ModelSpec
 
 logger = logging.getLogger(__package__)  # "mlflow_nemo_judge.tracking", the records' name before the split
 
+MAX_DATASET_NAME = 500
+MAX_DATASET_DIGEST = 36
+
 # -------------------------------------------------------------------------------------- datasets
 
 
@@ -51,6 +54,8 @@ def _mlflow_dataset(info: DatasetInfo) -> Any:
     from mlflow.data.meta_dataset import MetaDataset
 
     source = _dataset_source(info)
+    # datasets.name is String(500) and datasets.digest String(36) in MLflow's SQL stores.
+    name, digest = info.name[:MAX_DATASET_NAME], info.digest[:MAX_DATASET_DIGEST]
     if info.rows:
         import pandas as pd
         from mlflow.data.pandas_dataset import from_pandas
@@ -67,10 +72,10 @@ def _mlflow_dataset(info: DatasetInfo) -> Any:
             ]
         )
         try:
-            return from_pandas(df, source=source, name=info.name, digest=info.digest)
+            return from_pandas(df, source=source, name=name, digest=digest)
         except Exception as exc:  # schema inference on odd columns must not fail the run
             logger.debug("from_pandas failed (%s); logging dataset metadata only", exc)
-    return MetaDataset(source=source, name=info.name, digest=info.digest)  # type: ignore[abstract]
+    return MetaDataset(source=source, name=name, digest=digest)  # type: ignore[abstract]
 
 
 # ---------------------------------------------------------------------------------- run inputs
@@ -89,7 +94,7 @@ def logged_model(cl: Any, experiment_id: str, run_id: str, spec: ModelSpec) -> s
     if found:
         return str(found[0].model_id)
     m = mlflow.create_external_model(
-        name=spec.name,
+        name=spec.name[:MAX_DATASET_NAME],  # logged_models.name is String(500) too
         source_run_id=run_id,
         tags={TAG_TARGET_SHA: spec.target_sha256},
         params=spec.params,

@@ -2,13 +2,17 @@
 
 ``start`` logs everything known before the first model call (config, target, prompts, params, dataset
 inputs, the LoggedModel); ``sample`` collects, in bounded memory, what the run shows per sample (the
-UI table up to ``table_max_rows`` rows, plot values, the first ``trace_samples`` traces); ``finish``
-logs metrics, artifacts, the table and traces and ends the run FINISHED; ``fail``/``kill`` end it
-FAILED/KILLED. The record of every sample is the redacted ``samples.jsonl`` artifact.
+UI table up to ``table_max_rows`` rows, plot values) and hands the first ``trace_samples`` records to
+the background trace writer (``trace_stream.py``), so traces are written while the models work;
+``finish`` flushes the traces, logs metrics, artifacts and the table, and ends the run FINISHED — or
+FAILED with a ``TrackingError`` when traces are missing, unless ``allow_partial_tracking``
+(``trace_outcome.py``); ``fail``/``kill`` end it FAILED/KILLED. The record of every sample is the
+redacted ``samples.jsonl`` artifact.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,22 +24,19 @@ from mlflow_nemo_judge.results import EvalResult, SampleRecord
 from mlflow_nemo_judge.tracking.names import DEFAULT_TABLE_MAX_ROWS, DEFAULT_TRACE_SAMPLES
 from mlflow_nemo_judge.tracking.params import build_params, model_spec, table_row, template_fields
 from mlflow_nemo_judge.tracking.runs import RunTracker
-from mlflow_nemo_judge.tracking.traces import _trace_sample, _TraceSample
+from mlflow_nemo_judge.tracking.trace_stream import TraceReport, TraceStream, judge_renderer, reference_fields
 
 
 @dataclass
 class Collected:
-    """What the run shows per sample, gathered as records stream in (bounded by the two caps)."""
+    """What the run shows per sample, gathered as records stream in (the table bounded by its cap)."""
 
     table_max_rows: int
-    trace_samples: int
     fields: dict[str, set[str] | None]
-    judge_models: Mapping[tuple[str, str], str]
     secrets: Sequence[str]
     count: int = 0
     rows: list[dict[str, Any]] | None = field(default_factory=list)
     values: dict[tuple[str, str], dict[str, list[float | None]]] = field(default_factory=dict)
-    traces: list[_TraceSample] = field(default_factory=list)
 
     def add(self, rec: SampleRecord) -> None:
         self.count += 1
@@ -50,8 +51,6 @@ class Collected:
             self.rows.append(row)
             if len(self.rows) > self.table_max_rows:
                 self.rows = None  # too big for a UI table: the JSONL file is the per-sample record
-        if len(self.traces) < self.trace_samples:
-            self.traces.append(_trace_sample(rec, self.judge_models, self.secrets))
 
 
 class MlflowSink:
@@ -68,17 +67,15 @@ class MlflowSink:
         trace_samples: int = DEFAULT_TRACE_SAMPLES,
         existing_params: Mapping[str, str] | None = None,
         setup_done: bool = False,
+        allow_partial_tracking: bool = False,
     ) -> None:
         self.tracker, self.config, self.backend, self.limit = tracker, config, backend, limit
         self.existing_params, self.setup_done = existing_params, setup_done
-        self.collected = Collected(
-            table_max_rows,
-            trace_samples,
-            template_fields(config),
-            config.judge_models(),
-            tracker.secrets,
-        )
+        self.trace_samples, self.allow_partial_tracking = max(0, trace_samples), allow_partial_tracking
+        self.collected = Collected(table_max_rows, template_fields(config), tracker.secrets)
         self._prepared: Prepared | None = None
+        self._traces: TraceStream | None = None
+        self.trace_report: TraceReport | None = None  # after finish: how the traces went (benchmarks)
 
     @property
     def run_id(self) -> str:
@@ -103,9 +100,25 @@ class MlflowSink:
             existing_params=self.existing_params,
             setup_done=self.setup_done,
         )
+        if self.trace_samples:
+            tr = self.tracker
+            self._traces = TraceStream(
+                tr.cl,
+                tr.experiment_id,
+                tr.run_id,
+                tr.model_id,
+                judge_models=prepared.config.judge_models(),
+                secrets=tr.secrets,
+                references=reference_fields(prepared.config),
+                render_judge=judge_renderer(prepared.payload),
+                # A resumed run may hold the traces its first attempt streamed: not written twice.
+                skip_existing=self.existing_params is not None,
+            )
 
     def sample(self, record: SampleRecord) -> None:
         self.collected.add(record)
+        if self._traces is not None and self._traces.report.wanted < self.trace_samples:
+            self._traces.put(record)  # blocks only while the writer's bounded queue is full
 
     def progress(self, task: str, done: int, total: int | None) -> None:
         self.tracker.progress_callback()(task, done, total)
@@ -115,10 +128,32 @@ class MlflowSink:
 
     def finish(self, result: EvalResult) -> None:
         assert self._prepared is not None, "finish() before start()"
-        self.tracker.finish(result, self.collected, datasets=self._prepared.datasets)
+        report = None
+        if self._traces is not None:
+            engine_end = time.perf_counter()
+            report = self._traces.close()
+            report.overlap(engine_end)
+            self.trace_report, self._traces = report, None
+        self.tracker.finish(
+            result,
+            self.collected,
+            datasets=self._prepared.datasets,
+            model=self._prepared.target.display_name,
+            traces=report,
+            allow_partial_tracking=self.allow_partial_tracking,
+        )
+
+    def _drop_traces(self) -> None:
+        """A failed or killed run: stop the writer without waiting for what is queued (``resume``
+        writes the traces still missing)."""
+        if self._traces is not None:
+            self.trace_report = self._traces.close(abandon=True, timeout=5.0)
+            self._traces = None
 
     def fail(self, exc: BaseException) -> None:
+        self._drop_traces()
         self.tracker.fail(exc)
 
     def kill(self) -> None:
+        self._drop_traces()
         self.tracker.kill()

@@ -24,7 +24,12 @@ from mlflow_nemo_judge.config.secrets import redact, redact_text
 from mlflow_nemo_judge.data.scan import DatasetInfo
 from mlflow_nemo_judge.results import EvalResult
 from mlflow_nemo_judge.tracking.documents import prompt_documents
-from mlflow_nemo_judge.tracking.inputs import log_inputs, logged_model
+from mlflow_nemo_judge.tracking.inputs import (
+    MAX_DATASET_DIGEST,
+    MAX_DATASET_NAME,
+    log_inputs,
+    logged_model,
+)
 from mlflow_nemo_judge.tracking.names import (
     ART_COMPARISON,
     ART_DIR,
@@ -40,7 +45,6 @@ from mlflow_nemo_judge.tracking.names import (
     TAG_SETUP,
     TAG_SKIPPED_PARAMS,
     TAG_STATE,
-    TAG_TRACES,
     _safe_name,
 )
 from mlflow_nemo_judge.tracking.params import (
@@ -50,16 +54,18 @@ from mlflow_nemo_judge.tracking.params import (
     usage_metrics,
 )
 from mlflow_nemo_judge.tracking.progress import _now_ms, _ProgressLogger
-from mlflow_nemo_judge.tracking.traces import (
-    _BatchTraceWriter,
-    _TraceSample,
-    _write_traces_with_spans,
+from mlflow_nemo_judge.tracking.trace_outcome import (
+    add_description_line,
+    describe_missing,
+    failure,
+    trace_tags,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
     from mlflow_nemo_judge.tracking.mlflow_sink import Collected
+    from mlflow_nemo_judge.tracking.trace_stream import TraceReport
 
 logger = logging.getLogger(__package__)  # "mlflow_nemo_judge.tracking", the records' name before the split
 
@@ -223,9 +229,19 @@ class RunTracker:
     # -- endings ------------------------------------------------------------------------------------
 
     def finish(
-        self, result: EvalResult, collected: Collected, *, datasets: Sequence[DatasetInfo], plots: bool = True
+        self,
+        result: EvalResult,
+        collected: Collected,
+        *,
+        datasets: Sequence[DatasetInfo],
+        plots: bool = True,
+        model: str | None = None,
+        traces: TraceReport | None = None,
+        allow_partial_tracking: bool = False,
     ) -> None:
-        """Metrics, results, the samples file, plots, the UI table and traces; then FINISHED."""
+        """Metrics, results, the samples file, plots and the UI table; then FINISHED. ``traces`` (already
+        written while the run went) decides the end too: missing traces raise ``TrackingError`` (the
+        caller ends the run FAILED) unless ``allow_partial_tracking``; see ``trace_outcome.py``."""
         from mlflow.entities import Metric
 
         step = self._stop_progress()
@@ -242,8 +258,9 @@ class RunTracker:
                     ts,
                     0,
                     model_id=self.model_id if link else None,
-                    dataset_name=d.name if link and d else None,
-                    dataset_digest=d.digest if link and d else None,
+                    # cut as the dataset input is (inputs.py), so the two still match
+                    dataset_name=d.name[:MAX_DATASET_NAME] if link and d else None,
+                    dataset_digest=d.digest[:MAX_DATASET_DIGEST] if link and d else None,
                 )
             )
         metrics += [Metric(k, v, ts, 0) for k, v in usage_metrics(result.usage).items()]
@@ -266,7 +283,9 @@ class RunTracker:
 
                 for (task, mname), per in collected.values.items():
                     rel = f"plots/{_safe_name(task)}/{_safe_name(mname)}.png"
-                    files[rel] = plt.score_distribution(f"{task} / {mname}", per, Path(tmp) / rel)
+                    files[rel] = plt.score_distribution(
+                        f"{task} / {mname}", per, Path(tmp) / rel, model=model
+                    )
             self.log_files(files)
         samples_kind = "none"
         if rows:
@@ -278,8 +297,15 @@ class RunTracker:
         elif n:
             samples_kind = "jsonl"
         tags = {TAG_SAMPLES: samples_kind}
-        if collected.traces:
-            tags[TAG_TRACES] = str(self._log_traces(collected.traces))
+        if traces is not None and traces.wanted:
+            tags |= trace_tags(traces, allow_partial=allow_partial_tracking)
+            if not traces.complete:
+                # Said where people look (the description) and on the run; then FAILED by our caller,
+                # or FINISHED when partial tracking was asked for.
+                self.set_tags(tags)
+                add_description_line(self.cl, self.run_id, describe_missing(traces), self.secrets)
+                if not allow_partial_tracking:
+                    raise failure(self.run_id, traces)
         tags[TAG_STATE] = "finished"
         self.set_tags(tags)
         self._terminate("FINISHED")
@@ -348,29 +374,6 @@ class RunTracker:
         self._log_table(df, ART_COMPARISON)
         if chart is not None:
             self.log_files({"plots/comparison.png": chart})
-
-    def _log_traces(self, samples: Sequence[_TraceSample]) -> int:
-        """One trace per collected sample for MLflow 3's Traces / evaluation views: the inputs, the
-        target call and each judge call as spans, and one Feedback per score (the judge's raw text as
-        rationale; an unparseable score is a Feedback carrying the error, not a value), linked to the run
-        and the LoggedModel through the trace metadata.
-
-        Traces are a view, not the record (the table and JSONL are): a failure here is logged and ignored.
-        """
-        if not samples:
-            return 0
-        try:
-            writer = _BatchTraceWriter(self.cl.tracking_uri, self.experiment_id)
-        except Exception as exc:  # internals moved in another MLflow version: use the public span API
-            logger.debug("batched trace writer unavailable (%s); using the span API", exc)
-            writer = None
-        try:
-            if writer is not None:
-                return writer.write(samples, self.run_id, self.model_id)
-            return _write_traces_with_spans(samples, self.experiment_id, self.run_id, self.model_id)
-        except Exception as exc:
-            logger.warning("could not log per-sample traces to MLflow run %s: %s", self.run_id, exc)
-            return 0
 
     def fail(self, exc: BaseException) -> None:
         """FAILED, with the redacted traceback as an artifact and the message as a tag. Never raises:

@@ -1,17 +1,53 @@
-"""Per-sample MLflow traces: the inputs, the target call and each judge call as spans, and one Feedback
-assessment per score. ``_TraceSample`` is what a trace shows; the two writers are how it gets stored."""
+"""Per-sample MLflow traces: the inputs, the target call and each judge call as spans, Feedback per score
+and Expectations for the reference fields the metrics read, all on the root span so an opened trace
+shows them in its Assessments panel (as ``mlflow.genai.evaluate`` does).
+
+``_TraceSample`` is what a trace shows (already redacted and within every column limit of MLflow's
+stores); ``_BatchTraceWriter`` and ``_write_traces_with_spans`` are how it gets stored.
+
+**Assessment names.** A Feedback is named ``<metric>/<score>`` (the tail of the run's metric key
+``<task>/<metric>/<score>``), e.g. ``correctness/correctness``; an Expectation is named
+``item/<field>``. MLflow's built-in scorer and judge names (``correctness``, ``completeness``,
+``safety``, ``guidelines``, ``relevance_to_query``, … from ``mlflow.genai.scorers``) never contain a
+``/``, so the names never collide with them: a collision makes the evaluation view type the score as a
+built-in PASS/FAIL judge (no average, no delta) instead of a number.
+
+**Timings.** Spans carry the start and end of each call as the engine measured them: the target's in
+``SampleRecord.timings["target"]`` (epoch nanoseconds), each judge's in its ``MetricOutcome.timing``;
+token usage likewise (``SampleRecord.usage["target"]``, ``MetricOutcome.usage``). The judge request is
+rendered again from the plan (templating is deterministic; the spill file does not carry every prompt).
+Records without timings (older runs, the nemo backend, kept rows) get spans at the time the record was
+written, marked ``nemo_judge.timing = unmeasured``.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from mlflow_nemo_judge.config.secrets import redact_strings, redact_text
-from mlflow_nemo_judge.results import SampleRecord
+from mlflow_nemo_judge.results import MetricOutcome, SampleRecord
+from mlflow_nemo_judge.tracking.trace_names import (  # noqa: F401  # re-exported: the names' home
+    MAX_ASSESSMENT_NAME,
+    MAX_EXPECTATION,
+    MAX_PREVIEW,
+    MAX_SOURCE_ID,
+    MAX_TRACE_KEY,
+    MAX_TRACE_TAG,
+    SERVICE_NAME,
+    expectation_name,
+    feedback_name,
+    fit,
+    fit_name,
+    token_usage,
+)
+
+JudgeRenderer = Callable[[SampleRecord, str], "dict[str, Any] | None"]
+
 
 # ------------------------------------------------------------------------------------------ traces
 
@@ -23,6 +59,9 @@ class _TraceSpan:
     inputs: Any
     outputs: Any
     error: str | None = None
+    start_ns: int = 0
+    end_ns: int = 0
+    attributes: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -33,7 +72,12 @@ class _TraceFeedback:
     rationale: str | None
     judge: str | None  # the judge model id (LLM_JUDGE source); None for code metrics
     metadata: dict[str, str]
-    span: int  # index of the span (in _TraceSample.spans) the score came from
+
+
+@dataclass
+class _TraceExpectation:
+    name: str
+    value: Any
 
 
 @dataclass
@@ -44,14 +88,53 @@ class _TraceSample:
     spans: list[_TraceSpan]
     feedbacks: list[_TraceFeedback]
     tags: dict[str, str]
+    expectations: list[_TraceExpectation] = field(default_factory=list)
+    usage: dict[str, int] = field(default_factory=dict)  # the trace's total token usage
+
+    @property
+    def start_ns(self) -> int:
+        return min((s.start_ns for s in self.spans), default=time.time_ns())
+
+    @property
+    def end_ns(self) -> int:
+        return max((s.end_ns for s in self.spans), default=self.start_ns)
+
+
+def _timed_span(
+    span: _TraceSpan, rec: SampleRecord, written_ns: int, outcome: MetricOutcome | None = None
+) -> _TraceSpan:
+    """The span with its measured times and token usage: from the record (by span name) or from the
+    metric's own outcome (``MetricOutcome.timing`` / ``.usage``), whichever the engine fills."""
+    t = rec.timings.get(span.name) or (outcome.timing if outcome is not None else None)
+    if t is not None:
+        span.start_ns, span.end_ns = t[0], max(t)
+    else:
+        span.start_ns = span.end_ns = written_ns
+        span.attributes["nemo_judge.timing"] = "unmeasured"
+    tokens = token_usage(rec.usage.get(span.name) or (outcome.usage if outcome is not None else None))
+    if tokens:
+        span.attributes["mlflow.chat.tokenUsage"] = tokens
+    return span
 
 
 def _trace_sample(
-    rec: SampleRecord, judge_models: Mapping[tuple[str, str], str], secrets: Sequence[str]
+    rec: SampleRecord,
+    judge_models: Mapping[tuple[str, str], str],
+    secrets: Sequence[str],
+    *,
+    references: Mapping[str, Sequence[str]] | None = None,
+    render_judge: JudgeRenderer | None = None,
+    written_ns: int | None = None,
 ) -> _TraceSample:
-    """What one sample's trace shows, independent of how it is written (and already redacted)."""
+    """What one sample's trace shows, independent of how it is written (already redacted).
+
+    ``references``: per task, the row fields the metrics read that the target prompt does not (the
+    reference answers), shown as Expectations. ``render_judge`` renders a judge request again when the
+    record does not carry it. ``written_ns``: when the record was written (the fallback span time)."""
+    now = written_ns if written_ns is not None else time.time_ns()
     spans: list[_TraceSpan] = []
     feedbacks: list[_TraceFeedback] = []
+    outcomes: dict[str, Any] = {}  # span name -> the metric outcome it shows
     if rec.request is not None or rec.output_text is not None or rec.target_error:
         spans.append(
             _TraceSpan(
@@ -64,11 +147,20 @@ def _trace_sample(
         )
     for mname, outcome in rec.metrics.items():
         judge = judge_models.get((rec.task, mname))
+        inputs: Any = {"metric": mname}
+        if judge:
+            # Rendered again from the plan (deterministic): the spill file does not carry every prompt.
+            request = (
+                render_judge(rec, mname) if render_judge is not None and rec.target_error is None else None
+            )
+            inputs = (
+                {"model": judge, **request} if isinstance(request, Mapping) else {**inputs, "model": judge}
+            )
         spans.append(
             _TraceSpan(
                 f"judge/{mname}" if judge else f"metric/{mname}",
                 "LLM" if judge else "EVALUATOR",
-                {"metric": mname, **({"judge_model": judge} if judge else {})},
+                redact_strings(inputs, secrets),
                 redact_strings(
                     {
                         "raw": outcome.raw,
@@ -79,73 +171,108 @@ def _trace_sample(
                 redact_text(outcome.error, secrets) if outcome.error else None,
             )
         )
+        outcomes[spans[-1].name] = outcome
         rationale = redact_text(outcome.raw, secrets) if outcome.raw else None
         for sname, value in outcome.scores.items():
             nan = math.isnan(value)
             feedbacks.append(
                 _TraceFeedback(
-                    name=mname if sname == mname else f"{mname}/{sname}",
+                    name=feedback_name(mname, sname),
                     value=None if nan else value,
                     error=redact_text(outcome.error or "no score", secrets) if nan else None,
                     rationale=rationale,
-                    judge=judge,
-                    metadata={"task": rec.task, "metric": mname, "score": sname},
-                    span=len(spans) - 1,
+                    judge=fit(judge, MAX_SOURCE_ID) if judge else None,
+                    metadata={"task": rec.task, "metric": mname, "score": sname, "span": spans[-1].name},
                 )
             )
+    spans = [_timed_span(s, rec, now, outcomes.get(s.name)) for s in spans]
+    usage: dict[str, int] = {}
+    for s in spans:
+        for k, v in s.attributes.get("mlflow.chat.tokenUsage", {}).items():
+            usage[k] = usage.get(k, 0) + v
+    expectations = []
+    for fname in (references or {}).get(rec.task, ()):
+        if fname in rec.item and rec.item[fname] is not None:
+            ref: Any = redact_strings(rec.item[fname], secrets)
+            if isinstance(ref, str):
+                ref = fit(ref, MAX_EXPECTATION)
+            expectations.append(_TraceExpectation(expectation_name(fname), ref))
+    name = f"{rec.task}/{rec.item_id}"
     return _TraceSample(
-        name=f"{rec.task}/{rec.item_id}",
+        name=fit(name, MAX_TRACE_TAG),
         inputs=redact_strings({"task": rec.task, "item_id": rec.item_id, "item": rec.item}, secrets),
         outputs=redact_strings(rec.output_text, secrets),
         spans=spans,
         feedbacks=feedbacks,
-        tags={"nemo_judge.task": rec.task[:250], "nemo_judge.item_id": rec.item_id[:250]},
+        tags={
+            "nemo_judge.task": fit(rec.task, MAX_TRACE_TAG),
+            "nemo_judge.item_id": fit(rec.item_id, MAX_TRACE_TAG),
+        },
+        expectations=expectations,
+        usage=usage,
     )
 
 
-def _feedback(fb: _TraceFeedback, trace_id: str | None, span_id: str | None) -> Any:
-    from mlflow.entities import AssessmentSource, AssessmentSourceType, Feedback
+def trace_metadata(run_id: str, model_id: str | None, sample: _TraceSample | None = None) -> dict[str, str]:
+    metadata = {"mlflow.sourceRun": run_id, "mlflow.trace_schema.version": "3"}
+    if model_id:
+        metadata["mlflow.modelId"] = model_id
+    if sample is not None and sample.usage:
+        metadata["mlflow.trace.tokenUsage"] = json.dumps(sample.usage)
+    return metadata
 
-    source = (
-        AssessmentSource(source_type=AssessmentSourceType.LLM_JUDGE, source_id=fb.judge)
-        if fb.judge
-        else AssessmentSource(source_type=AssessmentSourceType.CODE, source_id="mlflow-nemo-judge")
-    )
-    if fb.value is None:
-        return Feedback(
-            name=fb.name,
-            error=fb.error,
-            rationale=fb.rationale,
-            source=source,
-            trace_id=trace_id,
-            metadata=fb.metadata,
-            span_id=span_id,
+
+def _assessments(sample: _TraceSample, trace_id: str | None, span_id: str | None) -> list[Any]:
+    """Feedback per score and the Expectations, all on the root span (the Assessments panel's)."""
+    from mlflow.entities import AssessmentSource, AssessmentSourceType, Expectation, Feedback
+
+    out: list[Any] = []
+    for fb in sample.feedbacks:
+        source = (
+            AssessmentSource(source_type=AssessmentSourceType.LLM_JUDGE, source_id=fb.judge)
+            if fb.judge
+            else AssessmentSource(source_type=AssessmentSourceType.CODE, source_id=SERVICE_NAME)
         )
-    return Feedback(
-        name=fb.name,
-        value=fb.value,
-        rationale=fb.rationale,
-        source=source,
-        trace_id=trace_id,
-        metadata=fb.metadata,
-        span_id=span_id,
-    )
+        value: dict[str, Any] = {"error": fb.error} if fb.value is None else {"value": fb.value}
+        out.append(
+            Feedback(
+                name=fb.name,
+                rationale=fb.rationale,
+                source=source,
+                trace_id=trace_id,
+                metadata=fb.metadata,
+                span_id=span_id,
+                **value,
+            )
+        )
+    for ex in sample.expectations:
+        out.append(
+            Expectation(
+                name=ex.name,
+                value=ex.value,
+                source=AssessmentSource(source_type=AssessmentSourceType.CODE, source_id=SERVICE_NAME),
+                trace_id=trace_id,
+                span_id=span_id,
+            )
+        )
+    return out
 
 
-def _preview(obj: Any, limit: int = 1000) -> str:
+def _preview(obj: Any, limit: int = MAX_PREVIEW) -> str:
     text = obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False, default=str)
-    return text if len(text) <= limit else text[:limit] + "…"
+    return fit(text, limit)
 
 
 class _BatchTraceWriter:
-    """Writes finished traces in bulk: one ``start_trace`` per trace (its info, metadata and Feedbacks in
-    one write) and one ``log_spans`` for the spans of many traces.
+    """Writes finished traces in bulk: one ``start_trace`` per trace (its info, metadata, Feedbacks and
+    Expectations in one write) and one ``log_spans`` for the spans of many traces.
 
     MLflow's span API exports every span as it ends and then merges the trace info into the trace those
     spans created (~170 ms per 4-span trace on sqlite, measured); writing the info first and the spans
-    in bulk costs ~25 ms per trace. It builds spans with an OpenTelemetry tracer that has no exporter and
-    uses MLflow's tracing client, which are not public API; when they are missing, the constructor
-    raises and the caller uses the span API instead.
+    in bulk costs ~25 ms per trace. It builds spans with an OpenTelemetry tracer that has no exporter
+    (its resource names the service, so spans do not say ``unknown_service``) and uses MLflow's tracing
+    client, which are not public API; when they are missing, the constructor raises and the caller uses
+    the span API instead.
     """
 
     SPAN_CHUNK = 500
@@ -157,46 +284,45 @@ class _BatchTraceWriter:
         from mlflow.tracing.constant import TRACE_REQUEST_ID_PREFIX
         from mlflow.tracing.utils import encode_trace_id
         from opentelemetry import trace as otel_trace
+        from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
 
         self._live, self._info, self._location, self._state = LiveSpan, TraceInfo, TraceLocation, TraceState
         self._otel = otel_trace
         self._trace_id = lambda otel_id: TRACE_REQUEST_ID_PREFIX + encode_trace_id(otel_id)
-        self._tracer = TracerProvider().get_tracer("mlflow-nemo-judge")  # no processor: nothing auto-exported
+        provider = TracerProvider(resource=Resource.create({"service.name": SERVICE_NAME}))
+        self._tracer = provider.get_tracer(SERVICE_NAME)  # no processor: nothing auto-exported
         self._client = TracingClient(tracking_uri)
         self.experiment_id = experiment_id
         self.remote = tracking_uri.startswith(("http://", "https://"))
 
-    def _span(self, name: str, span_type: str, trace_id: str, parent: Any, inputs: Any) -> tuple[Any, Any]:
-        otel = self._tracer.start_span(name, context=self._otel.set_span_in_context(parent))
-        live = self._live(otel, trace_id, span_type)
-        live.set_inputs(inputs)
-        return otel, live
-
     def write(self, samples: Sequence[_TraceSample], run_id: str, model_id: str | None) -> int:
-        metadata = {"mlflow.sourceRun": run_id, "mlflow.trace_schema.version": "3"}
-        if model_id:
-            metadata["mlflow.modelId"] = model_id
         infos: list[Any] = []
         spans: list[Any] = []
         for sample in samples:
-            start = time.time_ns()
-            root = self._tracer.start_span(sample.name)
+            start, end = sample.start_ns, sample.end_ns
+            root = self._tracer.start_span(sample.name, start_time=start)
             trace_id = self._trace_id(root.get_span_context().trace_id)  # type: ignore[no-untyped-call]  # an untyped OpenTelemetry tracer
             live_root = self._live(root, trace_id, "EVALUATOR")
             live_root.set_inputs(sample.inputs)
-            span_ids: list[str] = []
             for sp in sample.spans:
-                otel, live = self._span(sp.name, sp.span_type, trace_id, root, sp.inputs)
+                otel = self._tracer.start_span(
+                    sp.name, context=self._otel.set_span_in_context(root), start_time=sp.start_ns
+                )
+                live = self._live(otel, trace_id, sp.span_type)
+                live.set_inputs(sp.inputs)
                 live.set_outputs(sp.outputs)
+                for k, v in sp.attributes.items():
+                    live.set_attribute(k, v)
                 if sp.error:
                     live.set_attribute("error", sp.error)
                     live.set_status("ERROR")
-                otel.end()
-                span_ids.append(live.span_id)
+                otel.end(end_time=sp.end_ns)
                 spans.append(live.to_immutable_span())
             live_root.set_outputs(sample.outputs)
-            root.end()
+            if sample.usage:
+                live_root.set_attribute("mlflow.chat.tokenUsage", sample.usage)
+            root.end(end_time=end)
             spans.append(live_root.to_immutable_span())
             infos.append(
                 self._info(
@@ -204,12 +330,12 @@ class _BatchTraceWriter:
                     trace_location=self._location.from_experiment_id(self.experiment_id),
                     request_time=start // 1_000_000,
                     state=self._state.OK,
-                    execution_duration=max(0, (time.time_ns() - start) // 1_000_000),
+                    execution_duration=max(0, (end - start) // 1_000_000),
                     request_preview=_preview(sample.inputs),
                     response_preview=_preview(sample.outputs),
-                    trace_metadata=dict(metadata),
-                    tags={"mlflow.traceName": sample.name[:250], **sample.tags},
-                    assessments=[_feedback(fb, trace_id, span_ids[fb.span]) for fb in sample.feedbacks],
+                    trace_metadata=trace_metadata(run_id, model_id, sample),
+                    tags={"mlflow.traceName": sample.name, **sample.tags},
+                    assessments=_assessments(sample, trace_id, live_root.span_id),
                 )
             )
         # Trace infos first: then the spans attach to existing traces, MLflow's cheap path. A server
@@ -233,7 +359,6 @@ def _write_traces_with_spans(
     """The same traces through MLflow's public span API (slower; used when the batch writer is not)."""
     import mlflow
 
-    metadata = {"mlflow.sourceRun": run_id, **({"mlflow.modelId": model_id} if model_id else {})}
     written: list[tuple[str, list[Any]]] = []
     for sample in samples:
         root = mlflow.start_span_no_context(
@@ -241,23 +366,27 @@ def _write_traces_with_spans(
             span_type="EVALUATOR",
             inputs=sample.inputs,
             experiment_id=experiment_id,
-            metadata=metadata,
+            metadata=trace_metadata(run_id, model_id, sample),
             tags=sample.tags,
+            start_time_ns=sample.start_ns,
         )
-        span_ids = []
         for sp in sample.spans:
             span = mlflow.start_span_no_context(
-                name=sp.name, span_type=sp.span_type, parent_span=root, inputs=sp.inputs
+                name=sp.name,
+                span_type=sp.span_type,
+                parent_span=root,
+                inputs=sp.inputs,
+                attributes=sp.attributes,
+                start_time_ns=sp.start_ns,
             )
             if sp.error:
                 span.set_attribute("error", sp.error)
                 span.set_status("ERROR")
-            span.end(outputs=sp.outputs)
-            span_ids.append(span.span_id)
-        root.end(outputs=sample.outputs)
-        written.append((root.trace_id, [_feedback(fb, None, span_ids[fb.span]) for fb in sample.feedbacks]))
+            span.end(outputs=sp.outputs, end_time_ns=sp.end_ns)
+        root.end(outputs=sample.outputs, end_time_ns=sample.end_ns)
+        written.append((root.trace_id, _assessments(sample, None, root.span_id)))
     mlflow.flush_trace_async_logging()
-    for trace_id, feedbacks in written:
-        for fb in feedbacks:
-            mlflow.log_assessment(trace_id, fb)
+    for trace_id, assessments in written:
+        for a in assessments:
+            mlflow.log_assessment(trace_id, a)
     return len(written)
