@@ -39,6 +39,7 @@ _LAZY: dict[str, str] = {
     "ScoreStats": "mlflow_nemo_judge.results",
     "leaderboard": "mlflow_nemo_judge.compare",
     "paired": "mlflow_nemo_judge.compare",
+    "gate": "mlflow_nemo_judge.gate",
     "NemoJudgeError": "mlflow_nemo_judge.errors",
     "ConfigError": "mlflow_nemo_judge.errors",
     "DatasetError": "mlflow_nemo_judge.errors",
@@ -71,6 +72,7 @@ __all__ = [
     "attach_async",
     "evaluate",
     "evaluate_async",
+    "gate",
     "leaderboard",
     "load_config",
     "load_target",
@@ -92,6 +94,7 @@ if TYPE_CHECKING:  # pragma: no cover
         NemoJudgeError,
         TrackingError,
     )
+    from mlflow_nemo_judge.gate import gate
     from mlflow_nemo_judge.pipeline import (
         Evaluation,
         attach,

@@ -138,3 +138,36 @@ def test_compare_and_register_script_runs_as_written(tmp_path):
     assert faithful_run, out.stdout
     faithful_run = faithful_run[0]
     assert champion.run_id == faithful_run
+
+
+def test_promote_model_walkthrough_runs_as_written(tmp_path):
+    # The example README's commands, verbatim: first champion, a GO that moves the alias, a NO-GO.
+    import re
+    import shutil
+
+    readme = (EXAMPLES / "promote_model/README.md").read_text()
+    (script,) = re.findall(r"```bash\n(.*?)```", readme, re.S)
+    shutil.copytree(EXAMPLES, tmp_path / "examples")
+    bindir = str(Path(sys.executable).parent)
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
+        "NEMO_JUDGE_CACHE_DIR": str(tmp_path / "cache"),
+        "PATH": bindir + os.pathsep + os.environ["PATH"],
+    }
+    out = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    verdicts = re.findall(r"\b(GO|NO-GO|INCONCLUSIVE)\b", out.stdout)
+    assert "exit 1" in out.stdout and "NO-GO" in verdicts, out.stdout
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    champion = client.get_model_version_by_alias("consult-summarizer", "champion")
+    assert client.get_run(champion.run_id).data.tags["nemo_judge.target"] == "mock/faithful-summarizer"

@@ -355,6 +355,7 @@ PUBLIC = {
     "ScoreStats",
     "leaderboard",
     "paired",
+    "gate",
     "NemoJudgeError",
     "ConfigError",
     "DatasetError",

@@ -1,0 +1,301 @@
+"""The verdict: champion vs challenger, pair by pair on shared item ids, under a resolved policy.
+
+Pure functions (no MLflow). Every effect is oriented so that **positive means the challenger is
+better** in the score's direction (``higher``: challenger − champion; ``lower``: champion − challenger).
+
+Tests, chosen per score from the data:
+
+* **binary** scores (every value on both sides is 0 or 1, e.g. string-check): the exact McNemar test
+  (a two-sided binomial test on the discordant pairs) for the p-value, and the Agresti–Min interval
+  (Wald on the 2×2 table with 0.5 added to each cell; Stat. Med. 2005) for the difference of
+  proportions, which keeps its coverage where plain Wald fails (few discordant pairs).
+* **continuous / ordinal** scores (judge ratings 1–5, BLEU): the paired t interval and test on the
+  per-item differences. When every difference is equal the t statistic is undefined; the interval is
+  the observed difference itself and the p-value comes from the exact sign test (``2·0.5ⁿ``, or 1
+  when the difference is 0), never 0.
+
+Rules (``d`` the effect, ``[lo, hi]`` its interval at the policy's confidence):
+
+* fewer shared items than ``min_items`` → INCONCLUSIVE (no figures are trusted);
+* a score's NaN share over its budget: in the challenger → NO-GO (it ships unjudgeable output), only
+  in the champion → INCONCLUSIVE (the baseline cannot be measured); fewer judged pairs than
+  ``min_items`` → INCONCLUSIVE;
+* primary (superiority by ``min_effect``): ``lo > 0 and d ≥ min_effect`` passes; ``hi < min_effect``
+  (confidently smaller than what matters, including any clear loss) → NO-GO; otherwise INCONCLUSIVE;
+* guard rail (non-inferiority by ``margin``): ``lo > −margin`` passes; ``hi < −margin`` (confidently
+  worse than allowed) → NO-GO; otherwise INCONCLUSIVE.
+
+The verdict is NO-GO if any rule says NO-GO, else INCONCLUSIVE if any says so, else GO.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from statistics import NormalDist
+from typing import Any, Literal
+
+from mlflow_nemo_judge.gate.policy import Resolved, Rule
+from mlflow_nemo_judge.scoring.stats import t_sf
+
+Verdict = Literal["GO", "NO-GO", "INCONCLUSIVE"]
+ItemKey = tuple[str, str, int]  # (task, item id, occurrence: a dataset may repeat an id)
+Values = Mapping[str, Mapping[ItemKey, float]]  # score key -> item -> value (NaN when unjudged)
+
+EXIT_CODES: dict[str, int] = {"GO": 0, "NO-GO": 1, "INCONCLUSIVE": 3}
+
+
+# ------------------------------------------------------------------------------------- statistics
+
+
+def t_quantile(p: float, df: int) -> float:
+    """The ``p`` quantile (p > 0.5) of Student's t, by bisection on the exact tail (as ``stats`` does)."""
+    tail = 1.0 - p
+    lo, hi = 0.0, 1.0
+    while t_sf(hi, df) > tail:
+        hi *= 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if t_sf(mid, df) > tail:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-12 * max(1.0, hi):
+            break
+    return 0.5 * (lo + hi)
+
+
+def binom_two_sided(k: int, n: int) -> float:
+    """Exact two-sided p of ``k`` successes in ``n`` fair trials (the symmetric binomial test)."""
+    if n == 0:
+        return 1.0
+    k = min(k, n - k)
+    tail = math.fsum(math.comb(n, i) for i in range(k + 1)) / 2.0**n
+    return min(1.0, 2.0 * tail)
+
+
+@dataclass
+class Paired:
+    """One score's paired comparison, the effect oriented towards "challenger better"."""
+
+    n: int
+    effect: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    test: str
+
+
+def paired_effect(diffs: Sequence[float], confidence: float, binary: bool) -> Paired:
+    """The effect of ``diffs`` (challenger better > 0; at least 2) with its interval and p-value."""
+    n = len(diffs)
+    mean = math.fsum(diffs) / n
+    if binary:
+        b = sum(1 for d in diffs if d > 0)  # champion 0, challenger 1 (oriented)
+        c = sum(1 for d in diffs if d < 0)
+        z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
+        nn, bb, cc = n + 2.0, b + 0.5, c + 0.5
+        adj = (bb - cc) / nn
+        half = z * math.sqrt(max(0.0, (bb + cc) - (bb - cc) ** 2 / nn)) / nn
+        lo, hi = max(-1.0, adj - half), min(1.0, adj + half)
+        return Paired(n, mean, lo, hi, binom_two_sided(b, b + c), "exact McNemar, Agresti-Min interval")
+    sd = math.sqrt(math.fsum((d - mean) ** 2 for d in diffs) / (n - 1))
+    if sd == 0.0:
+        p = 1.0 if mean == 0.0 else binom_two_sided(0, n)
+        return Paired(n, mean, mean, mean, p, "exact sign test (all differences equal)")
+    se = sd / math.sqrt(n)
+    half = t_quantile(0.5 + confidence / 2.0, n - 1) * se
+    p = min(1.0, 2.0 * t_sf(abs(mean / se), n - 1))
+    return Paired(n, mean, mean - half, mean + half, p, "paired t")
+
+
+# ---------------------------------------------------------------------------------------- verdict
+
+
+@dataclass
+class ScoreFigures:
+    """What one policy rule saw and concluded."""
+
+    key: str
+    role: str
+    direction: str
+    threshold: float
+    nan_budget: float
+    shared_items: int
+    nan_share_champion: float | None
+    nan_share_challenger: float
+    mean_champion: float | None = None
+    mean_challenger: float | None = None
+    n: int = 0
+    effect: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    p_value: float | None = None
+    test: str = ""
+    outcome: Verdict = "INCONCLUSIVE"
+    reason: str = ""
+
+
+@dataclass
+class Decision:
+    """The verdict with its reasons and every score's figures (no MLflow state)."""
+
+    verdict: Verdict
+    reasons: list[str]
+    scores: list[ScoreFigures]
+    shared_items: int
+    confidence: float
+    min_items: int
+    champion: bool = True  # False: there was no champion, the challenger was judged alone
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.verdict]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _isnan(v: float) -> bool:
+    return v != v
+
+
+def _mean(xs: Sequence[float]) -> float | None:
+    return math.fsum(xs) / len(xs) if xs else None
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4g}"
+
+
+def _judge_rule(rule: Rule, f: ScoreFigures, lo: float, hi: float) -> tuple[Verdict, str]:
+    d, t = f.effect or 0.0, rule.threshold
+    ci = f"effect {_fmt(d)}, CI [{_fmt(lo)}, {_fmt(hi)}]"
+    if rule.role == "primary":
+        if lo > 0 and d >= t:
+            return "GO", f"{rule.key}: better ({ci}, min_effect {_fmt(t)})"
+        if hi < t:
+            return "NO-GO", f"{rule.key}: not better by min_effect {_fmt(t)} ({ci})"
+        return "INCONCLUSIVE", f"{rule.key}: improvement not shown ({ci}, min_effect {_fmt(t)})"
+    if lo > -t:
+        return "GO", f"{rule.key}: not worse than margin {_fmt(t)} ({ci})"
+    if hi < -t:
+        return "NO-GO", f"{rule.key}: guard rail regressed beyond margin {_fmt(t)} ({ci})"
+    return "INCONCLUSIVE", f"{rule.key}: non-inferiority not shown (margin {_fmt(t)}, {ci})"
+
+
+def _score(
+    rule: Rule,
+    champ: Mapping[ItemKey, float] | None,
+    chall: Mapping[ItemKey, float],
+    shared: Sequence[ItemKey],
+    policy: Resolved,
+) -> ScoreFigures:
+    nan = float("nan")
+    ch = [chall.get(k, nan) for k in shared]
+    cp = [champ.get(k, nan) for k in shared] if champ is not None else None
+    share = sum(map(_isnan, ch)) / len(shared) if shared else 0.0
+    cshare = (sum(map(_isnan, cp)) / len(shared) if shared else 0.0) if cp is not None else None
+    f = ScoreFigures(
+        rule.key,
+        rule.role,
+        rule.direction,
+        rule.threshold,
+        rule.nan_budget,
+        len(shared),
+        cshare,
+        share,
+        mean_challenger=_mean([x for x in ch if not _isnan(x)]),
+    )
+    if cp is not None:
+        f.mean_champion = _mean([x for x in cp if not _isnan(x)])
+    if share > rule.nan_budget:
+        f.outcome, f.reason = (
+            "NO-GO",
+            (f"{rule.key}: challenger NaN share {share:.1%} over the budget {rule.nan_budget:.1%}"),
+        )
+        return f
+    if cp is None:
+        f.outcome, f.reason = "GO", f"{rule.key}: no champion to compare with"
+        return f
+    if cshare is not None and cshare > rule.nan_budget:
+        f.outcome, f.reason = (
+            "INCONCLUSIVE",
+            (f"{rule.key}: champion NaN share {cshare:.1%} over the budget {rule.nan_budget:.1%}"),
+        )
+        return f
+    pairs = [(a, b) for a, b in zip(cp, ch, strict=True) if not (_isnan(a) or _isnan(b))]
+    f.n = len(pairs)
+    if f.n < policy.policy.min_items:
+        f.outcome, f.reason = (
+            "INCONCLUSIVE",
+            (f"{rule.key}: only {f.n} judged pairs, the policy needs {policy.policy.min_items}"),
+        )
+        return f
+    sign = 1.0 if rule.direction == "higher" else -1.0
+    diffs = [sign * (b - a) for a, b in pairs]
+    binary = all(v in (0.0, 1.0) for pair in pairs for v in pair)
+    pe = paired_effect(diffs, policy.policy.confidence, binary)
+    f.effect, f.ci_low, f.ci_high, f.p_value, f.test = pe.effect, pe.ci_low, pe.ci_high, pe.p_value, pe.test
+    f.outcome, f.reason = _judge_rule(rule, f, pe.ci_low, pe.ci_high)
+    return f
+
+
+def decide(policy: Resolved, champion: Values | None, challenger: Values) -> Decision:
+    """The verdict of ``challenger`` against ``champion`` (None: no champion yet) under ``policy``."""
+    items = {k for v in challenger.values() for k in v}
+    if champion is not None:
+        items &= {k for v in champion.values() for k in v}
+    shared = sorted(items)
+    p = policy.policy
+    if len(shared) < p.min_items:
+        reason = f"only {len(shared)} shared items, the policy needs min_items {p.min_items}"
+        return Decision(
+            "INCONCLUSIVE", [reason], [], len(shared), p.confidence, p.min_items, champion is not None
+        )
+    figures = [
+        _score(
+            r,
+            None if champion is None else champion.get(r.key, {}),
+            challenger.get(r.key, {}),
+            shared,
+            policy,
+        )
+        for r in policy.rules
+    ]
+    verdict: Verdict = "GO"
+    for f in figures:
+        if f.outcome == "NO-GO" or (f.outcome == "INCONCLUSIVE" and verdict == "GO"):
+            verdict = f.outcome
+    reasons = [f.reason for f in figures if f.outcome == verdict] or [f.reason for f in figures]
+    if champion is None and verdict == "GO":
+        reasons = ["no version holds the alias: judged alone (NaN budget, min_items), it becomes the first"]
+    return Decision(verdict, reasons, figures, len(shared), p.confidence, p.min_items, champion is not None)
+
+
+def render(d: Decision, title: str) -> str:
+    """The readable report the CLI prints."""
+    lines = [title, f"verdict: {d.verdict}  ({d.shared_items} shared items, {d.confidence:.0%} intervals)"]
+    lines += [f"  - {r}" for r in d.reasons]
+    if d.scores:
+        w = min(60, max(len(f.key) for f in d.scores))
+        head = f"{'score':{w}s} {'role':9s} {'champion':>9s} {'challenger':>10s} {'effect':>8s} "
+        lines += ["", head + f"{'CI':>20s} {'p':>8s} {'n':>4s} {'NaN':>11s}  outcome"]
+        for f in d.scores:
+
+            def num(v: float | None) -> str:
+                return "-" if v is None else f"{v:.3f}"
+
+            ci = "-" if f.ci_low is None or f.ci_high is None else f"[{f.ci_low:.3f}, {f.ci_high:.3f}]"
+            nan = f"{(f.nan_share_champion or 0):.0%}/{f.nan_share_challenger:.0%}"
+            pv = "-" if f.p_value is None else f"{f.p_value:.2g}"
+            lines.append(
+                f"{f.key[:w]:{w}s} {f.role:9s} {num(f.mean_champion):>9s} {num(f.mean_challenger):>10s} "
+                f"{num(f.effect):>8s} {ci:>20s} {pv:>8s} {f.n:>4d} {nan:>11s}  {f.outcome}"
+            )
+        lines.append(
+            "effect > 0: the challenger is better in the score's direction; NaN: champion/challenger"
+        )
+    return "\n".join(lines)
