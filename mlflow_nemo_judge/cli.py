@@ -1,7 +1,7 @@
 """``mlflow-nemo-judge``: a thin command line over the Python API.
 
 Exit codes: 0 success, 1 the evaluation failed (endpoint, job or tracking failure), 2 bad input (config,
-target, dataset, options). Heavy modules (mlflow, pandas, httpx) are imported inside the commands so
+target, dataset, options); ``gate`` also answers 1 NO-GO and 3 INCONCLUSIVE; a signal 128 + its number. Heavy modules (mlflow, pandas, httpx) are imported inside the commands so
 ``--help`` stays fast.
 """
 
@@ -167,24 +167,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from mlflow_nemo_judge.errors import ConfigError
 
         raise ConfigError("--alias", "needs --register-model NAME")
-    import contextlib
-
-    mock: Any = contextlib.nullcontext()
-    if args.mock_server is not None:
-        from mlflow_nemo_judge.testing.mock_llm import MockLLMServer
-
-        try:
-            mock = MockLLMServer(port=args.mock_server).start()
-        except OSError as exc:
-            from mlflow_nemo_judge.errors import ConfigError
-
-            raise ConfigError(
-                "--mock-server", f"cannot listen on 127.0.0.1:{args.mock_server}: {exc}"
-            ) from None
-        _info(
-            args,
-            f"MOCK models (loopback test doubles, not LLMs) served on http://127.0.0.1:{args.mock_server}/v1",
-        )
+    mock = mock_models(args)
     with mock:
         ev = evaluate(
             cfg,
@@ -196,12 +179,49 @@ def _cmd_run(args: argparse.Namespace) -> int:
             force=args.force,
             register_model=args.register_model,
             alias=args.alias,
+            policy=args.policy,
             run_name=args.run_name,
             options=_run_options(args),
             backend_options=_nemo_options(args) if args.backend == "nemo" else None,
+            allow_partial_tracking=args.allow_partial_tracking,
         )
     _print_evaluation(args, ev, [t.display_name for t in targets])
+    _print_link(args, ev)
     return EXIT_OK
+
+
+def _print_link(args: argparse.Namespace, ev: Any) -> None:
+    """Where to look at the result in MLflow (stderr: stdout stays the result, e.g. ``--output json``):
+    the parent run of a multi-target evaluation, else the run."""
+    if not ev.run_ids:
+        return
+    from mlflow_nemo_judge.tracking import current_tracking_uri
+    from mlflow_nemo_judge.tracking.links import view_hint
+
+    run_id = ev.parent_run_id or (ev.run_ids[0] if len(ev.run_ids) == 1 else None)
+    _info(args, view_hint(current_tracking_uri(args.tracking_uri), ev.experiment_id, run_id))
+
+
+def mock_models(args: argparse.Namespace) -> Any:
+    """The ``--mock-server`` context: the package's loopback MOCK models served for the command, said
+    plainly on stderr; a port in use is bad input (one line). A no-op context without the flag."""
+    import contextlib
+
+    if getattr(args, "mock_server", None) is None:
+        return contextlib.nullcontext()
+    from mlflow_nemo_judge.testing.mock_llm import MockLLMServer
+
+    try:
+        server = MockLLMServer(port=args.mock_server).start()
+    except OSError as exc:
+        from mlflow_nemo_judge.errors import ConfigError
+
+        raise ConfigError("--mock-server", f"cannot listen on 127.0.0.1:{args.mock_server}: {exc}") from None
+    _info(
+        args,
+        f"MOCK models (loopback test doubles, not LLMs) served on http://127.0.0.1:{args.mock_server}/v1",
+    )
+    return server
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
@@ -214,8 +234,10 @@ def _cmd_resume(args: argparse.Namespace) -> int:
         target=args.target,
         backend_options=_nemo_options(args),
         retry_errors=args.retry_errors,
+        allow_partial_tracking=args.allow_partial_tracking,
     )
     _print_evaluation(args, ev, [args.run_id])
+    _print_link(args, ev)
     return EXIT_OK
 
 
@@ -263,7 +285,22 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if args.chart:
         cmp.write_chart(df, args.chart)
         _info(args, f"wrote {args.chart}")
+    _print_compare_link(args, df)
     return EXIT_OK
+
+
+def _print_compare_link(args: argparse.Namespace, df: Any) -> None:
+    """The MLflow view of what was compared: the experiment's runs (its compare view lists them)."""
+    if not len(df):
+        return
+    from mlflow_nemo_judge.tracking import current_tracking_uri, get_run
+    from mlflow_nemo_judge.tracking.links import view_hint
+    from mlflow_nemo_judge.tracking.store import client
+
+    uri = current_tracking_uri(args.tracking_uri)
+    exp_id = get_run(client(uri), str(df.iloc[0]["run_id"])).info.experiment_id
+    run_id = str(df.iloc[0]["run_id"]) if len(df) == 1 else None
+    _info(args, view_hint(uri, exp_id, run_id))
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -280,6 +317,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )
 
 
+def _cmd_gate(args: argparse.Namespace) -> int:
+    from mlflow_nemo_judge.gate.cli import command
+
+    return command(args)
+
+
 _COMMANDS = {
     "validate": _cmd_validate,
     "run": _cmd_run,
@@ -287,6 +330,7 @@ _COMMANDS = {
     "attach": _cmd_attach,
     "compare": _cmd_compare,
     "demo": _cmd_demo,
+    "gate": _cmd_gate,
 }
 
 

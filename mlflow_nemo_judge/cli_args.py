@@ -86,6 +86,27 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _add_partial(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow-partial-tracking",
+        action="store_true",
+        help="finish the run even if MLflow refused some per-sample traces (the run then says which are "
+        "missing, in a tag and its description); by default that fails the run (exit 1)",
+    )
+
+
+def _add_mock_server(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--mock-server",
+        type=int,
+        nargs="?",
+        const=8765,
+        metavar="PORT",
+        help="serve the package's loopback MOCK models on 127.0.0.1:PORT (default 8765) during the "
+        "command, for the examples' config.mock.yaml files (test doubles, not LLMs)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mlflow-nemo-judge",
@@ -134,18 +155,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--register-model", metavar="NAME", help="register the evaluated model in the Model Registry"
     )
-    p.add_argument("--alias", help="alias for the registered model version (with --register-model)")
-    p.add_argument("--run-name", help="MLflow run name (default: '<model> · <config name>')")
-    p.add_argument("--output", choices=["table", "json"], default="table", help="result format on stdout")
     p.add_argument(
-        "--mock-server",
-        type=int,
-        nargs="?",
-        const=8765,
-        metavar="PORT",
-        help="serve the package's loopback MOCK models on 127.0.0.1:PORT (default 8765) during the "
-        "run, for the examples' config.mock.yaml files (test doubles, not LLMs)",
+        "--alias",
+        help="alias moved to a registered version only on evidence (with --register-model; see --policy)",
     )
+    p.add_argument(
+        "--policy",
+        help="gate policy file deciding who gets --alias (default: the first score, higher is better)",
+    )
+    p.add_argument(
+        "--run-name", help="MLflow run name (default: '<model without vendor prefix> · <dataset name>')"
+    )
+    _add_partial(p)
+    p.add_argument("--output", choices=["table", "json"], default="table", help="result format on stdout")
+    _add_mock_server(p)
     _add_common(p)
 
     p = sub.add_parser(
@@ -168,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-run only the samples that errored (target or judge error) of a FINISHED, FAILED or KILLED "
         "run, into the same run; its metrics, table and results are updated",
     )
+    _add_partial(p)
     _add_tracking(p)
     _add_nemo(p)
     p.add_argument("--output", choices=["table", "json"], default="table")
@@ -220,4 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-tracking", action="store_true")
     p.add_argument("--output", choices=["table", "json"], default="table")
     _add_common(p)
+
+    from mlflow_nemo_judge.gate.cli import add_parser as add_gate_parser  # it reuses the helpers above
+
+    add_gate_parser(sub)
     return parser

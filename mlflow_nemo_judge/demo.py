@@ -167,21 +167,22 @@ def run_demo(
         print("Leaderboard (from MLflow):")
         print(format_table(board))
         print()
+        from mlflow_nemo_judge.config.secrets import redact_url
+        from mlflow_nemo_judge.tracking.links import view_hint
+
         uri = tracking_uri or _current_tracking_uri()
-        say(f"Logged to MLflow experiment '{experiment}' (parent run {ev.parent_run_id}) at {uri}.")
-        say(f"Open the MLflow UI on these runs:  {_mlflow_exe()} ui --backend-store-uri {uri}")
+        say(
+            f"Logged to MLflow experiment '{experiment}' (parent run {ev.parent_run_id}) at {redact_url(uri)}."
+        )
+        # On a tracking server the UI is already there: its run page, not an `mlflow ui` command
+        # (which would try to serve the server's URI as a local store and crash).
+        say(view_hint(uri, ev.experiment_id, ev.parent_run_id))
     say("To evaluate real models instead of mocks, point a target at your endpoint, e.g.:")
     say(
         "  mlflow-nemo-judge run examples/doctor_consults/config.yaml "
         "--target examples/doctor_consults/targets/llama-3.1-70b.yaml   (needs OPENAI_API_KEY, NVIDIA_API_KEY)"
     )
     return 0
-
-
-def _mlflow_exe() -> str:
-    """The ``mlflow`` command of this environment (a newcomer's venv may not be on PATH)."""
-    exe = Path(sys.executable).parent / "mlflow"
-    return str(exe) if exe.exists() else "mlflow"
 
 
 def _current_tracking_uri() -> str:

@@ -119,16 +119,21 @@ async def evaluate_async(
     backend_options: dict[str, Any] | None = None,
     trace_samples: int | None = None,
     table_max_rows: int | None = None,
+    allow_partial_tracking: bool = False,
+    policy: Any = None,
     **run_options: Any,
 ) -> Evaluation:
     """Evaluate ``config`` against each target and record every evaluation as an MLflow run.
 
     ``targets`` is one target or a list (then a parent run holds one child run per target, plus a
     comparison table and chart). ``tracking=False`` runs the backend only. ``force`` re-runs an
-    evaluation that already finished; ``register_model`` registers each target's LoggedModel (``alias``
-    on the best). ``run_options`` set ``RunOptions`` fields (``limit``, ``parallelism``, ``cache``...);
+    evaluation that already finished; ``register_model`` registers each target's LoggedModel, and
+    ``alias`` moves only on evidence: under ``policy`` (a gate policy file, dict or ``gate.Policy``;
+    default ``gate.Policy()``), see the README's "Promote a model". ``run_options`` set ``RunOptions`` fields (``limit``, ``parallelism``, ``cache``...);
     ``trace_samples`` caps the per-sample traces (default from ``NEMO_JUDGE_TRACE_SAMPLES``, 0 = none);
     runs with more than ``table_max_rows`` samples (default 20 000) log their rows as JSONL, not a table.
+    A trace MLflow could not store fails the run, unless ``allow_partial_tracking`` (then the run ends
+    FINISHED and says, in a tag and its description, which traces are missing).
     """
     from mlflow_nemo_judge.tracking.names import DEFAULT_TABLE_MAX_ROWS
 
@@ -137,6 +142,15 @@ async def evaluate_async(
     opts = _options(options, run_options)
     if alias and not register_model:
         raise ConfigError("alias", "an alias needs register_model=NAME")
+    if policy is not None:
+        if not alias:
+            raise ConfigError(
+                "policy", "a policy decides who gets the alias: it needs alias= (and register_model=)"
+            )
+        from mlflow_nemo_judge.gate.policy import config_score_keys, load_policy, resolve
+
+        pol, where = load_policy(policy)
+        resolve(pol, config_score_keys(cfg), where)  # a bad policy is bad input: refused before any run
     be = make_backend(backend, opts, backend_options)
     prepared = [be.prepare(cfg, t) for t in tlist]  # every config, target or data error before any run
     if not tracking:
@@ -150,6 +164,7 @@ async def evaluate_async(
         opts,
         trace_samples_default() if trace_samples is None else max(0, int(trace_samples)),
         DEFAULT_TABLE_MAX_ROWS if table_max_rows is None else table_max_rows,
+        allow_partial_tracking,
     )
     from mlflow_nemo_judge import tracking as trk
     from mlflow_nemo_judge.tracking import health
@@ -171,7 +186,7 @@ async def evaluate_async(
                 cl, exp_id, s, cfg, prepared, run_name=run_name, force=force
             )
         if register_model:
-            register_outcomes(cl, outcomes, register_model, alias)
+            register_outcomes(cl, outcomes, register_model, alias, policy=policy, config=cfg)
     return Evaluation(
         [o.result for o in outcomes],
         [o.run_id for o in outcomes],
@@ -199,6 +214,7 @@ async def resume_async(
     trace_samples: int | None = None,
     backend_options: dict[str, Any] | None = None,
     retry_errors: bool = False,
+    allow_partial_tracking: bool = False,
 ) -> Evaluation:
     """Continue an interrupted run (left RUNNING by a killed process, or FAILED/KILLED) in place.
 
@@ -223,13 +239,23 @@ async def resume_async(
                 raise TrackingError(
                     f"MLflow run {run_id} is a parent run; pass one of its child runs to --retry-errors"
                 )
-            return await runner.resume_parent(cl, run, config, target, options, trace_samples)
+            return await runner.resume_parent(
+                cl, run, config, target, options, trace_samples, allow_partial_tracking
+            )
         if isinstance(target, (list, tuple)):
             if len(target) != 1:
                 raise TrackingError(f"MLflow run {run_id} evaluated one target; pass one target=")
             target = target[0]
         o = await runner.resume_run(
-            cl, run, config, target, options, trace_samples, backend_options, retry_errors=retry_errors
+            cl,
+            run,
+            config,
+            target,
+            options,
+            trace_samples,
+            backend_options,
+            retry_errors=retry_errors,
+            allow_partial_tracking=allow_partial_tracking,
         )
         return Evaluation(
             [o.result], [o.run_id], tags.get("mlflow.parentRunId"), run.info.experiment_id, [o.reused]

@@ -145,7 +145,7 @@ def test_format_table_prints_one_aligned_line_per_target_and_score(runs):
 def test_format_table_of_a_paired_frame(runs):
     df = paired(*runs["both"].run_ids, tracking_uri=runs["uri"])
     lines = cmp.format_table(df).splitlines()
-    assert lines[0].split()[:5] == ["metric", "n", "mean_a", "mean_b", "mean_diff"]
+    assert lines[0].split()[:5] == ["compared", "score", "mean", "diff", "95%"]
     assert len(lines) == 2 + len(KEYS) and "paired t-test" in lines[2]
 
 

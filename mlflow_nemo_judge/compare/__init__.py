@@ -8,7 +8,6 @@ two independent CIs when both runs judged the same items. mlflow is reached only
 
 from __future__ import annotations
 
-import fnmatch
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -16,15 +15,31 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlflow_nemo_judge import tracking
+from mlflow_nemo_judge.compare.pairs import PAIRED_COLUMNS, _selected, paired, paired_results
 from mlflow_nemo_judge.results import EvalResult
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
+__all__ = [
+    "ID_COLUMNS",
+    "PAIRED_COLUMNS",
+    "SCORE_COLUMNS",
+    "Entry",
+    "entries_from_results",
+    "entries_from_runs",
+    "format_table",
+    "frame",
+    "leaderboard",
+    "paired",
+    "paired_results",
+    "score_keys",
+    "write_chart",
+]
+
 ID_COLUMNS = ("target", "run_id", "run_name", "status", "config")
 # Per score key K the leaderboard has K (the mean) and these K/<stat> columns.
 SCORE_COLUMNS = ("ci95_low", "ci95_high", "count", "nan_count")
-PAIRED_COLUMNS = ("metric", "n", "mean_a", "mean_b", "mean_diff", "ci95_low", "ci95_high", "p_value", "test")
 
 
 @dataclass
@@ -37,13 +52,6 @@ class Entry:
     status: str = ""
     config: str = ""
     scores: dict[str, dict[str, float | None]] = field(default_factory=dict)
-
-
-def _selected(key: str, patterns: Sequence[str] | None) -> bool:
-    """``metrics`` entries are exact keys or shell patterns (``consult_summary_eval/*``)."""
-    if not patterns:
-        return True
-    return any(key == p or fnmatch.fnmatchcase(key, p) for p in patterns)
 
 
 def entries_from_runs(runs: Iterable[tracking.RunSummary]) -> list[Entry]:
@@ -75,16 +83,22 @@ def entries_from_runs(runs: Iterable[tracking.RunSummary]) -> list[Entry]:
     return out
 
 
-def entries_from_results(items: Iterable[tuple[str, str, EvalResult]]) -> list[Entry]:
-    """Leaderboard rows for results still in memory (the parent run's comparison), keyed like metrics."""
+def entries_from_results(
+    items: Iterable[tuple[str, str, EvalResult]], *, run_names: Sequence[str] = (), config: str = ""
+) -> list[Entry]:
+    """Leaderboard rows for results still in memory (the parent run's comparison), keyed like metrics;
+    ``run_names`` (in the same order) and ``config`` fill the identity columns a reader looks for."""
     out: list[Entry] = []
-    for label, run_id, res in items:
+    for i, (label, run_id, res) in enumerate(items):
         metrics = {m.key: m.value for m in tracking.score_metrics(res)}
         heads = [m.key for m in tracking.score_metrics(res) if m.headline]
         scores = {
             k: {"mean": metrics[k], **{s: metrics.get(f"{k}/{s}") for s in SCORE_COLUMNS}} for k in heads
         }
-        out.append(Entry(target=label, run_id=run_id, status="FINISHED", scores=scores))
+        name = run_names[i] if i < len(run_names) else ""
+        out.append(
+            Entry(target=label, run_id=run_id, run_name=name, status="FINISHED", config=config, scores=scores)
+        )
     return out
 
 
@@ -142,69 +156,6 @@ def leaderboard(
     return frame(entries_from_runs(runs), metrics)
 
 
-# ----------------------------------------------------------------------------------------- paired
-
-
-def _aligned(df: pd.DataFrame, task: str, column: str) -> dict[tuple[str, int], float]:
-    """``(item_id, occurrence) -> value`` for one task; the occurrence number keeps duplicate ids (a
-    dataset may repeat an id) paired in order instead of silently collapsing them."""
-    out: dict[tuple[str, int], float] = {}
-    if column not in df.columns:
-        return out
-    sub = df[df["task"].astype(str) == task] if "task" in df.columns else df
-    seen: dict[str, int] = {}
-    for item_id, value in zip(sub["item_id"].astype(str), sub[column], strict=True):
-        n = seen.get(item_id, 0)
-        seen[item_id] = n + 1
-        out[(item_id, n)] = (
-            float("nan")
-            if value is None or (isinstance(value, float) and math.isnan(value))
-            else float(value)
-        )
-    return out
-
-
-def paired(
-    run_a: str, run_b: str, *, metrics: Sequence[str] | None = None, tracking_uri: str | None = None
-) -> pd.DataFrame:
-    """Per score: mean difference ``b − a`` over the items both runs judged, its 95% CI and the p-value
-    of a paired t-test (pairs where either side is NaN are dropped and not counted in ``n``)."""
-    import pandas as pd
-
-    from mlflow_nemo_judge.scoring.stats import paired_compare
-
-    tree_a = tracking.load_results_tree(run_a, tracking_uri)
-    tree_b = tracking.load_results_tree(run_b, tracking_uri)
-    in_b = {(t, m, s) for t, m, s, _ in tree_b.scores()}
-    triples = [(t, m, s) for t, m, s, _ in tree_a.scores() if (t, m, s) in in_b]
-    fa = tracking.load_samples_frame(run_a, tracking_uri)
-    fb = tracking.load_samples_frame(run_b, tracking_uri)
-    rows = []
-    for t, m, s in triples:
-        key = tracking.sanitize_key(f"{t}/{m}/{s}")
-        if not _selected(key, metrics):
-            continue
-        da, db = _aligned(fa, t, f"{m}/{s}"), _aligned(fb, t, f"{m}/{s}")
-        shared = [k for k in da if k in db]
-        pc = paired_compare([da[k] for k in shared], [db[k] for k in shared])
-        rows.append(
-            {
-                "metric": key,
-                "n": pc.n,
-                "mean_a": pc.mean_a,
-                "mean_b": pc.mean_b,
-                "mean_diff": pc.mean_diff,
-                "ci95_low": pc.ci95_low,
-                "ci95_high": pc.ci95_high,
-                "p_value": pc.p_value,
-                "test": pc.test,
-            }
-        )
-    df = pd.DataFrame(rows, columns=list(PAIRED_COLUMNS))
-    df.attrs.update({"run_a": run_a, "run_b": run_b})
-    return df
-
-
 # ------------------------------------------------------------------------------------- rendering
 
 
@@ -243,6 +194,8 @@ def format_table(df: pd.DataFrame) -> str:
     """A fixed-width text table. A leaderboard prints one line per (target, score): mean, 95% CI, n and
     NaN count, which stays readable however many scores a config has; other frames print as they are."""
     keys = score_keys(df)
+    if "mean_diff" in df.columns and len(df):
+        return _format_paired(df)
     if not len(df):
         return "(no runs)" if keys or "target" in df.columns else "(no rows)"
     if keys:
@@ -273,6 +226,28 @@ def format_table(df: pd.DataFrame) -> str:
     )
 
 
+def _format_paired(df: pd.DataFrame) -> str:
+    """A paired frame: per pair and score the difference with its CI, n, p-value and the test."""
+    headers = ["compared", "score", "mean diff", "95% CI", "n", "p", "test"]
+    rows = []
+    for _, r in df.iterrows():
+        lo, hi = r.get("ci95_low"), r.get("ci95_high")
+        ci = f"[{_dec(lo)}, {_dec(hi)}]" if not (_isnan(lo) or _isnan(hi)) else "-"
+        pair = f"{r['b']} − {r['a']}" if "a" in df.columns else "b − a"
+        rows.append(
+            [
+                pair,
+                str(r["metric"]),
+                _dec(r["mean_diff"]),
+                ci,
+                _num(r["n"]),
+                _num(r["p_value"]),
+                str(r["test"]),
+            ]
+        )
+    return _render(headers, rows, {2, 4, 5})
+
+
 def _isnan(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
@@ -281,7 +256,18 @@ def _intervals(df: pd.DataFrame) -> dict[str, list[Any]]:
     from mlflow_nemo_judge.compare.plots import Interval
 
     panels: dict[str, list[Any]] = {}
-    if "mean_diff" in df.columns:  # a paired frame: one panel of differences
+    if "mean_diff" in df.columns and "a" in df.columns:  # the parent's pairs: a panel per score
+        for _, r in df.iterrows():
+            panels.setdefault(f"{r['metric']}: difference, 95% CI", []).append(
+                Interval(
+                    f"{r['b']} − {r['a']}",
+                    None if _isnan(r["mean_diff"]) else float(r["mean_diff"]),
+                    None if _isnan(r["ci95_low"]) else float(r["ci95_low"]),
+                    None if _isnan(r["ci95_high"]) else float(r["ci95_high"]),
+                )
+            )
+        return panels
+    if "mean_diff" in df.columns:  # one pair: one panel of differences
         panels["mean difference (b − a), 95% CI"] = [
             Interval(
                 str(r["metric"]),

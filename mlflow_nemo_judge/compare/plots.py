@@ -39,13 +39,19 @@ def _finite(values: Sequence[float | None]) -> tuple[list[float], int]:
     return split_nan(values)
 
 
-def score_distribution(title: str, scores: Mapping[str, Sequence[float | None]], path: str | Path) -> Path:
+def score_distribution(
+    title: str, scores: Mapping[str, Sequence[float | None]], path: str | Path, *, model: str | None = None
+) -> Path:
     """One panel per score of a metric: counts per value (a bar per distinct value when the scores are
     few distinct numbers, as judge ratings are; a histogram otherwise), with the NaN count shown, since
-    unparseable judge output is part of the distribution a reader must see."""
+    unparseable judge output is part of the distribution a reader must see.
+
+    Sized to be read in MLflow's artifact viewer without zooming (~500×380 px per panel) and titled
+    with the model (when given) and the score, so a PNG seen on its own says what it shows.
+    """
     path = Path(path)
     names = list(scores) or ["(no scores)"]
-    fig = _figure(max(4.0, 3.6 * len(names)), 3.2)
+    fig = _figure(max(5.0, 5.0 * len(names)), 3.8)
     axes = fig.subplots(1, len(names), squeeze=False)[0]
     for ax, name in zip(axes, names, strict=True):
         values, nan = _finite(scores.get(name, []))
@@ -53,36 +59,42 @@ def score_distribution(title: str, scores: Mapping[str, Sequence[float | None]],
         if values and len(distinct) <= 12:
             counts = [values.count(v) for v in distinct]
             labels = [f"{v:g}" for v in distinct]
-            ax.bar(range(len(distinct)), counts, color="#4c72b0")
-            ax.set_xticks(range(len(distinct)), labels)
+            bars = ax.bar(range(len(distinct)), counts, color="#4c72b0")
+            ax.bar_label(bars, fontsize=9)
+            ax.set_ylim(0, max(counts) * 1.15)  # the count labels stay clear of the title
+            ax.set_xticks(range(len(distinct)), labels, fontsize=10)
+            ax.set_xlabel(name, fontsize=10)
         elif values:
             ax.hist(values, bins=min(30, max(5, int(math.sqrt(len(values))))), color="#4c72b0")
+            ax.set_xlabel(name, fontsize=10)
         else:
             ax.text(0.5, 0.5, "no parseable scores", ha="center", va="center", transform=ax.transAxes)
         mean = sum(values) / len(values) if values else None
-        subtitle = f"n={len(values)}  NaN={nan}" + (f"  mean={mean:.3g}" if mean is not None else "")
-        ax.set_title(f"{name}\n{subtitle}", fontsize=9)
-        ax.set_ylabel("samples")
-    fig.suptitle(title, fontsize=10)
-    # Fixed margins instead of tight_layout(): the layout pass costs as much as drawing, and these small
+        subtitle = f"n={len(values)}   NaN={nan}" + (f"   mean={mean:.3g}" if mean is not None else "")
+        ax.set_title(f"{name}\n{subtitle}", fontsize=11)
+        ax.set_ylabel("samples", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"{model} — {title}" if model else title, fontsize=12, fontweight="bold")
+    # Fixed margins instead of tight_layout(): the layout pass costs as much as drawing, and these
     # panels have predictable labels. This chart is drawn for every metric of every run.
-    fig.subplots_adjust(left=0.12 / len(names) + 0.04, right=0.98, bottom=0.12, top=0.78, wspace=0.3)
+    fig.subplots_adjust(left=0.1 / len(names) + 0.04, right=0.98, bottom=0.16, top=0.78, wspace=0.3)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=80)
+    fig.savefig(path, format="png", dpi=100)
     return path
 
 
 def comparison_chart(
     panels: Mapping[str, Sequence[Interval]], path: str | Path, title: str | None = None
 ) -> Path:
-    """One panel per score key, one row per target: the mean as a dot with its 95% CI as error bars,
-    so overlapping intervals (no clear winner) are visible at a glance."""
+    """One panel per score key, one row per target: the mean as a dot with its 95% CI as error bars and
+    the value written beside it, so overlapping intervals (no clear winner) are visible at a glance.
+    Panels of differences get a zero line: an interval crossing it is no evidence of a difference."""
     path = Path(path)
     keys = list(panels) or ["(no scores)"]
     n_labels = max((len(v) for v in panels.values()), default=1)
-    fig = _figure(max(5.0, 4.2 * min(len(keys), 3)), 0.5 + (0.45 * n_labels + 1.0) * math.ceil(len(keys) / 3))
-    cols = min(len(keys), 3)
+    cols = min(len(keys), 2)
     rows = math.ceil(len(keys) / cols)
+    fig = _figure(max(6.0, 6.0 * cols), 1.0 + (0.55 * n_labels + 1.3) * rows)
     axes = fig.subplots(rows, cols, squeeze=False)
     for i, key in enumerate(keys):
         ax = axes[i // cols][i % cols]
@@ -90,28 +102,33 @@ def comparison_chart(
         ys = list(range(len(items)))
         for y, it in zip(ys, items, strict=True):
             if it.mean is None:
-                ax.text(0.02, y, "no scores", va="center", fontsize=8, transform=ax.get_yaxis_transform())
+                ax.text(0.02, y, "no scores", va="center", fontsize=9, transform=ax.get_yaxis_transform())
                 continue
             lo = it.mean - it.low if it.low is not None else 0.0
             hi = it.high - it.mean if it.high is not None else 0.0
-            ax.errorbar([it.mean], [y], xerr=[[lo], [hi]], fmt="o", capsize=4, color="#4c72b0")
+            ax.errorbar([it.mean], [y], xerr=[[lo], [hi]], fmt="o", capsize=5, color="#4c72b0", markersize=7)
+            ci = f" [{it.low:.3g}, {it.high:.3g}]" if it.low is not None and it.high is not None else ""
             ax.annotate(
-                f"{it.mean:.3g}",
+                f"{it.mean:.3g}{ci}",
                 (it.mean, y),
                 textcoords="offset points",
-                xytext=(0, 6),
+                xytext=(0, 8),
                 ha="center",
-                fontsize=7,
+                fontsize=9,
             )
-        ax.set_yticks(ys, [it.label for it in items], fontsize=8)
+        if "difference" in key:
+            ax.axvline(0.0, color="#c44e52", linewidth=1, alpha=0.7)
+        ax.margins(x=0.15)  # room for the value labels at the ends of the axis
+        ax.set_yticks(ys, [it.label for it in items], fontsize=10)
         ax.set_ylim(-0.7, max(len(items) - 0.3, 0.7))
-        ax.set_title(key, fontsize=8)
+        head, _, last = key.rpartition("/")
+        ax.set_title(f"{last}\n{head}" if head else key, fontsize=10)
         ax.grid(axis="x", alpha=0.3)
     for j in range(len(keys), rows * cols):
         axes[j // cols][j % cols].set_visible(False)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=12, fontweight="bold")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
+    fig.savefig(path, format="png", dpi=100)
     return path

@@ -205,6 +205,14 @@ def describe_remote(config: EvalConfig, target: Target, *, limit: int | None) ->
 
 
 def combined_digest(datasets: Sequence[DatasetInfo]) -> str:
-    """One digest over every task's data (a run's identity and resume check)."""
+    """One digest over every task's data (a run's identity and resume check).
+
+    When every task reads the same data (the usual case) this *is* that data's digest, so the run's tag,
+    its params, its dataset input and its description all show one value for one dataset; only runs
+    whose tasks read different data get a digest over the ``task=digest`` pairs.
+    """
+    distinct = {d.digest for d in datasets}
+    if len(distinct) == 1:
+        return distinct.pop()
     text = "|".join(f"{d.task}={d.digest}" for d in datasets)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:DIGEST_CHARS]

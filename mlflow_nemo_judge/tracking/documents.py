@@ -15,6 +15,7 @@ from mlflow_nemo_judge.tracking.names import (
     ART_COMPARISON,
     ART_CONFIG,
     ART_DIR,
+    ART_PAIRED_TABLE,
     ART_RESULTS,
     ART_TABLE,
     ART_TARGET,
@@ -118,8 +119,8 @@ def describe_run(config: EvalConfig, target: Target, datasets: Sequence[DatasetI
         f"Evaluation of {what} with the NeMo Evaluator config **{config.display_name}** "
         f"(sha256 `{config.sha256()[:12]}`) on the `{backend}` backend, by mlflow-nemo-judge.",
         "",
-        "| task | type | data | rows | metrics (judge) |",
-        "|---|---|---|---|---|",
+        "| task | type | data | rows | digest | metrics (judge) |",
+        "|---|---|---|---|---|---|",
     ]
     by_task = {d.task: d for d in datasets}
     for tname, task in (cfg.get("tasks") or {}).items():
@@ -135,7 +136,8 @@ def describe_run(config: EvalConfig, target: Target, datasets: Sequence[DatasetI
             elif isinstance(model, str):
                 judge = f" by `{model}`"
             mets.append(f"{mname} ({metric.get('type')}{judge})")
-        lines.append(f"| {tname} | {task.get('type')} | {data} | {rows} | {', '.join(mets)} |")
+        digest = f"`{d.digest}`" if d else ""
+        lines.append(f"| {tname} | {task.get('type')} | {data} | {rows} | {digest} | {', '.join(mets)} |")
     lines += [
         "",
         f"Artifacts: `{ART_CONFIG}`, `{ART_TARGET}` (secrets redacted), `{ART_DIR}/prompts/`, "
@@ -148,10 +150,17 @@ def describe_parent(
     config: EvalConfig, names: Sequence[str], datasets: Sequence[DatasetInfo], backend: str
 ) -> str:
     targets = ", ".join(f"`{n}`" for n in names)
-    data = ", ".join(sorted({f"`{d.files_url}`" for d in datasets if d.files_url})) or "the targets' own rows"
+    data = (
+        ", ".join(sorted({f"`{d.files_url}` (digest `{d.digest}`)" for d in datasets if d.files_url}))
+        or "the targets' own rows"
+    )
     return (
         f"Comparison of {len(names)} targets ({targets}) under the NeMo Evaluator config "
         f"**{config.display_name}** (sha256 `{config.sha256()[:12]}`) on {data}, `{backend}` backend. "
-        f"One child run per target (same config, same data); the leaderboard is `{ART_COMPARISON}` and "
+        f"One child run per target (same config, same data). This run's metrics are the leaderboard "
+        f"(`<target>/<task>/<metric>/<score>` = mean, with `/ci95_low`, `/ci95_high`, `/count`, "
+        f"`/nan_count`) and the paired comparison of each target with the first "
+        f"(`paired/<target>_vs_<first>/<task>/<metric>/<score>/mean_diff`, `/ci95_low`, `/ci95_high`, "
+        f"`/p_value`, `/n`); tables `{ART_COMPARISON}` and `{ART_PAIRED_TABLE}`, the chart "
         f"`{ART_DIR}/plots/comparison.png` (mean with 95% CI per score per target)."
     )

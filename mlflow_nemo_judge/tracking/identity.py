@@ -63,19 +63,60 @@ def parent_identity(
 def resume_tags(
     config: EvalConfig, target: Target | None, parallelism: int | None, cache_dir: Path | None
 ) -> dict[str, str]:
-    """What ``resume`` needs besides the artifacts: where relative dataset paths resolve, and options."""
+    """What ``resume`` needs besides the artifacts: where relative dataset paths resolve, and options.
+
+    ``parallelism`` is the effective value (None: the nemo service decides). Paths are portable, not
+    this machine's: the config's relative to the working folder, the target's and the cache folder
+    relative to the config's folder (``~/…`` outside it), so a teammate reading the run sees the paths
+    as the repository has them; ``resume`` resolves them back the same way.
+    """
     tags = {
         n.TAG_CONFIG_NAME: config.display_name,
-        n.TAG_PARALLELISM: str(parallelism) if parallelism else "config",
+        n.TAG_PARALLELISM: str(parallelism) if parallelism else "service",
     }
-    sources = [(n.TAG_CONFIG_PATH, config)] + ([(n.TAG_TARGET_PATH, target)] if target is not None else [])
-    for tag, obj in sources:
-        src = source_path(obj)
-        if src is not None:
-            tags[tag] = str(Path(src).resolve())
+    cfg_src = source_path(config)
+    cfg_dir = Path(cfg_src).resolve().parent if cfg_src is not None else Path.cwd()
+    if cfg_src is not None:
+        tags[n.TAG_CONFIG_PATH] = portable_path(Path(cfg_src), Path.cwd())
+    tgt_src = source_path(target) if target is not None else None
+    if tgt_src is not None:
+        tags[n.TAG_TARGET_PATH] = portable_path(Path(tgt_src), cfg_dir)
     if cache_dir is not None:
-        tags[n.TAG_CACHE_DIR] = str(Path(cache_dir).resolve())
+        tags[n.TAG_CACHE_DIR] = portable_path(Path(cache_dir), cfg_dir)
     return tags
+
+
+def source_paths(config: EvalConfig, target: Target | None, cache_dir: Path | None) -> dict[str, str]:
+    """The absolute locations behind the portable tags, for the ``nemo_judge/sources.json`` artifact:
+    a resume started from another folder still finds the config's folder (where relative dataset paths
+    resolve) without the tags showing this machine's paths."""
+    out: dict[str, str] = {}
+    for key, obj in (("config_path", config), ("target_path", target)):
+        src = source_path(obj) if obj is not None else None
+        if src is not None:
+            out[key] = str(Path(src).resolve())
+    if cache_dir is not None:
+        out["cache_dir"] = str(Path(cache_dir).expanduser().resolve())
+    return out
+
+
+def portable_path(path: Path, base: Path) -> str:
+    """``path`` relative to ``base`` when inside it, else ``~/…`` inside the home folder, else absolute
+    (with ``/`` separators, so a run reads the same from any OS)."""
+    p = path.expanduser().resolve()
+    for root, prefix in ((base.resolve(), ""), (Path.home().resolve(), "~/")):
+        try:
+            rel = p.relative_to(root)
+        except ValueError:
+            continue
+        return (prefix + rel.as_posix()) if str(rel) != "." else (prefix.rstrip("/") or ".")
+    return p.as_posix()
+
+
+def resolve_portable(text: str, base: Path) -> Path:
+    """The inverse of :func:`portable_path` (absolute paths of older runs pass unchanged)."""
+    p = Path(text).expanduser()
+    return p if p.is_absolute() else (base / p).resolve()
 
 
 def reuse(cl: Any, run: Any) -> Outcome | None:

@@ -35,6 +35,9 @@ TAG_TRACES = "nemo_judge.traces"
 TAG_SKIPPED_PARAMS = "nemo_judge.skipped_params"
 TAG_CACHE_DIR = "nemo_judge.cache_dir"
 TAG_REGISTERED = "nemo_judge.registered_model"
+TAG_PROMPTS = "nemo_judge.prompts"  # the registered prompt URIs of the run, comma-separated
+TAG_PROMPT_SHA = "nemo_judge.prompt_sha256"  # on a prompt version: the content it was registered for
+TAG_PARTIAL_TRACKING = "nemo_judge.allow_partial_tracking"
 
 ART_DIR = "nemo_judge"
 ART_CONFIG = f"{ART_DIR}/config.json"
@@ -48,6 +51,9 @@ ART_TABLE = f"{ART_DIR}/samples.json"
 ART_SAMPLES = f"{ART_DIR}/samples.jsonl"
 ART_TRACEBACK = f"{ART_DIR}/error.txt"
 ART_COMPARISON = f"{ART_DIR}/comparison.json"
+ART_PAIRED = f"{ART_DIR}/paired.json"
+ART_SOURCES = f"{ART_DIR}/sources.json"  # absolute source paths, for resume (the tags hold portable ones)
+ART_PAIRED_TABLE = f"{ART_DIR}/paired_table.json"
 
 STATS = ("count", "nan_count", "stddev", "stderr", "ci95_low", "ci95_high", "min", "max")
 MAX_PARAM_VALUE = 6000  # MLflow's MAX_PARAM_VAL_LENGTH
@@ -94,3 +100,43 @@ def logged_model_name(name: str) -> str:
 def quote(v: str) -> str:
     """``v`` as a quoted string literal of MLflow's search-filter syntax (runs, LoggedModels)."""
     return "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+# ------------------------------------------------------------------------------- UI-facing names
+
+# MLflow's table viewer reads a dot in a column name as a nested path (``item.content`` renders blank),
+# so columns join their parts with "/" (shown as is) and never contain a dot.
+ITEM_PREFIX = "item_"
+
+
+def column(*parts: str) -> str:
+    """A per-sample table column: parts joined by ``/``, dots replaced (see above)."""
+    return "/".join(str(p).replace(".", "_") for p in parts)
+
+
+def short_model(display_name: str) -> str:
+    """The model without its vendor prefix (``meta/llama-3.1-8b-instruct`` → ``llama-3.1-8b-instruct``):
+    run lists truncate names from the right, so the part that tells runs apart comes first."""
+    tail = display_name.rstrip("/").rsplit("/", 1)[-1]
+    return tail or display_name or "model"
+
+
+def run_name(model: str, subject: str, limit: int = 250) -> str:
+    """``<model> · <subject>`` (the data or config name) within MLflow's run-name column limit."""
+    name = f"{model} · {subject}" if subject else model
+    return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
+_PROMPT_BAD = re.compile(r"[^A-Za-z0-9_.\-]+")
+MAX_PROMPT_NAME = 200  # the registry's name column is varchar(256); leave room for MLflow's own use
+
+
+def prompt_name(*parts: str) -> str:
+    """A Prompt Registry name (alphanumerics, ``-``, ``_``, ``.`` only) from config, task and metric
+    names; an over-long one keeps its head and ends in a hash, so it stays unique."""
+    raw = "__".join(p for p in parts if p)
+    name = _PROMPT_BAD.sub("_", raw).strip("._-") or "prompt"
+    if len(name) > MAX_PROMPT_NAME:
+        digest = hashlib.sha256(raw.encode("utf-8")).hexdigest()[:12]
+        name = name[: MAX_PROMPT_NAME - 13].rstrip("._-") + "_" + digest
+    return name

@@ -17,7 +17,15 @@ from mlflow_nemo_judge.config import EvalConfig, Target, sha256_json
 from mlflow_nemo_judge.config.secrets import MASK, SECRET_KEYS, redact_url
 from mlflow_nemo_judge.data.scan import DatasetInfo
 from mlflow_nemo_judge.results import EvalResult, SampleRecord, Usage
-from mlflow_nemo_judge.tracking.names import ART_DIR, MAX_PARAM_VALUE, STATS, logged_model_name, sanitize_key
+from mlflow_nemo_judge.tracking.names import (
+    ART_DIR,
+    ITEM_PREFIX,
+    MAX_PARAM_VALUE,
+    STATS,
+    column,
+    logged_model_name,
+    sanitize_key,
+)
 
 # ------------------------------------------------------------------------------------------ params
 
@@ -64,7 +72,7 @@ def build_params(
         "config/type": config.type,
         "target/type": target.type,
         "run/limit": str(limit) if limit else "none",
-        "run/parallelism": str(parallelism) if parallelism else "config",
+        "run/parallelism": _effective_parallelism(config, parallelism),
     }
     known = {"type", "name", "tasks", "groups", "params"}
     for k, v in cfg.items():
@@ -137,6 +145,17 @@ def build_params(
         if d.num_rows is not None:
             p[f"task/{d.task}/dataset/num_rows"] = str(d.num_rows)
     return {sanitize_key(k): v for k, v in p.items()}
+
+
+def _effective_parallelism(config: EvalConfig, parallelism: int | None) -> str:
+    """The value the run used, not how it was set: the resolved value (the option, else the config's,
+    else the default: what the local plan computes); without one (the nemo backend) the config's value
+    it submits, else "service" (NeMo's own default)."""
+    if parallelism:
+        return str(parallelism)
+    params = config.params
+    configured = getattr(params, "parallelism", None) if params is not None else None
+    return str(configured) if configured else "service"
 
 
 def split_long_params(params: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
@@ -266,26 +285,31 @@ def template_fields(config: EvalConfig) -> dict[str, set[str] | None]:
 
 
 def table_row(rec: SampleRecord, fields: set[str] | None) -> dict[str, Any]:
-    """One row of the per-sample table: ids, the inputs the templates used, the target output, and per
-    metric its parsed score(s) (None where unparseable), the raw judge text and the error."""
+    """One row of the per-sample table, in the order a reader scans it: the item id, the target output
+    and every parsed score (None where unparseable) first; then task, index, the inputs the templates
+    used (``item_<field>``), the target error and per metric the raw judge text and the error.
+
+    No column contains a dot (``names.column``): MLflow's table viewer would read it as a nested path.
+    """
     from mlflow_nemo_judge.scoring.templating import normalize_key
 
-    row: dict[str, Any] = {"task": rec.task, "index": rec.index, "item_id": rec.item_id}
+    row: dict[str, Any] = {"item_id": rec.item_id, "output_text": rec.output_text}
+    for mname, outcome in rec.metrics.items():
+        for sname, value in outcome.scores.items():
+            row[column(mname, sname)] = None if value is None or math.isnan(value) else value
+    row["task"], row["index"] = rec.task, rec.index
     for k, v in rec.item.items():
         if fields is None or normalize_key(str(k)) in fields or str(k) in fields:
             # Nested values as JSON text: a table column must have one type for the UI and pandas.
-            row[f"item.{k}"] = (
+            row[column(f"{ITEM_PREFIX}{k}")] = (
                 v
                 if v is None or isinstance(v, (str, int, float, bool))
                 else json.dumps(v, ensure_ascii=False, default=str)
             )
-    row["output_text"] = rec.output_text
     row["target_error"] = rec.target_error
     for mname, outcome in rec.metrics.items():
-        for sname, value in outcome.scores.items():
-            row[f"{mname}/{sname}"] = None if value is None or math.isnan(value) else value
-        row[f"{mname}/raw_judge_output"] = outcome.raw
-        row[f"{mname}/error"] = outcome.error
+        row[column(mname, "raw_judge_output")] = outcome.raw
+        row[column(mname, "error")] = outcome.error
     return row
 
 

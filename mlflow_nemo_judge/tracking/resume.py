@@ -20,6 +20,7 @@ from mlflow_nemo_judge.engine import RunOptions
 from mlflow_nemo_judge.errors import TrackingError
 from mlflow_nemo_judge.results import SampleRecord
 from mlflow_nemo_judge.tracking import names as n
+from mlflow_nemo_judge.tracking.identity import resolve_portable
 from mlflow_nemo_judge.tracking.store import _download, download_json
 
 
@@ -60,13 +61,15 @@ def reload(
     obj = loader(doc)
     src = tags.get(n.TAG_CONFIG_PATH if what == "config" else n.TAG_TARGET_PATH)
     if src:
-        obj._source = Path(src)  # relative dataset paths resolve against the original file's folder
+        # Relative dataset paths resolve against the original file's folder; the tags hold portable
+        # paths (the config's from the working folder, the target's from the config's folder).
+        obj._source = source_of(cl, run, what)
     if obj.sha256() != tags.get(sha_tag):
         raise TrackingError(f"{art} of MLflow run {run_id} does not match its {sha_tag} tag; pass {what}=")
     return obj
 
 
-def recorded_options(run: Any, options: RunOptions | None) -> RunOptions:
+def recorded_options(cl: Any, run: Any, options: RunOptions | None) -> RunOptions:
     """``options`` completed with what the run recorded; a different row limit is refused."""
     tags = run.data.tags
     limit = recorded_limit(tags)
@@ -78,12 +81,42 @@ def recorded_options(run: Any, options: RunOptions | None) -> RunOptions:
         )
     par = tags.get(n.TAG_PARALLELISM, "config")
     cache = tags.get(n.TAG_CACHE_DIR)
+    cache_path = resolve_portable(cache, _config_dir(tags)) if cache else None
+    if cache_path is not None and not cache_path.is_dir():
+        cache_path = Path(_sources(cl, run).get("cache_dir") or cache_path)
     return dataclasses.replace(
         opts,
         limit=limit,
         parallelism=opts.parallelism or (int(par) if par.isdigit() else None),
-        cache_dir=opts.cache_dir or (Path(cache) if cache else None),
+        cache_dir=opts.cache_dir or cache_path,
     )
+
+
+def _config_dir(tags: dict[str, str]) -> Path:
+    src = tags.get(n.TAG_CONFIG_PATH)
+    return resolve_portable(src, Path.cwd()).parent if src else Path.cwd()
+
+
+def _sources(cl: Any, run: Any) -> dict[str, str]:
+    doc = download_json(cl, run.info.run_id, n.ART_SOURCES)
+    return {str(k): str(v) for k, v in doc.items()} if isinstance(doc, dict) else {}
+
+
+def source_of(cl: Any, run: Any, what: Literal["config", "target"]) -> Path | None:
+    """Where the run's config or target file was: its portable tag resolved from here (the config's
+    from the working folder, the target's from the config's folder), else — a resume from another
+    folder — the absolute path of ``sources.json``."""
+    tags = run.data.tags
+    if what == "config":
+        src = tags.get(n.TAG_CONFIG_PATH)
+        path = resolve_portable(src, Path.cwd()) if src else None
+    else:
+        src = tags.get(n.TAG_TARGET_PATH)
+        path = resolve_portable(src, _config_dir(tags)) if src else None
+    if path is None or path.is_file():
+        return path
+    recorded = _sources(cl, run).get(f"{what}_path")
+    return Path(recorded) if recorded else path
 
 
 PriorRecords = Callable[[str, int], SampleRecord | None]

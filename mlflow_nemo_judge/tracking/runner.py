@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +24,9 @@ from mlflow_nemo_judge.engine import RunOptions
 from mlflow_nemo_judge.errors import TrackingError
 from mlflow_nemo_judge.pipeline import Evaluation, _ending, _targets, execute, make_backend
 from mlflow_nemo_judge.settings import trace_samples_default
-from mlflow_nemo_judge.tracking import health
+from mlflow_nemo_judge.tracking import health, prompts, run_names
 from mlflow_nemo_judge.tracking import identity as ident
+from mlflow_nemo_judge.tracking import names as nm
 from mlflow_nemo_judge.tracking import resume as rs
 from mlflow_nemo_judge.tracking.identity import Outcome
 from mlflow_nemo_judge.tracking.mlflow_sink import MlflowSink
@@ -45,13 +46,15 @@ class Settings:
     options: RunOptions
     trace_samples: int
     table_max_rows: int
+    # A trace-write failure fails the run unless this is set (then the run records what is missing).
+    allow_partial_tracking: bool = False
 
 
 # ---------------------------------------------------------------------------------- one target
 
 
 def sink_for(tracker: RunTracker, s: Settings, config: EvalConfig, **kw: Any) -> RunSink:
-
+    """The MLflow sink of one run with the call's shared settings."""
     return MlflowSink(
         tracker,
         config,
@@ -59,6 +62,7 @@ def sink_for(tracker: RunTracker, s: Settings, config: EvalConfig, **kw: Any) ->
         limit=s.options.limit,
         table_max_rows=s.table_max_rows,
         trace_samples=s.trace_samples,
+        allow_partial_tracking=s.allow_partial_tracking,
         **kw,
     )
 
@@ -73,18 +77,25 @@ async def track_one(
     run_name: str | None,
     force: bool,
     parent_run_id: str | None = None,
+    default_name: str | None = None,
 ) -> Outcome:
-
+    """One target's evaluation as one run: an identical FINISHED run is reused, else a new run is
+    created, its prompts registered and linked, and the evaluation streamed into it."""
     tags = ident.identity(p.config, p.target, p.datasets, s.backend_name, s.options.limit)
     async with _one_run_per_identity(cl, experiment_id, s, tags, p.target.display_name, force):
         if not force and (found := ident.find_finished(cl, experiment_id, tags)) is not None:
+            _backfill(
+                cl, found.run_id, s.trace_samples, collect(p.config, p.target), s.allow_partial_tracking
+            )
             return found
-        tags |= ident.resume_tags(p.config, p.target, s.options.parallelism, s.options.cache_dir)
+        tags |= ident.resume_tags(p.config, p.target, p.parallelism, s.options.cache_dir)
         tags |= {trk.TAG_ROLE: role, trk.TAG_TARGET: p.target.display_name}
+        if s.allow_partial_tracking:
+            tags[nm.TAG_PARTIAL_TRACKING] = "true"
         tracker = RunTracker.create(
             cl,
             experiment_id,
-            run_name=run_name or _default_name(f"{p.target.display_name} · {p.config.display_name}"),
+            run_name=run_name or default_name or run_names.run_name_for(p.target.display_name, p),
             description=trk.describe_run(p.config, p.target, p.datasets, s.backend_name),
             tags=tags,
             parent_run_id=parent_run_id,
@@ -92,14 +103,16 @@ async def track_one(
             n_tasks=len(p.config.tasks or {}),
         )
         with health.translated(cl.tracking_uri, tracker.run_id):
+            _log_sources(tracker, ident.source_paths(p.config, p.target, s.options.cache_dir))
+            prompts.register_and_link(cl, tracker.run_id, p.config, tracker.secrets)
             result = await execute(s.backend, p, sink_for(tracker, s, p.config))
     return ident.Outcome(result, tracker.run_id, False, tracker.model_id)
 
 
-def _default_name(name: str) -> str:
-    """A generated run name within MLflow's column limit (a long config name must not fail the run)."""
-    limit = health.MAX_RUN_NAME
-    return name if len(name) <= limit else name[: limit - 1] + "…"
+def _log_sources(tracker: RunTracker, paths: dict[str, str]) -> None:
+    """The absolute source paths for a resume from another folder (``identity.source_paths``)."""
+    if paths:
+        tracker.log_files({"sources.json": json.dumps(paths, indent=2)})
 
 
 def _one_run_per_identity(
@@ -125,7 +138,7 @@ async def track_many(
     run_name: str | None,
     force: bool,
 ) -> tuple[list[Outcome], str]:
-
+    """Several targets: a parent run with one child per target and the comparison on the parent."""
     targets = [p.target for p in prepared]
     tags = ident.parent_identity(
         config, targets, [d for p in prepared for d in p.datasets], s.backend_name, s.options.limit
@@ -150,14 +163,19 @@ async def _track_parent(
 ) -> tuple[list[Outcome], str]:
     targets = [p.target for p in prepared]
     if not force and (found := ident.find_finished_parent(cl, experiment_id, tags, targets)) is not None:
+        for o, p in zip(found[0], prepared, strict=True):
+            _backfill(cl, o.run_id, s.trace_samples, collect(config, p.target), s.allow_partial_tracking)
         return found
     names = [t.display_name for t in targets]
-    tags |= ident.resume_tags(config, None, s.options.parallelism, s.options.cache_dir)
+    tags |= ident.resume_tags(config, None, prepared[0].parallelism, s.options.cache_dir)
     tags[trk.TAG_TARGET] = ", ".join(names)
+    if s.allow_partial_tracking:
+        tags[nm.TAG_PARTIAL_TRACKING] = "true"
+    child_names = run_names.child_names(names, prepared)
     parent = RunTracker.create(
         cl,
         experiment_id,
-        run_name=run_name or _default_name(f"{config.display_name} · {len(targets)} targets"),
+        run_name=run_name or run_names.parent_name(names, prepared),
         description=trk.describe_parent(config, names, prepared[0].datasets, s.backend_name),
         tags=tags,
         secrets=collect(config, *targets),
@@ -172,36 +190,63 @@ async def _track_parent(
             datasets=prepared[0].datasets,
         )
         parent.log_parent_setup(config, targets, params)
+        _log_sources(parent, ident.source_paths(config, None, s.options.cache_dir))
+        prompts.register_and_link(cl, parent.run_id, config, parent.secrets)
         outcomes = [
             await track_one(
-                cl, experiment_id, s, p, role="child", run_name=None, force=True, parent_run_id=parent.run_id
+                cl,
+                experiment_id,
+                s,
+                p,
+                role="child",
+                run_name=None,
+                force=True,
+                parent_run_id=parent.run_id,
+                default_name=child_name,
             )
-            for p in prepared
+            for p, child_name in zip(prepared, child_names, strict=True)
         ]
-        finish_parent(parent, outcomes, names)
+        finish_parent(parent, outcomes, names, config.display_name)
     return outcomes, parent.run_id
 
 
-def finish_parent(parent: RunTracker, outcomes: Sequence[Outcome], names: Sequence[str]) -> None:
-    from mlflow_nemo_judge import compare
+def finish_parent(
+    parent: RunTracker, outcomes: Sequence[Outcome], names: Sequence[str], config_name: str = ""
+) -> None:
+    """The comparison on the parent (leaderboard and paired tests as metrics, tables and charts), then
+    FINISHED."""
+    from mlflow_nemo_judge.tracking import comparison
 
-    entries = compare.entries_from_results(
-        [(n, o.run_id, o.result) for n, o in zip(names, outcomes, strict=True)]
-    )
-    df = compare.frame(entries)
-    with tempfile.TemporaryDirectory(prefix="nemo-judge-cmp-") as tmp:
-        chart = compare.write_chart(df, Path(tmp) / "comparison.png", title="mean with 95% CI per target")
-        parent.log_comparison(df, chart)
+    run_names = [_run_name(parent.cl, o.run_id) for o in outcomes]
+    labels = comparison.labels(names)
+    children = [
+        comparison.Child(n, lab, o.run_id, rn, o.result)
+        for n, lab, o, rn in zip(names, labels, outcomes, run_names, strict=True)
+    ]
+    comparison.log_comparison(parent, children, config_name)
     parent.mark_finished()
 
 
-def settings_for(
-    backend_name: str, opts: RunOptions, backend_options: dict[str, Any] | None, trace_samples: int | None
-) -> Settings:
+def _run_name(cl: Any, run_id: str) -> str:
+    return str(cl.get_run(run_id).info.run_name or "")
 
+
+def settings_for(
+    backend_name: str,
+    opts: RunOptions,
+    backend_options: dict[str, Any] | None,
+    trace_samples: int | None,
+    allow_partial_tracking: bool = False,
+) -> Settings:
+    """The shared settings of a resumed evaluation (a new one builds them in ``pipeline``)."""
     ts = trace_samples_default() if trace_samples is None else max(0, int(trace_samples))
     return Settings(
-        backend_name, make_backend(backend_name, opts, backend_options), opts, ts, DEFAULT_TABLE_MAX_ROWS
+        backend_name,
+        make_backend(backend_name, opts, backend_options),
+        opts,
+        ts,
+        DEFAULT_TABLE_MAX_ROWS,
+        allow_partial_tracking,
     )
 
 
@@ -214,8 +259,9 @@ async def resume_run(
     trace_samples: int | None,
     backend_options: dict[str, Any] | None = None,
     retry_errors: bool = False,
+    allow_partial_tracking: bool = False,
 ) -> Outcome:
-
+    """Continue one interrupted run in place (or, with ``retry_errors``, re-run its errored samples)."""
     tags = run.data.tags
     backend_name = tags.get(trk.TAG_BACKEND, "local")
     prior = _prior(cl, run, backend_name) if retry_errors else None
@@ -223,6 +269,9 @@ async def resume_run(
         found = ident.reuse(cl, run)  # finished, and (with --retry-errors) nothing errored: nothing to do
         if found is None:
             raise TrackingError(f"MLflow run {run.info.run_id} is FINISHED but has no {trk.ART_RESULTS}")
+        ts = trace_samples_default() if trace_samples is None else max(0, int(trace_samples))
+        # No secrets to pass: the stored samples and config it reads are redacted already.
+        _backfill(cl, run, ts, (), allow_partial_tracking)
         return found
     if prior is not None:
         # The kept records replace their samples' model calls; the run's traces are not logged again
@@ -234,7 +283,13 @@ async def resume_run(
     job_id = tags.get(trk.TAG_JOB_ID) if backend_name == "nemo" else None
     cfg = rs.reload(cl, run, "config", config, allow_masked=bool(job_id))
     tgt = rs.reload(cl, run, "target", target, allow_masked=bool(job_id))
-    s = settings_for(backend_name, rs.recorded_options(run, options), backend_options, trace_samples)
+    s = settings_for(
+        backend_name,
+        rs.recorded_options(cl, run, options),
+        backend_options,
+        trace_samples,
+        allow_partial_tracking,
+    )
     prepared = s.backend.prepare(cfg, tgt)  # e.g. an api_key_env variable not set in this shell fails here
     digest = combined_digest(prepared.datasets)
     if digest != tags.get(trk.TAG_DATASET_DIGEST):
@@ -269,8 +324,15 @@ def _prior(cl: Any, run: Any, backend_name: str) -> tuple[rs.PriorRecords, int, 
 
 
 async def resume_parent(
-    cl: Any, prun: Any, config: Any, targets: Any, options: RunOptions | None, trace_samples: int | None
+    cl: Any,
+    prun: Any,
+    config: Any,
+    targets: Any,
+    options: RunOptions | None,
+    trace_samples: int | None,
+    allow_partial_tracking: bool = False,
 ) -> Evaluation:
+    """Resume each unfinished child of a parent run (creating missing ones), then its comparison."""
 
     pid, exp_id = prun.info.run_id, prun.info.experiment_id
     docs = rs.target_documents(cl, prun)
@@ -279,6 +341,9 @@ async def resume_parent(
         finished = ident.children(cl, exp_id, pid)
         found = [ident.reuse(cl, finished[sha]) if sha in finished else None for sha in shas]
         outs = [f for f in found if f is not None]  # in the order the targets were given
+        ts = trace_samples_default() if trace_samples is None else max(0, int(trace_samples))
+        for o in outs:
+            _backfill(cl, o.run_id, ts, (), allow_partial_tracking)
         return Evaluation([o.result for o in outs], [o.run_id for o in outs], pid, exp_id, [True] * len(outs))
     cfg = rs.reload(cl, prun, "config", config)
     given = {t.sha256(): t for t in (_targets(targets) if targets is not None else [])}
@@ -292,7 +357,15 @@ async def resume_parent(
         for doc, sha in zip(docs, shas, strict=True):
             tgt_given = given.get(sha)
             if sha in kids:
-                o = await resume_run(cl, kids[sha], cfg, tgt_given, opts, trace_samples)
+                o = await resume_run(
+                    cl,
+                    kids[sha],
+                    cfg,
+                    tgt_given,
+                    opts,
+                    trace_samples,
+                    allow_partial_tracking=allow_partial_tracking,
+                )
                 names.append(kids[sha].data.tags.get(trk.TAG_TARGET, sha[:12]))
             else:
                 if tgt_given is None and masked_paths(doc):
@@ -301,7 +374,7 @@ async def resume_parent(
                         "pass the original targets (target=[...]) to resume"
                     )
                 tgt = tgt_given or load_target(doc)
-                s = settings_for(backend_name, opts, None, trace_samples)
+                s = settings_for(backend_name, opts, None, trace_samples, allow_partial_tracking)
                 o = await track_one(
                     cl,
                     exp_id,
@@ -314,7 +387,28 @@ async def resume_parent(
                 )
                 names.append(tgt.display_name)
             outcomes.append(o)
-        finish_parent(parent, outcomes, names)
+        finish_parent(parent, outcomes, names, cfg.display_name)
     return Evaluation(
         [o.result for o in outcomes], [o.run_id for o in outcomes], pid, exp_id, [o.reused for o in outcomes]
+    )
+
+
+def _backfill(
+    cl: Any, run: Any, trace_samples: int, secrets: Sequence[str], allow_partial_tracking: bool
+) -> None:
+    """A reused FINISHED run whose traces are missing (the store refused them, or a version of this
+    package lost them silently) gets them now; see ``trace_outcome.backfill_traces``. ``run`` is a run
+    or its id (the tags decide whether anything is missing, so a complete run costs one read)."""
+    from mlflow_nemo_judge.tracking.trace_outcome import backfill_traces
+
+    if trace_samples <= 0:
+        return
+    if isinstance(run, str):
+        run = cl.get_run(run)
+    backfill_traces(
+        cl,
+        run,
+        trace_samples=trace_samples,
+        secrets=list(secrets),
+        allow_partial_tracking=allow_partial_tracking,
     )
