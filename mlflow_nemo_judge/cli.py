@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -47,6 +48,9 @@ def _setup_logging(args: argparse.Namespace) -> None:
         # new store: keep the terminal for progress, results and the one error line.
         for name in ("httpx", "mlflow", "alembic"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        # mlflow sets its logger's level when it is imported (later, lazily): tell it through its own
+        # variable, unless the user set one.
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 
 def _info(args: argparse.Namespace, msg: str) -> None:

@@ -51,7 +51,7 @@ def score_distribution(
     """
     path = Path(path)
     names = list(scores) or ["(no scores)"]
-    fig = _figure(max(5.0, 5.0 * len(names)), 3.8)
+    fig = _figure(max(5.0, 5.0 * len(names)), 4.2 if model else 3.8)
     axes = fig.subplots(1, len(names), squeeze=False)[0]
     for ax, name in zip(axes, names, strict=True):
         values, nan = _finite(scores.get(name, []))
@@ -74,10 +74,12 @@ def score_distribution(
         ax.set_title(f"{name}\n{subtitle}", fontsize=11)
         ax.set_ylabel("samples", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"{model} — {title}" if model else title, fontsize=12, fontweight="bold")
+    # The model on its own line: "vendor/model — task / metric" overflows a one-panel figure.
+    fig.suptitle(f"{model}\n{title}" if model else title, fontsize=12, fontweight="bold")
     # Fixed margins instead of tight_layout(): the layout pass costs as much as drawing, and these
     # panels have predictable labels. This chart is drawn for every metric of every run.
-    fig.subplots_adjust(left=0.1 / len(names) + 0.04, right=0.98, bottom=0.16, top=0.78, wspace=0.3)
+    top = 0.72 if model else 0.78  # room for the two-line title
+    fig.subplots_adjust(left=0.1 / len(names) + 0.04, right=0.98, bottom=0.16, top=top, wspace=0.3)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", dpi=100)
     return path
