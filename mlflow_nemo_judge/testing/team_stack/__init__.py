@@ -24,6 +24,7 @@ S3 store, the MLflow server and the stack itself live here.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 import subprocess
@@ -109,6 +110,9 @@ def _start_s3(bucket: str, aws_env: Mapping[str, str]) -> Iterator[str]:
     import boto3
     from moto.server import ThreadedMotoServer
 
+    # werkzeug (moto's HTTP server) logs every request at INFO to stderr even with verbose=False: a
+    # benchmark or a failing test's output would drown in S3 PUT lines.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     try:
         server.start()
