@@ -357,3 +357,37 @@ def test_a_resumed_run_does_not_write_the_traces_of_its_first_attempt_again(mlfl
     assert (report.written, report.existing, report.failed) == (3, 2, 0) and report.complete
     names = sorted(t.info.tags["mlflow.traceName"] for t in _traces(mlflow_uri, exp, run_id))
     assert names == ["t/r0", "t/r1", "t/r2"]
+
+
+def test_a_trace_killed_between_its_record_and_its_spans_is_written_again(mlflow_uri, monkeypatch):
+    # A process killed after a batch's trace records reached the store but before its spans did leaves
+    # traces MLflow cannot show; a resumed run must replace them, keeping one trace per sample.
+    cl = _client(mlflow_uri)
+    exp = cl.create_experiment("half-written")
+    run_id = cl.create_run(exp).info.run_id
+
+    def stream() -> ts.TraceStream:
+        return ts.TraceStream(cl, exp, run_id, None, judge_models={}, secrets=[], skip_existing=True)
+
+    def rec(i: int) -> SampleRecord:
+        return SampleRecord(task="t", index=i, item_id=f"r{i}", item={"q": i}, output_text="a")
+
+    first = stream()
+    first.put(rec(0))
+    assert first.close().written == 1
+    with monkeypatch.context() as m:  # the kill: r1's trace record is written, its spans never are
+        m.setattr("mlflow.tracing.client.TracingClient.log_spans", lambda *a, **k: None)
+        half = stream()
+        half.put(rec(1))
+        half.close()
+    infos = cl.search_traces(locations=[exp], run_id=run_id, include_spans=False)
+    assert sorted(t.info.tags["mlflow.traceName"] for t in infos) == ["t/r0", "t/r1"]  # r1 without spans
+
+    again = stream()
+    for i in range(3):
+        again.put(rec(i))
+    report = again.close()
+    assert (report.existing, report.failed) == (1, 0) and report.complete
+    traces = _traces(mlflow_uri, exp, run_id)
+    assert sorted(t.info.tags["mlflow.traceName"] for t in traces) == ["t/r0", "t/r1", "t/r2"]
+    assert all(t.data.spans for t in traces)

@@ -227,8 +227,14 @@ class TraceStream:
 
 
 def existing_trace_names(cl: Any, experiment_id: str, run_id: str) -> set[str]:
-    """The names of the traces already linked to ``run_id`` (one per sample: ``<task>/<item id>``)."""
+    """The names of the traces already linked to ``run_id`` (one per sample: ``<task>/<item id>``).
+
+    A trace counts only if its spans reached the store (MLflow tags it ``mlflow.trace.spansLocation``
+    when they do). A process killed between a batch's trace records and its spans leaves traces
+    without spans, which MLflow cannot show: they are deleted here, so the sample is written again and
+    the run keeps one trace per sample."""
     names: set[str] = set()
+    broken: list[str] = []
     token = None
     while True:
         page = cl.search_traces(
@@ -240,11 +246,18 @@ def existing_trace_names(cl: Any, experiment_id: str, run_id: str) -> set[str]:
         )
         for t in page:
             name = t.info.tags.get("mlflow.traceName")
-            if name:
+            if not name:
+                continue
+            if t.info.tags.get("mlflow.trace.spansLocation"):
                 names.add(name)
+            else:
+                broken.append(t.info.trace_id)
         token = page.token
         if not token:
-            return names
+            break
+    if broken:
+        cl.delete_traces(experiment_id, trace_ids=broken)
+    return names
 
 
 # ------------------------------------------------------------------------------ what traces need
