@@ -172,6 +172,7 @@ class LocalEngine:
         from mlflow_nemo_judge.http.openai import Endpoint
 
         self.plan, self.client, self.usage = plan, client, usage
+        self.first_error: str | None = None  # the first row's reason for a NaN, for "measured nothing"
         self.secrets = collect(plan.config, plan.target)
         ep = plan.target_endpoint
         self.target = (
@@ -259,6 +260,9 @@ class LocalEngine:
             nonlocal done
             done += 1
             self.usage.samples += 1
+            if self.first_error is None:
+                errors = (m.error for m in rec.metrics.values() if m.error)
+                self.first_error = rec.target_error or next(errors, None)
             bar.update()
             if opts.on_record is not None:
                 opts.on_record(rec)
@@ -364,6 +368,7 @@ async def run_plan_async(plan: Plan, options: RunOptions | None = None) -> EvalR
             with open(samples_path, "w", encoding="utf-8") as fh:
                 for tp in plan.tasks:
                     aggs.append(await engine.run_task(tp, fh, bar, opts))
+            _require_a_score(aggs, usage.samples, engine.first_error)
         except EndpointUnhealthy as exc:
             raise EvaluationError(f"evaluation stopped: {exc}") from None
         finally:
@@ -382,6 +387,18 @@ async def run_plan_async(plan: Plan, options: RunOptions | None = None) -> EvalR
     if own_dir:
         result.own(work_dir)
     return result
+
+
+def _require_a_score(aggs: list[_TaskAggregator], samples: int, first_error: str | None) -> None:
+    """A run in which no score of any sample could be computed measured nothing: it must fail, not
+    finish with a table of NaNs (a model that always answers empty, a judge that never follows the
+    format, a template that fails on every row). Some NaNs are results (``nan_count``); only all is not."""
+    if samples == 0 or any(v == v for a in aggs for vals in a.values.values() for v in vals):
+        return  # v == v is False only for NaN
+    raise EvaluationError(
+        f"evaluation measured nothing: every score of all {samples} sample(s) is NaN; "
+        f"the first sample's reason: {first_error or 'unknown'}"
+    )
 
 
 def _groups(plan: Plan, aggs: list[_TaskAggregator]) -> MetricTree:

@@ -83,6 +83,8 @@ def test_failed_judge_call_is_nan_with_reason_not_zero(tmp_path):
     def handler(req):
         if str(req.url) == TARGET_URL:
             return httpx.Response(200, json=_chat("s"))
+        if "correctness" not in req.content.decode():  # the other judge answers: the run measures
+            return httpx.Response(200, json=_chat("RATING: 4"))
         return httpx.Response(500, json={"error": {"message": "judge overloaded"}})
 
     cfg = seed_config(files_url=str(_rows(tmp_path, 2)), judge_url=JUDGE_URL)
@@ -331,6 +333,28 @@ def test_null_or_empty_target_output_is_a_target_error_not_an_empty_answer():
         expected = [clean[s.item_id].metrics[metric].scores[metric] for s in kept]
         assert [s.metrics[metric].scores[metric] for s in kept] == expected
         assert score.value == pytest.approx(sum(expected) / len(expected))
+
+
+@pytest.mark.parametrize("fault", ["target-empty", "judge-unparseable"])
+def test_a_run_in_which_no_score_could_be_computed_fails_instead_of_finishing(fault):
+    """Every target reply empty, or every judge reply unparseable: nothing was measured, so the run
+    fails with one line and the first row's reason, not a result of 100 % NaN."""
+    faithful = "mock/faithful-summarizer"
+    with MockLLMServer() as srv:
+        cfg, url = _seed_on_mock(srv, limit=6)
+        t = {"type": "model", "model": {"api_endpoint": {"url": url, "model_id": faithful}}}
+        if fault == "target-empty":
+            srv.set_faults(FaultConfig(empty_content=1.0, only_models=[faithful]))
+        else:  # the judge answers, but never in the format the parsers ask for
+            for m in cfg["tasks"]["consult_summary_eval"]["metrics"].values():
+                for score in m["params"]["scores"].values():
+                    score["parser"]["pattern"] = r"NEVER-IN-A-REPLY (\d)"
+        with pytest.raises(EvaluationError) as info:
+            run_local(cfg, t, cache=False, progress_bar=False)
+    line = str(info.value)
+    assert "\n" not in line and "measured nothing" in line and "all 6 sample(s)" in line
+    reason = "the target returned no content" if fault == "target-empty" else "NEVER-IN-A-REPLY"
+    assert reason in line
 
 
 def test_a_template_error_on_one_row_is_that_rows_error_in_every_template(tmp_path):

@@ -211,7 +211,11 @@ def test_no_secret_reaches_the_spill_file(tmp_path: Path) -> None:
                 RunOptions(cache=False, http_client=http, progress_bar=False, work_dir=tmp_path),
             )
 
-    asyncio.run(go())
+    # Every judge call is refused, so nothing was measured: the run fails (and its line carries no
+    # secret either); the caller's work folder keeps the spill file.
+    with pytest.raises(EvaluationError, match="measured nothing") as info:
+        asyncio.run(go())
+    assert secret not in str(info.value)
     text = (tmp_path / "samples.jsonl").read_text()
     assert "refused" in text and secret not in text
 

@@ -193,3 +193,17 @@ def test_the_cli_error_line_is_scrubbed(installed, monkeypatch, capsys):
     assert cli.main(["validate", "config.yaml"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: http://{MASK}:{MASK}@h/v1?route={MASK}: HTTP 401: invalid header {MASK}"]
+
+
+def test_fingerprint_masks_credentials_only():
+    # The run identity's dump: credentials masked, routing values (a header, api-version) kept.
+    dump = {
+        "url": "https://u:pw-9f3@gw.test/v1?api-version=2024-02-01&api-key=k-77aa",
+        "headers": {"X-Route": "blue", "X-Api-Key": "hk-5511"},
+        "api_key": "sk-1234",
+    }
+    assert secrets.fingerprint(dump) == {
+        "url": f"https://u:{MASK}@gw.test/v1?api-version=2024-02-01&api-key={MASK}",
+        "headers": {"X-Route": "blue", "X-Api-Key": MASK},
+        "api_key": MASK,
+    }

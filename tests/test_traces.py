@@ -334,25 +334,28 @@ def test_partial_tracking_finishes_and_a_rerun_backfills_the_missing_traces(
     assert backfill_traces(cl, after, trace_samples=6) == 0  # complete: nothing written twice
 
 
+def _resuming_stream(cl: Any, exp: str, run_id: str) -> ts.TraceStream:
+    """A trace stream of a resumed attempt: it skips the traces an earlier attempt wrote."""
+    return ts.TraceStream(cl, exp, run_id, None, judge_models={}, secrets=[], skip_existing=True)
+
+
+def _rec(i: int) -> SampleRecord:
+    return SampleRecord(task="t", index=i, item_id=f"r{i}", item={"q": i}, output_text="a")
+
+
 @pytest.mark.timeout(60)
 def test_a_resumed_run_does_not_write_the_traces_of_its_first_attempt_again(mlflow_uri):
     cl = _client(mlflow_uri)
     exp = cl.create_experiment("resumed")
     run_id = cl.create_run(exp).info.run_id
 
-    def stream() -> ts.TraceStream:
-        return ts.TraceStream(cl, exp, run_id, None, judge_models={}, secrets=[], skip_existing=True)
-
-    def rec(i: int) -> SampleRecord:
-        return SampleRecord(task="t", index=i, item_id=f"r{i}", item={"q": i}, output_text="a")
-
-    first = stream()
+    first = _resuming_stream(cl, exp, run_id)
     for i in range(2):  # the first attempt streamed two traces, then was killed
-        first.put(rec(i))
+        first.put(_rec(i))
     assert first.close().written == 2
-    again = stream()
+    again = _resuming_stream(cl, exp, run_id)
     for i in range(3):
-        again.put(rec(i))
+        again.put(_rec(i))
     report = again.close()
     assert (report.written, report.existing, report.failed) == (3, 2, 0) and report.complete
     names = sorted(t.info.tags["mlflow.traceName"] for t in _traces(mlflow_uri, exp, run_id))
@@ -366,26 +369,20 @@ def test_a_trace_killed_between_its_record_and_its_spans_is_written_again(mlflow
     exp = cl.create_experiment("half-written")
     run_id = cl.create_run(exp).info.run_id
 
-    def stream() -> ts.TraceStream:
-        return ts.TraceStream(cl, exp, run_id, None, judge_models={}, secrets=[], skip_existing=True)
-
-    def rec(i: int) -> SampleRecord:
-        return SampleRecord(task="t", index=i, item_id=f"r{i}", item={"q": i}, output_text="a")
-
-    first = stream()
-    first.put(rec(0))
+    first = _resuming_stream(cl, exp, run_id)
+    first.put(_rec(0))
     assert first.close().written == 1
     with monkeypatch.context() as m:  # the kill: r1's trace record is written, its spans never are
         m.setattr("mlflow.tracing.client.TracingClient.log_spans", lambda *a, **k: None)
-        half = stream()
-        half.put(rec(1))
+        half = _resuming_stream(cl, exp, run_id)
+        half.put(_rec(1))
         half.close()
     infos = cl.search_traces(locations=[exp], run_id=run_id, include_spans=False)
     assert sorted(t.info.tags["mlflow.traceName"] for t in infos) == ["t/r0", "t/r1"]  # r1 without spans
 
-    again = stream()
+    again = _resuming_stream(cl, exp, run_id)
     for i in range(3):
-        again.put(rec(i))
+        again.put(_rec(i))
     report = again.close()
     assert (report.existing, report.failed) == (1, 0) and report.complete
     traces = _traces(mlflow_uri, exp, run_id)

@@ -49,7 +49,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
@@ -313,8 +313,9 @@ def clear_registry() -> None:
         _registered = ()
 
 
-def redact(obj: Any) -> Any:
-    """A deep copy of a dump with every secret masked; ``api_key_env`` names are kept (they are not keys)."""
+def _masked(obj: Any, header: Callable[[str, Any], Any], url: Callable[[str], str]) -> Any:
+    """A deep copy of a dump with secret-named keys masked, each header value passed through
+    ``header(name, value)`` and each URL through ``url``: the one walk under both policies below."""
     if isinstance(obj, Mapping):
         out: dict[Any, Any] = {}
         for k, v in obj.items():
@@ -322,15 +323,20 @@ def redact(obj: Any) -> Any:
             if lk in SECRET_KEYS and v not in (None, ""):
                 out[k] = MASK
             elif lk == "headers" and isinstance(v, Mapping):
-                out[k] = {hk: MASK for hk in v}
+                out[k] = {hk: header(str(hk), hv) for hk, hv in v.items()}
             else:
-                out[k] = redact(v)
+                out[k] = _masked(v, header, url)
         return out
     if isinstance(obj, list):
-        return [redact(v) for v in obj]
+        return [_masked(v, header, url) for v in obj]
     if isinstance(obj, str) and looks_like_url(obj):
-        return redact_url(obj)
+        return url(obj)
     return obj
+
+
+def redact(obj: Any) -> Any:
+    """A deep copy of a dump with every secret masked; ``api_key_env`` names are kept (they are not keys)."""
+    return _masked(obj, lambda _name, _value: MASK, redact_url)
 
 
 def fingerprint(obj: Any) -> Any:
@@ -339,34 +345,26 @@ def fingerprint(obj: Any) -> Any:
     every other value as written. Two deployments behind one gateway URL, told apart by a routing
     header or an ``api-version``, are then two evaluations (:func:`redact` would mask both to the same
     dump), while a rotated key is still the same one. Only a hash of this dump is ever recorded."""
-    if isinstance(obj, Mapping):
-        out: dict[Any, Any] = {}
-        for k, v in obj.items():
-            lk = str(k).lower()
-            if lk in SECRET_KEYS and v not in (None, ""):
-                out[k] = MASK
-            elif lk == "headers" and isinstance(v, Mapping):
-                out[k] = {hk: MASK if is_credential_name(str(hk)) else hv for hk, hv in v.items()}
-            else:
-                out[k] = fingerprint(v)
-        return out
-    if isinstance(obj, list):
-        return [fingerprint(v) for v in obj]
-    if isinstance(obj, str) and looks_like_url(obj):
-        try:
-            parts = urlsplit(obj)
-            password = parts.password
-        except ValueError:
-            return redact_url(obj)
-        netloc = parts.netloc
-        if password:
-            netloc = f"{netloc.rpartition('@')[0].partition(':')[0]}:{MASK}@{netloc.rpartition('@')[2]}"
-        query = "&".join(
-            f"{k}={MASK}" if is_credential_name(k) else f"{k}={v}"
-            for k, v in parse_qsl(parts.query, keep_blank_values=True)
-        )
-        return parts._replace(netloc=netloc, query=query).geturl()
-    return obj
+    return _masked(
+        obj, lambda name, value: MASK if is_credential_name(name) else value, _credentials_masked_url
+    )
+
+
+def _credentials_masked_url(url: str) -> str:
+    """``url`` with its password and credential-named query values masked (for :func:`fingerprint`)."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return redact_url(url)
+    netloc = parts.netloc
+    if password:
+        netloc = f"{netloc.rpartition('@')[0].partition(':')[0]}:{MASK}@{netloc.rpartition('@')[2]}"
+    query = "&".join(
+        f"{k}={MASK}" if is_credential_name(k) else f"{k}={v}"
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+    )
+    return parts._replace(netloc=netloc, query=query).geturl()
 
 
 def redact_text(text: str, secrets: Sequence[str]) -> str:
