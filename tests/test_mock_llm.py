@@ -478,3 +478,21 @@ def test_subprocess_mode_serves_until_sigterm() -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_per_request_faults_do_not_depend_on_arrival_order():
+    from mlflow_nemo_judge.testing.mock_llm.faults import FaultInjector
+
+    cfg = FaultConfig.transient(0.5, per_request=True)
+
+    def draws(order: list[str]) -> dict[str, list[str | None]]:
+        inj, out = FaultInjector(cfg, seed=7), {}
+        for key in order:  # each key sent three times (a retry draws again)
+            out.setdefault(key, []).append(inj.draw("m", "m", key)[0])
+        return out
+
+    keys = [f"body-{i}" for i in range(20)]
+    forward = draws([k for k in keys for _ in range(3)])
+    interleaved = draws([k for _ in range(3) for k in reversed(keys)])
+    assert forward == interleaved
+    assert len({f for fs in forward.values() for f in fs}) > 1  # faults and clean answers both drawn

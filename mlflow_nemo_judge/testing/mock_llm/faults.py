@@ -7,7 +7,9 @@ answers every request with one HTTP error (a dead or rejecting deployment).
 
 from __future__ import annotations
 
+import hashlib
 import random
+import threading
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -42,6 +44,9 @@ class FaultConfig:
     retry_after: float = 0.05
     timeout_seconds: float = 30.0
     only_models: list[str] | None = None
+    # Draw each request's fault from (seed, its body, how many times it was sent) instead of one RNG in
+    # arrival order: concurrent runs with the same seed then see the same faults on the same calls.
+    per_request: bool = False
     status: int | None = None  # every request answers this HTTP error status (persistent, not drawn)
     echo_request: bool = False  # error bodies quote the request's headers and URL (a careless provider)
 
@@ -100,6 +105,8 @@ class FaultInjector:
         self.seed = seed
         # (config, rng) swapped as one tuple so a request never sees a config with another config's RNG.
         self._state: tuple[FaultConfig | None, random.Random] = (faults, random.Random(seed))
+        self._seen: dict[str, int] = {}  # request body -> times drawn (the per-request draws)
+        self._lock = threading.Lock()
 
     @property
     def config(self) -> FaultConfig | None:
@@ -108,10 +115,22 @@ class FaultInjector:
     def set(self, faults: FaultConfig | None) -> None:
         """Replace the config; the RNG is reseeded so the same config gives the same faults."""
         self._state = (faults, random.Random(self.seed))
+        with self._lock:
+            self._seen = {}
 
-    def draw(self, model: str, resolved: str) -> tuple[str | None, FaultConfig]:
-        """-> (fault name or None, the config it was drawn from, whose retry/timeout settings apply)."""
+    def draw(self, model: str, resolved: str, key: str | None = None) -> tuple[str | None, FaultConfig]:
+        """-> (fault name or None, the config it was drawn from, whose retry/timeout settings apply).
+
+        With ``FaultConfig.per_request`` and ``key`` (the request body) the draw depends only on the seed, the body and how many times
+        this body was asked before (a retry draws again), not on the order in which concurrent requests
+        arrive: a seeded run then gets the same faults on the same calls every time."""
         faults, rng = self._state
+        if faults is not None and faults.per_request and key is not None:
+            with self._lock:
+                n = self._seen.get(key, 0)
+                self._seen[key] = n + 1
+            digest = hashlib.sha256(f"{self.seed}:{n}:{key}".encode()).digest()
+            rng = random.Random(int.from_bytes(digest[:8], "big"))
         if faults is None:
             return None, _NO_FAULTS
         if (

@@ -215,7 +215,9 @@ class MockRoutes:
             self._record(path, model, body, exc.status, None, received)
             return error_reply(exc.status, str(exc), exc.kind)
 
-        fault, faults = self.faults.draw(model, resolved)
+        current = self.faults.config
+        key = json.dumps(body, sort_keys=True) if current is not None and current.per_request else None
+        fault, faults = self.faults.draw(model, resolved, key)
         if self._latency > 0:
             await self.sleep(self._latency)
         if fault is not None and fault not in CONTENT_FAULTS:
