@@ -81,7 +81,7 @@ def test_leaderboard_filters_metrics_by_key_or_pattern(runs):
 
 
 def test_paired_difference_ci_and_p_value_on_shared_items(runs):
-    from scipy.stats import ttest_rel
+    from mlflow_nemo_judge.scoring.paired_tests import paired_test
 
     a, b = runs["both"].run_ids
     df = paired(a, b, tracking_uri=runs["uri"])
@@ -96,12 +96,13 @@ def test_paired_difference_ci_and_p_value_on_shared_items(runs):
         assert row["mean_a"] == pytest.approx(sum(va.values()) / 10)
         assert row["mean_diff"] == pytest.approx(sum(vb[i] - va[i] for i in ids) / 10)
         assert row["mean_diff"] < 0 and row["ci95_low"] <= row["mean_diff"] <= row["ci95_high"] < 0
-        expected_p = ttest_rel([vb[i] for i in ids], [va[i] for i in ids]).pvalue
-        if math.isnan(expected_p):  # constant differences: our convention is 0 for a non-zero difference
-            assert row["p_value"] == 0.0
-        else:
-            assert row["p_value"] == pytest.approx(expected_p)
-        assert row["p_value"] < 0.05
+        # 1-5 judge ratings: the test fit for ordinal scores (Wilcoxon signed-rank, or the exact sign
+        # test when every difference is equal: 2*0.5^10, never the old p = 0)
+        ref = paired_test([va[i] for i in ids], [vb[i] for i in ids])
+        assert row["test"] == ref.test and ("Wilcoxon" in ref.test or "sign test" in ref.test)
+        assert row["p_value"] == pytest.approx(ref.p_value) and 0 < row["p_value"] < 0.05
+        assert row["effect_size"] == pytest.approx(ref.effect_size) and row["effect_size"] < 0
+        assert row["effect_size_name"] == "matched-pairs rank-biserial r"
 
 
 def test_paired_reads_jsonl_runs_like_table_runs(runs):
@@ -146,7 +147,7 @@ def test_format_table_of_a_paired_frame(runs):
     df = paired(*runs["both"].run_ids, tracking_uri=runs["uri"])
     lines = cmp.format_table(df).splitlines()
     assert lines[0].split()[:5] == ["compared", "score", "mean", "diff", "95%"]
-    assert len(lines) == 2 + len(KEYS) and "paired t-test" in lines[2]
+    assert len(lines) == 2 + len(KEYS) and str(df.iloc[0]["test"]).split(",")[0] in lines[2]
 
 
 def test_write_chart_writes_pngs(runs, tmp_path):

@@ -33,15 +33,30 @@ def test_all_nan_and_single_value():
     assert one.mean == 3.0 and one.stderr is None and one.ci95_low is None
 
 
-def test_paired_t_test_matches_scipy_and_drops_nan_pairs():
+def test_paired_compare_delegates_to_paired_test_and_drops_nan_pairs():
+    from mlflow_nemo_judge.scoring.paired_tests import paired_test
+
     a = [3.0, 4.0, 2.0, 5.0, NAN, 3.0]
     b = [4.0, 5.0, 2.0, 5.0, 1.0, 5.0]
     res = paired_compare(a, b)
-    keep_a, keep_b = [3.0, 4.0, 2.0, 5.0, 3.0], [4.0, 5.0, 2.0, 5.0, 5.0]
     assert res.n == 5
     assert res.mean_diff == pytest.approx(0.8)
-    assert res.p_value == pytest.approx(sps.ttest_rel(keep_b, keep_a).pvalue)
+    # 1-5 ratings: Wilcoxon signed-rank (Pratt), exact. Differences 1, 1, 0, 0, 2: the three non-zero
+    # ones (mid-ranks 3.5, 3.5, 5) are all positive, the most extreme of 2^3 sign patterns: p = 2/8.
+    assert "Wilcoxon" in res.test and res.p_value == pytest.approx(0.25)
+    pt = paired_test(a, b)
+    assert (res.p_value, res.ci95_low, res.ci95_high, res.test) == (
+        pt.p_value,
+        pt.ci95_low,
+        pt.ci95_high,
+        pt.test,
+    )
     assert res.ci95_low is not None and res.ci95_low < 0.8 < (res.ci95_high or 0)
+    # continuous scores with n >= 30 keep the paired t-test
+    x = [0.1 * i + (i % 7) * 0.37 for i in range(40)]
+    y = [v + 0.2 + ((i * 13) % 5) * 0.11 for i, v in enumerate(x)]
+    t = paired_compare(x, y)
+    assert t.test == "paired t-test" and t.p_value == pytest.approx(sps.ttest_rel(y, x).pvalue)
 
 
 def test_paired_identical_runs():

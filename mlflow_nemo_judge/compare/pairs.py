@@ -1,6 +1,9 @@
 """Paired comparison of two evaluations on the items both judged: per score the mean difference
-``b − a``, its 95% CI and the p-value of a paired t-test (``scoring.stats.paired_compare``). Far more
-sensitive than two independent CIs when both runs judged the same items.
+``b − a``, its 95% CI, the p-value of a test fit for the score type and an effect size
+(``scoring.paired_tests.paired_test``: exact McNemar for 0/1 scores, Wilcoxon signed-rank for
+ratings, paired t or a sign-flip permutation test otherwise). Far more sensitive than two independent
+CIs when both runs judged the same items. ``min_effect`` adds a warning where the sample is too small
+to detect that difference.
 
 ``paired`` reads two runs back from MLflow; ``paired_results`` compares results still in memory (the
 parent run of a multi-target evaluation). Both align on (task, item id, occurrence).
@@ -20,7 +23,20 @@ from mlflow_nemo_judge.tracking.names import column
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-PAIRED_COLUMNS = ("metric", "n", "mean_a", "mean_b", "mean_diff", "ci95_low", "ci95_high", "p_value", "test")
+PAIRED_COLUMNS = (
+    "metric",
+    "n",
+    "mean_a",
+    "mean_b",
+    "mean_diff",
+    "ci95_low",
+    "ci95_high",
+    "p_value",
+    "test",
+    "effect_size",
+    "effect_size_name",
+    "warning",
+)
 
 
 def _selected(key: str, patterns: Sequence[str] | None) -> bool:
@@ -55,10 +71,11 @@ def _compare(
     fa: pd.DataFrame,
     fb: pd.DataFrame,
     metrics: Sequence[str] | None,
+    min_effect: float | None = None,
 ) -> pd.DataFrame:
     import pandas as pd
 
-    from mlflow_nemo_judge.scoring.stats import paired_compare
+    from mlflow_nemo_judge.scoring.paired_tests import paired_test
 
     in_b = {(t, m, s) for t, m, s, _ in tree_b.scores()}
     rows = []
@@ -68,7 +85,7 @@ def _compare(
             continue
         da, db = _aligned(fa, t, column(m, s)), _aligned(fb, t, column(m, s))
         shared = [k for k in da if k in db]
-        pc = paired_compare([da[k] for k in shared], [db[k] for k in shared])
+        pc = paired_test([da[k] for k in shared], [db[k] for k in shared], min_effect=min_effect)
         rows.append(
             {
                 "metric": key,
@@ -80,21 +97,31 @@ def _compare(
                 "ci95_high": pc.ci95_high,
                 "p_value": pc.p_value,
                 "test": pc.test,
+                "effect_size": pc.effect_size,
+                "effect_size_name": pc.effect_size_name,
+                "warning": pc.warning,
             }
         )
     return pd.DataFrame(rows, columns=list(PAIRED_COLUMNS))
 
 
 def paired(
-    run_a: str, run_b: str, *, metrics: Sequence[str] | None = None, tracking_uri: str | None = None
+    run_a: str,
+    run_b: str,
+    *,
+    metrics: Sequence[str] | None = None,
+    tracking_uri: str | None = None,
+    min_effect: float | None = None,
 ) -> pd.DataFrame:
-    """Per score: mean difference ``b − a`` over the items both runs judged, its 95% CI and the p-value
-    of a paired t-test (pairs where either side is NaN are dropped and not counted in ``n``)."""
+    """Per score: mean difference ``b − a`` over the items both runs judged, its 95% CI, the p-value of
+    the paired test fit for the score type and its effect size (pairs where either side is NaN are
+    dropped and not counted in ``n``); ``min_effect`` warns (column ``warning``) when ``n`` is too
+    small to detect that difference with 80% power."""
     tree_a = tracking.load_results_tree(run_a, tracking_uri)
     tree_b = tracking.load_results_tree(run_b, tracking_uri)
     fa = tracking.load_samples_frame(run_a, tracking_uri)
     fb = tracking.load_samples_frame(run_b, tracking_uri)
-    df = _compare(tree_a, tree_b, fa, fb, metrics)
+    df = _compare(tree_a, tree_b, fa, fb, metrics, min_effect)
     df.attrs.update({"run_a": run_a, "run_b": run_b})
     return df
 
@@ -106,7 +133,11 @@ def _frame(res: EvalResult) -> pd.DataFrame:
 
 
 def paired_results(
-    res_a: EvalResult, res_b: EvalResult, *, metrics: Sequence[str] | None = None
+    res_a: EvalResult,
+    res_b: EvalResult,
+    *,
+    metrics: Sequence[str] | None = None,
+    min_effect: float | None = None,
 ) -> pd.DataFrame:
     """``paired`` for two results in memory (their per-sample spill files), no MLflow read."""
-    return _compare(res_a, res_b, _frame(res_a), _frame(res_b), metrics)
+    return _compare(res_a, res_b, _frame(res_a), _frame(res_b), metrics, min_effect)

@@ -33,10 +33,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from statistics import NormalDist
 from typing import Any, Literal
 
 from mlflow_nemo_judge.gate.policy import Resolved, Rule
+from mlflow_nemo_judge.scoring.paired_tests import agresti_min, t_quantile
+from mlflow_nemo_judge.scoring.paired_tests import binom_two_sided as binom_two_sided  # re-exported
 from mlflow_nemo_judge.scoring.stats import t_sf
 
 Verdict = Literal["GO", "NO-GO", "INCONCLUSIVE"]
@@ -47,32 +48,6 @@ EXIT_CODES: dict[str, int] = {"GO": 0, "NO-GO": 1, "INCONCLUSIVE": 3}
 
 
 # ------------------------------------------------------------------------------------- statistics
-
-
-def t_quantile(p: float, df: int) -> float:
-    """The ``p`` quantile (p > 0.5) of Student's t, by bisection on the exact tail (as ``stats`` does)."""
-    tail = 1.0 - p
-    lo, hi = 0.0, 1.0
-    while t_sf(hi, df) > tail:
-        hi *= 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if t_sf(mid, df) > tail:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < 1e-12 * max(1.0, hi):
-            break
-    return 0.5 * (lo + hi)
-
-
-def binom_two_sided(k: int, n: int) -> float:
-    """Exact two-sided p of ``k`` successes in ``n`` fair trials (the symmetric binomial test)."""
-    if n == 0:
-        return 1.0
-    k = min(k, n - k)
-    tail = math.fsum(math.comb(n, i) for i in range(k + 1)) / 2.0**n
-    return min(1.0, 2.0 * tail)
 
 
 @dataclass
@@ -94,11 +69,7 @@ def paired_effect(diffs: Sequence[float], confidence: float, binary: bool) -> Pa
     if binary:
         b = sum(1 for d in diffs if d > 0)  # champion 0, challenger 1 (oriented)
         c = sum(1 for d in diffs if d < 0)
-        z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
-        nn, bb, cc = n + 2.0, b + 0.5, c + 0.5
-        adj = (bb - cc) / nn
-        half = z * math.sqrt(max(0.0, (bb + cc) - (bb - cc) ** 2 / nn)) / nn
-        lo, hi = max(-1.0, adj - half), min(1.0, adj + half)
+        lo, hi = agresti_min(b, c, n, confidence)
         return Paired(n, mean, lo, hi, binom_two_sided(b, b + c), "exact McNemar, Agresti-Min interval")
     sd = math.sqrt(math.fsum((d - mean) ** 2 for d in diffs) / (n - 1))
     if sd == 0.0:

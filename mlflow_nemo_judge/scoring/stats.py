@@ -173,33 +173,16 @@ class PairedComparison:
 
 
 def paired_compare(a: Sequence[float], b: Sequence[float]) -> PairedComparison:
-    """Paired t-test of ``b - a`` on aligned values; pairs where either side is NaN are dropped.
+    """Paired comparison of ``b - a`` on aligned values; pairs where either side is NaN are dropped.
 
-    The t-test answers "is the mean difference zero"; with all differences equal (e.g. identical
-    runs) the p-value is 1.0 when the difference is 0 and 0.0 otherwise, instead of scipy's NaN.
+    Kept for compatibility: it delegates to ``scoring.paired_tests.paired_test``, which picks the test
+    from the data (exact McNemar for 0/1, Wilcoxon signed-rank for ratings, paired t or a sign-flip
+    permutation test otherwise) and never reports ``p = 0`` for all-equal differences (the exact sign
+    test ``2·0.5ⁿ``). Use ``paired_test`` for the effect size and the warnings.
     """
-    if len(a) != len(b):
-        raise ValueError("paired samples must be aligned and of equal length")
-    pairs = [
-        (float(x), float(y))
-        for x, y in zip(a, b, strict=True)
-        if not (x is None or y is None or math.isnan(x) or math.isnan(y))
-    ]
-    n = len(pairs)
-    if n == 0:
-        return PairedComparison(0, None, None, None, None, None, None, "paired t-test")
-    diffs = [y - x for x, y in pairs]
-    mean_a = math.fsum(x for x, _ in pairs) / n
-    mean_b = math.fsum(y for _, y in pairs) / n
-    md = math.fsum(diffs) / n
-    if n < 2:
-        return PairedComparison(n, mean_a, mean_b, md, None, None, None, "paired t-test")
-    sd = math.sqrt(math.fsum((d - md) ** 2 for d in diffs) / (n - 1))
-    if sd == 0.0:
-        p = 1.0 if md == 0.0 else 0.0
-        return PairedComparison(n, mean_a, mean_b, md, md, md, p, "paired t-test")
-    se = sd / math.sqrt(n)
-    tstat = md / se
-    p = min(1.0, 2.0 * t_sf(abs(tstat), n - 1))
-    half = t_quantile_975(n - 1) * se
-    return PairedComparison(n, mean_a, mean_b, md, md - half, md + half, p, "paired t-test")
+    from mlflow_nemo_judge.scoring.paired_tests import paired_test
+
+    pt = paired_test(a, b)
+    return PairedComparison(
+        pt.n, pt.mean_a, pt.mean_b, pt.mean_diff, pt.ci95_low, pt.ci95_high, pt.p_value, pt.test
+    )
