@@ -66,6 +66,7 @@ class RunOptions:
     # The client's retry backoff (seconds; see mlflow_nemo_judge.http.retry); tests make it small.
     backoff_base: float = 0.5
     backoff_max: float = 30.0
+    judge_repeats: int | None = None  # --judge-repeats: every llm-judge metric's repeats (plan_reliability)
 
 
 class _Bar:
@@ -186,7 +187,8 @@ class LocalEngine:
         render for it, a failed or empty target call) is recorded in the record with its reason and every
         metric NaN; only :class:`EndpointUnhealthy` (an endpoint that refuses us or keeps failing) stops
         the run."""
-        from mlflow_nemo_judge.scoring.judge import run_judge, run_simple
+        from mlflow_nemo_judge.scoring.judge import run_simple
+        from mlflow_nemo_judge.scoring.judgments import run_judgments, set_human_labels
 
         rec = SampleRecord(task=tp.name, index=index, item_id=item_id(row, index), item=row)
         sample: dict[str, Any] | None = None
@@ -224,16 +226,18 @@ class LocalEngine:
                 rec.metrics[m.name] = MetricOutcome(
                     scores={s: NAN for s in m.score_names if s != "corpus"}, error=reason
                 )
+            set_human_labels(tp.metrics, row, rec)
             return rec
         ctx = build_context(row, sample)
         judges = [m for m in tp.metrics if m.judge is not None]
         memo: dict[Any, str] = {}
-        results = await asyncio.gather(*(run_judge(m, ctx, self.client, memo) for m in judges))
+        results = await asyncio.gather(*(run_judgments(m, ctx, self.client, memo) for m in judges))
         by_name = dict(zip((m.name for m in judges), results, strict=True))
         for m in tp.metrics:
             rec.metrics[m.name] = (
                 by_name[m.name] if m.name in by_name else run_simple(m, ctx, rec.output_text)
             )
+        set_human_labels(tp.metrics, row, rec)
         return rec
 
     def restored(self, tp: TaskPlan, index: int, row: dict[str, Any], kept: SampleRecord) -> SampleRecord:
@@ -434,5 +438,7 @@ def run_local(
     opts = options or RunOptions(**kwargs)
     cfg = load_config(config)
     tgt = load_target(target)
-    plan = build_plan(cfg, tgt, limit=opts.limit, parallelism=opts.parallelism)
+    plan = build_plan(
+        cfg, tgt, limit=opts.limit, parallelism=opts.parallelism, judge_repeats=opts.judge_repeats
+    )
     return run_sync(run_plan_async(plan, opts))

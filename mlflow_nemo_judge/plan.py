@@ -38,7 +38,9 @@ from mlflow_nemo_judge.errors import ConfigError
 from mlflow_nemo_judge.scoring.templating import check_syntax
 
 if TYPE_CHECKING:  # pragma: no cover
+    from mlflow_nemo_judge.config import ModelRef
     from mlflow_nemo_judge.data.scan import DatasetInfo
+    from mlflow_nemo_judge.plan_reliability import ReliabilityPlan
 
 DEFAULT_PARALLELISM = 8
 DEFAULT_TIMEOUT = 60.0
@@ -87,6 +89,8 @@ class MetricPlan:
     judge: JudgeSpec | None = None
     scores: list[ScoreSpec] = field(default_factory=list)
     config: MetricConfig | None = None  # the typed metric, for consumers that want typed params
+    # llm-judge: repeats, judge panel, human labels (``plan_reliability``); None for other metrics.
+    reliability: ReliabilityPlan | None = None
 
     @property
     def score_names(self) -> list[str]:
@@ -261,18 +265,27 @@ def _data_for_task(
     return DataPlan.of(ds, base_dir), ds.limit, cached
 
 
-def _judge_spec(mpath: str, p: JudgeParams, resolve_secrets: bool) -> JudgeSpec:
-    if isinstance(p.model, str):
+def _judge_spec(
+    mpath: str,
+    p: JudgeParams,
+    resolve_secrets: bool,
+    model: ModelRef | None = None,
+    model_path: str | None = None,
+) -> JudgeSpec:
+    """The judge of ``p`` (or ``model`` at ``model_path`` instead of ``p.model``: a panel member)."""
+    model = p.model if model is None else model
+    model_path = model_path or f"{mpath}.params.model"
+    if isinstance(model, str):
         raise ConfigError(
-            f"{mpath}.params.model",
-            f"model reference {p.model!r} is only supported with --backend nemo; "
+            model_path,
+            f"model reference {model!r} is only supported with --backend nemo; "
             "give {'api_endpoint': {'url': ..., 'model_id': ...}}",
         )
-    ep = p.model.api_endpoint
+    ep = model.api_endpoint
     if ep is None:
-        raise ConfigError(f"{mpath}.params.model.api_endpoint", "required field is missing")
-    key = ep.resolve_api_key(f"{mpath}.params.model.api_endpoint") if resolve_secrets else None
-    prompt = p.model.prompt
+        raise ConfigError(f"{model_path}.api_endpoint", "required field is missing")
+    key = ep.resolve_api_key(f"{model_path}.api_endpoint") if resolve_secrets else None
+    prompt = model.prompt
     inference = prompt.inference_params.to_dict() if prompt and prompt.inference_params else {}
     # Call settings for our client, not fields of the request body.
     timeout, retries = inference.pop("request_timeout", None), inference.pop("max_retries", None)
@@ -315,8 +328,11 @@ def build_plan(
     resolve_secrets: bool = True,
     limit: int | None = None,
     parallelism: int | None = None,
+    judge_repeats: int | None = None,
 ) -> Plan:
-    """Validate ``config`` and ``target`` for the local backend and compile them into a ``Plan``."""
+    """Validate ``config`` and ``target`` for the local backend and compile them into a ``Plan``.
+
+    ``judge_repeats`` (``--judge-repeats``) overrides every llm-judge metric's ``repeats``."""
     if config.type != "custom":
         raise ConfigError(
             "type",
@@ -383,6 +399,9 @@ def build_plan(
         )
         _check_metric_keys(tname, metrics)
         tasks.append(tp)
+    from mlflow_nemo_judge.plan_reliability import attach_reliability
+
+    attach_reliability(config, tasks, judge_repeats=judge_repeats, resolve_secrets=resolve_secrets)
 
     plan = Plan(
         config=config,

@@ -103,9 +103,85 @@ class Score:
 MetricTree = dict[str, dict[str, dict[str, Score]]]
 
 
+def _scores_json(scores: dict[str, float]) -> dict[str, float | None]:
+    return {k: _num(v) for k, v in scores.items()}
+
+
+def _scores_from(d: Any) -> dict[str, float]:
+    return {k: (NAN if v is None else float(v)) for k, v in (d or {}).items()} if isinstance(d, dict) else {}
+
+
+def _verdict(
+    scores: dict[str, float],
+    raw: str | None,
+    error: str | None,
+    timing: tuple[int, int] | None,
+    usage: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The JSON of what a judge call gave (an outcome's or a judgment's): timing/usage only when set."""
+    out: dict[str, Any] = {"scores": _scores_json(scores), "raw": raw, "error": error}
+    if timing is not None:
+        out["timing"] = list(timing)
+    if usage:
+        out["usage"] = usage
+    return out
+
+
+@dataclass
+class Judgment:
+    """One judge call of a metric on a sample: judge ``judge`` (its label), repeat ``repeat`` (0-based).
+
+    Kept on :attr:`MetricOutcome.judgments` when a metric is judged more than once per sample (repeats,
+    a judge panel), so every judgment can be analysed and traced; ``seed`` and ``temperature`` are the
+    values the request carried (None: not sent / the judge's default).
+    """
+
+    judge: str
+    repeat: int
+    scores: dict[str, float] = field(default_factory=dict)  # NaN when unparseable
+    raw: str | None = None
+    error: str | None = None
+    timing: tuple[int, int] | None = None
+    usage: dict[str, Any] | None = None
+    seed: int | None = None
+    temperature: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"judge": self.judge, "repeat": self.repeat}
+        out.update(_verdict(self.scores, self.raw, self.error, self.timing, self.usage))
+        if self.seed is not None:
+            out["seed"] = self.seed
+        if self.temperature is not None:
+            out["temperature"] = _num(self.temperature)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Judgment:
+        seed, temp = d.get("seed"), d.get("temperature")
+        return cls(
+            judge=str(d.get("judge", "")),
+            repeat=int(d.get("repeat", 0)),
+            scores=_scores_from(d.get("scores")),
+            raw=d.get("raw"),
+            error=d.get("error"),
+            timing=_span_time(d.get("timing")),
+            usage=d.get("usage") if isinstance(d.get("usage"), dict) else None,
+            seed=int(seed) if isinstance(seed, int) and not isinstance(seed, bool) else None,
+            temperature=float(temp)
+            if isinstance(temp, (int, float)) and not isinstance(temp, bool)
+            else None,
+        )
+
+
 @dataclass
 class MetricOutcome:
-    """One metric's verdict on one sample: scores (NaN when unparseable), judge text, error."""
+    """One metric's verdict on one sample: scores (NaN when unparseable), judge text, error.
+
+    With more than one judgment per sample (repeats, a judge panel) ``scores`` is the headline (each
+    judge's repeats reduced, then the judges; ``scoring.judgments``), ``raw``/``timing``/``usage`` are
+    the first judgment's and ``judgments`` holds every one; with one judgment ``judgments`` is empty
+    (this outcome is that judgment). ``human`` is the row's human label per score, when declared.
+    """
 
     scores: dict[str, float] = field(default_factory=dict)
     raw: str | None = None
@@ -115,28 +191,31 @@ class MetricOutcome:
     # The judge call as measured, for its trace span: (start, end) in epoch ns, and the reply's `usage`.
     timing: tuple[int, int] | None = field(default=None, repr=False, compare=False)
     usage: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    judgments: list[Judgment] = field(default_factory=list)
+    human: dict[str, float] = field(default_factory=dict)  # score -> human label (NaN: empty/not a number)
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "scores": {k: _num(v) for k, v in self.scores.items()},
-            "raw": self.raw,
-            "error": self.error,
-        }
-        if self.timing is not None:
-            out["timing"] = list(self.timing)
-        if self.usage:
-            out["usage"] = self.usage
+        out = _verdict(self.scores, self.raw, self.error, self.timing, self.usage)
+        # Only when there is more than one: plain runs' records (and old spill files) are unchanged.
+        if len(self.judgments) > 1:
+            out["judgments"] = [j.to_dict() for j in self.judgments]
+        if self.human:
+            out["human"] = _scores_json(self.human)
         return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MetricOutcome:
-        scores = {k: (NAN if v is None else float(v)) for k, v in (d.get("scores") or {}).items()}
+        judgments = d.get("judgments")
         return cls(
-            scores=scores,
+            scores=_scores_from(d.get("scores")),
             raw=d.get("raw"),
             error=d.get("error"),
             timing=_span_time(d.get("timing")),
             usage=d.get("usage") if isinstance(d.get("usage"), dict) else None,
+            judgments=[Judgment.from_dict(j) for j in judgments if isinstance(j, dict)]
+            if isinstance(judgments, list)
+            else [],
+            human=_scores_from(d.get("human")),
         )
 
 

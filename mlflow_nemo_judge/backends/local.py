@@ -23,7 +23,10 @@ class LocalBackend:
 
     def prepare(self, config: EvalConfig, target: Target) -> Prepared:
         """The plan, built once, and one pass over its data for counts, digests and the logged rows."""
-        plan = build_plan(config, target, limit=self.options.limit, parallelism=self.options.parallelism)
+        o = self.options
+        plan = build_plan(
+            config, target, limit=o.limit, parallelism=o.parallelism, judge_repeats=o.judge_repeats
+        )
         # Rows are kept for an MLflow dataset input only up to the UI table's size; larger datasets are
         # recorded by digest and source.
         datasets = scan_plan(plan, max_rows=DEFAULT_TABLE_MAX_ROWS)

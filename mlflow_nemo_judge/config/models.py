@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 
 from mlflow_nemo_judge.config.common import (
     APIEndpoint,
@@ -34,6 +34,7 @@ from mlflow_nemo_judge.config.common import (
     TaskParams,
     sha256_json,
 )
+from mlflow_nemo_judge.config.extension import Extension, check_references, parse_extension
 from mlflow_nemo_judge.config.metrics import (
     BleuMetric,
     BleuParams,
@@ -65,6 +66,7 @@ __all__ = [
     "DatasetLike",
     "DatasetRef",
     "EvalConfig",
+    "Extension",
     "GroupConfig",
     "InferenceParams",
     "JsonParser",
@@ -129,6 +131,23 @@ class EvalConfig(Open):
     params: RunParams | None = None
     tasks: dict[str, TaskConfig] | None = None
     groups: dict[str, GroupConfig] | None = None
+    # This package's own extensions (repeats, judge panels, human labels, pairwise): never sent to NeMo.
+    mlflow_nemo_judge: Extension | None = None
+
+    @field_validator("mlflow_nemo_judge", mode="before")
+    @classmethod
+    def _strict_extension(cls, v: Any) -> Extension | None:
+        # Our own schema: validated strictly, its errors raised as ConfigError with the block's paths.
+        return None if v is None else parse_extension(v)
+
+    @model_validator(mode="after")
+    def _extension_refers_to_config(self) -> EvalConfig:
+        check_references(self)  # raises ConfigError: pydantic lets a non-ValueError through as is
+        return self
+
+    def extension(self) -> Extension | None:
+        """The typed ``mlflow_nemo_judge:`` block, or None when the config has none."""
+        return self.mlflow_nemo_judge
 
     @field_validator("tasks")
     @classmethod

@@ -13,7 +13,7 @@ from typing import Any
 
 from mlflow_nemo_judge.errors import EndpointError, EndpointUnhealthy, NemoJudgeError
 from mlflow_nemo_judge.http.openai import Endpoint, OpenAIClient
-from mlflow_nemo_judge.plan import MetricPlan
+from mlflow_nemo_judge.plan import JudgeSpec, MetricPlan
 from mlflow_nemo_judge.results import NAN, MetricOutcome
 from mlflow_nemo_judge.scoring.templating import render_value
 
@@ -45,13 +45,18 @@ def _render_memo(obj: Any, ctx: Mapping[str, Any], path: str, key: str | None, m
 
 
 def judge_request(
-    metric: MetricPlan, ctx: Mapping[str, Any], memo: RenderMemo | None = None
+    metric: MetricPlan,
+    ctx: Mapping[str, Any],
+    memo: RenderMemo | None = None,
+    judge: JudgeSpec | None = None,
 ) -> dict[str, Any]:
     """The judge request body (without ``model``): rendered template + judge inference params.
 
     ``memo`` (one dict per sample, shared by that sample's judges) saves re-rendering identical strings.
+    ``judge`` is the judge to ask instead of ``metric.judge`` (a panel member: its own system prompt and
+    inference params, the metric's template).
     """
-    judge = metric.judge
+    judge = judge or metric.judge
     assert judge is not None
     tpath = f"{metric.path}.params.template"
     body = (
@@ -68,14 +73,26 @@ def judge_request(
 
 
 async def run_judge(
-    metric: MetricPlan, ctx: Mapping[str, Any], client: OpenAIClient, memo: RenderMemo | None = None
+    metric: MetricPlan,
+    ctx: Mapping[str, Any],
+    client: OpenAIClient,
+    memo: RenderMemo | None = None,
+    *,
+    judge: JudgeSpec | None = None,
+    body_overrides: Mapping[str, Any] | None = None,
 ) -> MetricOutcome:
+    """One judge call of ``metric`` (by ``judge``, default ``metric.judge``) on one sample.
+
+    ``body_overrides`` are set in the request body last (a repeat's ``seed``/``temperature``): they are
+    part of the body, hence of the response cache key, so one repeat is never served another's reply.
+    """
     from mlflow_nemo_judge.scoring.parsing import parse_score, strip_reasoning
 
-    judge = metric.judge
+    judge = judge or metric.judge
     assert judge is not None
     try:
-        body = judge_request(metric, ctx, memo)
+        body = judge_request(metric, ctx, memo, judge)
+        body.update(body_overrides or {})
     except NemoJudgeError as exc:  # the judge template does not render for this row: this row's error
         return MetricOutcome(scores={s.name: NAN for s in metric.scores}, error=f"judge template: {exc}")
     endpoint = Endpoint(

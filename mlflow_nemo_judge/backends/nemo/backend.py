@@ -32,6 +32,7 @@ from mlflow_nemo_judge.backends.nemo.client import NemoClient
 from mlflow_nemo_judge.backends.nemo.results import build_result, read_results_zip
 from mlflow_nemo_judge.backends.nemo.staging import dataset_files, local_datasets, stage
 from mlflow_nemo_judge.config import EvalConfig, Target, source_path
+from mlflow_nemo_judge.config.extension import BLOCK, local_only
 from mlflow_nemo_judge.config.keys import resolve_env
 from mlflow_nemo_judge.config.secrets import redact
 from mlflow_nemo_judge.data.scan import describe_remote
@@ -50,6 +51,13 @@ TERMINAL = frozenset({"completed", "failed", "cancelled"})
 DEFAULT_NAMESPACE = "default"
 
 JobCallback = Callable[[dict[str, Any]], None]
+
+
+def nemo_config(config: EvalConfig) -> dict[str, Any]:
+    """The config as NeMo gets it: as written, minus this package's ``mlflow_nemo_judge`` block."""
+    cfg = config.to_dict()
+    cfg.pop(BLOCK, None)
+    return cfg
 
 
 def _parse_time(value: Any) -> datetime.datetime | None:
@@ -123,7 +131,7 @@ class NemoBackend:
 
         NeMo runs config types, metrics and fields this package does not know, so nothing else is refused.
         """
-        cfg, tgt = config.to_dict(), target.to_dict()
+        cfg, tgt = nemo_config(config), target.to_dict()
         if config.type == "custom" and not cfg.get("tasks"):
             raise ConfigError("tasks", "required: at least one task")
         cbase, tbase = source_path(config), source_path(target)
@@ -201,7 +209,16 @@ class NemoBackend:
     def submission(self, config: EvalConfig, target: Target) -> tuple[dict[str, Any], dict[str, Any]]:
         """The config and target bodies to submit: staged, limited, secrets resolved. Contains keys."""
         self.validate(config, target)
-        cfg, tgt = copy.deepcopy(config.to_dict()), copy.deepcopy(target.to_dict())
+        cfg, tgt = copy.deepcopy(nemo_config(config)), copy.deepcopy(target.to_dict())
+        skipped = local_only(config)
+        if skipped:
+            log.warning(
+                "the config's %s block is not submitted to NeMo (NeMo has no such settings); not applied "
+                "on this nemo run: %s (run them with --backend local; human-label agreement is still "
+                "computed on the fetched results)",
+                BLOCK,
+                "; ".join(skipped),
+            )
         stage(self.client, self._namespace(config), config, target, cfg, tgt)
         self._apply_limit(cfg)
         return resolve_env(cfg), resolve_env(tgt, "target")

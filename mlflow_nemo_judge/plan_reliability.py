@@ -1,0 +1,126 @@
+"""Each ``llm-judge`` metric's reliability plan: how many judgments a sample gets, by whom, and how they
+become the headline score; built by ``plan.build_plan`` and kept on ``MetricPlan.reliability``.
+
+The settings come from the config's ``mlflow_nemo_judge.reliability`` block (``config.extension``,
+validated at load) and ``--judge-repeats``; here they get what a *local* run needs on top: every panel
+member's :class:`~mlflow_nemo_judge.plan.JudgeSpec`, built by the very code that builds the metric's
+own judge (endpoint checks, API key from the environment, the same errors, at the panel member's path).
+
+Every ``llm-judge`` metric gets a plan, also without the block (one judge, one repeat), so consumers
+read judge labels and measurement levels from one place; :attr:`ReliabilityPlan.multi` says whether the
+metric is judged more than once per sample (only then do records carry ``judgments``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from mlflow_nemo_judge.config import EvalConfig, JudgeMetric
+from mlflow_nemo_judge.config.extension import (
+    MAX_REPEATS,
+    Level,
+    MetricSettings,
+    Reducer,
+    metric_settings,
+)
+from mlflow_nemo_judge.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mlflow_nemo_judge.plan import JudgeSpec, TaskPlan
+
+__all__ = ["ReliabilityPlan", "attach_reliability", "check_judge_repeats"]
+
+
+@dataclass
+class ReliabilityPlan:
+    """One metric's judgments per sample: every ``(judge, repeat)`` of ``judges`` × ``range(repeats)``."""
+
+    settings: MetricSettings
+    judges: list[tuple[str, JudgeSpec]]  # (label, spec); the first is the primary judge
+
+    @property
+    def repeats(self) -> int:
+        return self.settings.repeats
+
+    @property
+    def reducer(self) -> Reducer:
+        return self.settings.reducer
+
+    @property
+    def temperature(self) -> float | None:
+        """Sent as the judges' ``temperature`` when set (else each judge's own applies)."""
+        return self.settings.temperature
+
+    @property
+    def levels(self) -> dict[str, Level]:
+        """Score → measurement level (declared, or by score type: bool nominal, int ordinal, else interval)."""
+        return self.settings.levels
+
+    @property
+    def human_labels(self) -> dict[str, str]:
+        """Score → the dataset column holding its human label (only the declared scores)."""
+        return self.settings.human_labels
+
+    @property
+    def labels(self) -> list[str]:
+        return [label for label, _ in self.judges]
+
+    @property
+    def panel(self) -> bool:
+        return len(self.judges) > 1
+
+    @property
+    def judgments(self) -> int:
+        return self.repeats * len(self.judges)
+
+    @property
+    def multi(self) -> bool:
+        """More than one judgment per sample: the headline is reduced and every judgment kept."""
+        return self.judgments > 1
+
+    def seed_for(self, repeat: int) -> int | None:
+        """The ``seed`` repeat ``repeat`` (0-based) sends: ``seed + repeat``, or None (none sent)."""
+        base = self.settings.seed
+        return None if base is None else base + repeat
+
+
+def check_judge_repeats(value: int | None) -> None:
+    """``--judge-repeats`` must be an integer in 1-100 (``ConfigError`` at ``--judge-repeats``)."""
+    if value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_REPEATS:
+        raise ConfigError("--judge-repeats", f"must be an integer between 1 and {MAX_REPEATS}, got {value!r}")
+
+
+def attach_reliability(
+    config: EvalConfig,
+    tasks: list[TaskPlan],
+    *,
+    judge_repeats: int | None = None,
+    resolve_secrets: bool = True,
+) -> None:
+    """Set ``reliability`` on every ``llm-judge`` metric plan of ``tasks``; ``ConfigError`` on a panel
+    member the local backend cannot call (a model reference, no endpoint, an unset ``api_key_env``)."""
+    from mlflow_nemo_judge.plan import _judge_spec  # the one JudgeSpec builder: same checks, same errors
+
+    check_judge_repeats(judge_repeats)
+    settings = metric_settings(config, judge_repeats)
+    for tp in tasks:
+        for mp in tp.metrics:
+            s = settings.get((tp.name, mp.name))
+            if s is None or mp.judge is None or not isinstance(mp.config, JudgeMetric):
+                continue
+            if s.panel is None:
+                judges = [(s.judges[0], mp.judge)]
+            else:
+                judges = [
+                    (
+                        label,
+                        _judge_spec(
+                            mp.path, mp.config.params, resolve_secrets, member, f"{s.path}.panel[{i}]"
+                        ),
+                    )
+                    for i, (label, member) in enumerate(zip(s.judges, s.panel, strict=True))
+                ]
+            mp.reliability = ReliabilityPlan(settings=s, judges=judges)
