@@ -108,6 +108,9 @@ def _run_options(args: argparse.Namespace) -> Any:
     from pathlib import Path
 
     from mlflow_nemo_judge.engine import RunOptions
+    from mlflow_nemo_judge.plan_reliability import check_judge_repeats
+
+    check_judge_repeats(args.judge_repeats)  # bad input: one line, exit 2, before anything runs
 
     return RunOptions(
         cache=not args.no_cache,
@@ -115,10 +118,12 @@ def _run_options(args: argparse.Namespace) -> Any:
         limit=args.limit,
         parallelism=args.parallelism,
         progress_bar=False if (args.no_progress or args.quiet) else None,
+        judge_repeats=args.judge_repeats,
     )
 
 
 def _print_evaluation(args: argparse.Namespace, ev: Any, labels: Sequence[str]) -> None:
+    from mlflow_nemo_judge.compare.figures import figures_frame, format_pairwise, format_reliability
     from mlflow_nemo_judge.compare.render import results_table, usage_line
 
     if args.output == "json":
@@ -130,17 +135,21 @@ def _print_evaluation(args: argparse.Namespace, ev: Any, labels: Sequence[str]) 
                     "reused": reused,
                     "results": res.to_nemo_dict(),
                     "usage": res.usage.to_dict(),
+                    # the judge's reliability/… figures (repeats, panel, human labels), when measured
+                    "reliability": rel.metrics() if rel is not None else None,
                 }
-                for label, rid, reused, res in zip(
+                for label, rid, reused, res, rel in zip(
                     labels,
                     ev.run_ids or [None] * len(ev.results),
                     ev.reused or [False] * len(ev.results),
                     ev.results,
+                    ev.reliability or [None] * len(ev.results),
                     strict=False,
                 )
             ],
             "parent_run_id": ev.parent_run_id,
             "experiment_id": ev.experiment_id,
+            "pairwise": ev.pairwise.metrics() if ev.pairwise is not None else None,
         }
         print(json.dumps(payload, indent=2))
         return
@@ -156,8 +165,23 @@ def _print_evaluation(args: argparse.Namespace, ev: Any, labels: Sequence[str]) 
         )
         print(head)
         print(results_table(res))
+        rel = ev.reliability[i] if i < len(ev.reliability) else None
+        if rel is not None:
+            print()
+            print(format_reliability(figures_frame([(label, rid or "-", "", rel.metrics())], "reliability/")))
         if not args.quiet:
             print(usage_line(res))
+        print()
+    if ev.pairwise is not None:
+        print(
+            "== pairwise judging with position swap"
+            + (f"  (MLflow run {ev.parent_run_id})" if ev.parent_run_id else "")
+        )
+        print(
+            format_pairwise(
+                figures_frame([("", ev.parent_run_id or "-", "", ev.pairwise.metrics())], "pairwise/")
+            )
+        )
         print()
 
 
@@ -265,6 +289,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     df = cmp.leaderboard(
         args.experiment, run_ids=args.run or None, metrics=args.metric or None, tracking_uri=args.tracking_uri
     )
+    if args.min_effect is not None and not (args.min_effect > 0 and args.min_effect != float("inf")):
+        from mlflow_nemo_judge.errors import ConfigError
+
+        raise ConfigError("--min-effect", f"must be a positive number, got {args.min_effect}")
     paired_df = None
     if len(df) == 2:
         paired_df = cmp.paired(
@@ -272,17 +300,31 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             str(df.iloc[1]["run_id"]),
             metrics=args.metric or None,
             tracking_uri=args.tracking_uri,
+            min_effect=args.min_effect,
         )
+    rel_df, pw_df = _judge_figures(args, df)
     if args.output == "json":
         out: dict[str, Any] = {"leaderboard": json.loads(df.to_json(orient="records"))}
         if paired_df is not None:
             out["paired"] = json.loads(paired_df.to_json(orient="records"))
+        if len(rel_df):
+            out["reliability"] = json.loads(rel_df.to_json(orient="records"))
+        if len(pw_df):
+            out["pairwise"] = json.loads(pw_df.to_json(orient="records"))
         print(json.dumps(out, indent=2))
     else:
         print(cmp.format_table(df))
         if paired_df is not None and len(paired_df):
             print()
             print(cmp.format_table(paired_df))
+        if len(rel_df):
+            print()
+            print("judge reliability (the reliability/… metrics of each run)")
+            print(cmp.format_reliability(rel_df))
+        if len(pw_df):
+            print()
+            print("pairwise judging with position swap (the pairwise/… metrics of the parent run)")
+            print(cmp.format_pairwise(pw_df))
     if args.csv:
         df.to_csv(args.csv, index=False)
         _info(args, f"wrote {args.csv}")
@@ -291,6 +333,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         _info(args, f"wrote {args.chart}")
     _print_compare_link(args, df)
     return EXIT_OK
+
+
+def _judge_figures(args: argparse.Namespace, df: Any) -> tuple[Any, Any]:
+    """The reliability figures of the compared runs and the pairwise figures of their parent runs
+    (and of the runs given with --run that are parents)."""
+    from mlflow_nemo_judge.compare.figures import judge_figures
+
+    ids = [str(r) for r in df["run_id"]] if len(df) else []
+    return judge_figures([*args.run, *ids], args.tracking_uri)
 
 
 def _print_compare_link(args: argparse.Namespace, df: Any) -> None:
@@ -318,6 +369,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         tracking=not args.no_tracking,
         output=args.output,
         quiet=args.quiet,
+        reliability=not args.no_reliability,
     )
 
 

@@ -14,6 +14,7 @@ _EPILOG_RUN = """examples:
   mlflow-nemo-judge run config.yaml --target target.yaml
   mlflow-nemo-judge run config.yaml --target a.yaml --target b.yaml --experiment summaries
   mlflow-nemo-judge run config.yaml --target t.yaml --limit 10 --no-tracking --output json
+  mlflow-nemo-judge run config.yaml --target t.yaml --judge-repeats 3   # is the judge stable?
 """
 _EPILOG_VALIDATE = """examples:
   mlflow-nemo-judge validate config.yaml
@@ -23,6 +24,7 @@ _EPILOG_COMPARE = """examples:
   mlflow-nemo-judge compare --experiment summaries
   mlflow-nemo-judge compare --experiment summaries --metric consult_summary_eval/completeness/completeness
   mlflow-nemo-judge compare --run RUN_A --run RUN_B --csv scores.csv --chart scores.png
+  mlflow-nemo-judge compare --run RUN_A --run RUN_B --min-effect 0.25   # is n enough to see 0.25?
 """
 _EPILOG_DEMO = """examples:
   mlflow-nemo-judge demo                 # two mock summarisers judged by a mock judge, logged to MLflow
@@ -84,6 +86,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         help="response cache folder (default: $NEMO_JUDGE_CACHE_DIR or ~/.cache/mlflow-nemo-judge)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--judge-repeats",
+        type=int,
+        metavar="K",
+        help="judge every llm-judge metric's sample K times (1-100; overrides the config's "
+        "mlflow_nemo_judge.reliability repeats): flip rate, spread and ICC per score, local backend only",
+    )
 
 
 def _add_partial(p: argparse.ArgumentParser) -> None:
@@ -216,7 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
         "compare",
         help="leaderboard and paired comparison of runs",
         description="One row per run: scores with 95% CIs, counts and NaN counts. With "
-        "exactly two runs over the same items, also a paired comparison.",
+        "exactly two runs over the same items, also a paired comparison. Runs that measured their judge "
+        "(repeats, a panel, human labels) also print its reliability figures, and a parent run with "
+        "pairwise judging its win rates and ranking.",
         epilog=_EPILOG_COMPARE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -226,6 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri")
     p.add_argument("--csv", help="also write the table as CSV")
     p.add_argument("--chart", help="also write a PNG chart")
+    p.add_argument(
+        "--min-effect",
+        type=float,
+        metavar="D",
+        help="the smallest difference that matters: the paired comparison warns where its sample is too "
+        "small to detect D with 80%% power at alpha 0.05",
+    )
     p.add_argument("--output", choices=["table", "json"], default="table")
     _add_common(p)
 
@@ -243,6 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tracking(p)
     p.add_argument("--no-tracking", action="store_true")
     p.add_argument("--output", choices=["table", "json"], default="table")
+    p.add_argument(
+        "--no-reliability",
+        action="store_true",
+        help="skip the second part, which asks whether the (MOCK) judge is reliable: repeats, a judge "
+        "panel, synthetic human labels and position-swapped pairwise judging",
+    )
     _add_common(p)
 
     from mlflow_nemo_judge.gate.cli import add_parser as add_gate_parser  # it reuses the helpers above

@@ -6,6 +6,12 @@ Jupyter cell, whose kernel already runs an event loop). Every config, target and
 ``RunSink`` (an MLflow run, or memory when untracked); the result type carries no tracking state: run
 ids live on the returned :class:`Evaluation`. ``resume`` continues an interrupted run in place and
 ``attach`` re-attaches to a NeMo job whose submitting process died.
+
+Reliability (the config's ``mlflow_nemo_judge:`` block): after each backend run ``execute`` computes the
+target's reliability report from the whole result (``reliability.analyze``) and hands it to the sink
+beside the result; after all targets, a ``pairwise`` block runs the position-swapped pairwise judge over
+their outputs (``reliability.pairwise``), tracked (on the parent run) or not (both stages:
+``pipeline_reliability``). Both reports come back on :class:`Evaluation`.
 """
 
 from __future__ import annotations
@@ -23,12 +29,14 @@ from mlflow_nemo_judge.backends.base import Backend, Prepared, RunEvents
 from mlflow_nemo_judge.config import EvalConfig, Target, load_config, load_target
 from mlflow_nemo_judge.engine import RunOptions
 from mlflow_nemo_judge.errors import ConfigError, TrackingError
+from mlflow_nemo_judge.pipeline_reliability import check_pairwise, reliability_of, run_pairwise
 from mlflow_nemo_judge.results import EvalResult
 from mlflow_nemo_judge.settings import trace_samples_default
 from mlflow_nemo_judge.tracking.sink import MemorySink, RunSink
 
 if TYPE_CHECKING:  # pragma: no cover
-    pass
+    from mlflow_nemo_judge.reliability.pairwise_report import PairwiseReport
+    from mlflow_nemo_judge.reliability.report import ReliabilityReport
 
 T = TypeVar("T")
 ConfigLike = EvalConfig | Mapping[str, Any] | str | os.PathLike[str]
@@ -44,6 +52,10 @@ class Evaluation:
     parent_run_id: str | None = None
     experiment_id: str | None = None
     reused: list[bool] = field(default_factory=list)
+    # One reliability report per target (None where the config asks for no repeats, panel or human
+    # labels), and the pairwise report of a multi-target run with a ``pairwise`` block.
+    reliability: list[ReliabilityReport | None] = field(default_factory=list)
+    pairwise: PairwiseReport | None = None
 
     @property
     def result(self) -> EvalResult:
@@ -91,7 +103,8 @@ async def execute(
     backend: Backend, prepared: Prepared, sink: RunSink, attach_job_id: str | None = None
 ) -> EvalResult:
     """One target's evaluation: start the record, run (or attach to ``attach_job_id``) streaming every
-    record into the sink, finish — and on any way out, the matching end state."""
+    record into the sink, compute the reliability report, finish with both — and on any way out, the
+    matching end state (a failing analysis fails the run: its figures are part of the record)."""
     events = RunEvents(on_record=sink.sample, on_progress=sink.progress, on_job=sink.job)
     with _ending(sink):
         sink.start(prepared)
@@ -99,7 +112,7 @@ async def execute(
             result = await backend.attach(attach_job_id, events)
         else:
             result = await backend.run(prepared, events)
-        sink.finish(result)
+        sink.finish(result, reliability=reliability_of(prepared.config, result))
     return result
 
 
@@ -151,12 +164,25 @@ async def evaluate_async(
 
         pol, where = load_policy(policy)
         resolve(pol, config_score_keys(cfg), where)  # a bad policy is bad input: refused before any run
+    check_pairwise(cfg, len(tlist))
     be = make_backend(backend, opts, backend_options)
     prepared = [be.prepare(cfg, t) for t in tlist]  # every config, target or data error before any run
     if not tracking:
-        results = [await execute(be, p, MemorySink()) for p in prepared]
-        return Evaluation(results=results, reused=[False] * len(results))
+        from mlflow_nemo_judge.tracking.comparison import labels
+
+        sinks = [MemorySink() for _ in prepared]
+        results = [await execute(be, p, sk) for p, sk in zip(prepared, sinks, strict=True)]
+        pw = await run_pairwise(
+            cfg, results, labels([t.display_name for t in tlist]), opts, prepared[0].parallelism
+        )
+        return Evaluation(
+            results=results,
+            reused=[False] * len(results),
+            reliability=[sk.reliability for sk in sinks],
+            pairwise=pw,
+        )
     from mlflow_nemo_judge.tracking import runner
+    from mlflow_nemo_judge.tracking.reports import report_of
 
     s = runner.Settings(
         backend,
@@ -174,6 +200,7 @@ async def evaluate_async(
     health.check_names(exp_name, run_name)  # bad names are bad input: refused before anything exists
     with _tracking(tracking_uri) as cl:
         exp_id = trk.resolve_experiment(cl, exp_name)
+        pw = None
         if len(prepared) == 1:
             outcomes = [
                 await runner.track_one(
@@ -182,7 +209,7 @@ async def evaluate_async(
             ]
             parent_id = None
         else:
-            outcomes, parent_id = await runner.track_many(
+            outcomes, parent_id, pw = await runner.track_many(
                 cl, exp_id, s, cfg, prepared, run_name=run_name, force=force
             )
         if register_model:
@@ -193,6 +220,8 @@ async def evaluate_async(
         parent_id,
         exp_id,
         [o.reused for o in outcomes],
+        [report_of(o) for o in outcomes],
+        pw,
     )
 
 
@@ -226,6 +255,7 @@ async def resume_async(
     """
     from mlflow_nemo_judge import tracking as trk
     from mlflow_nemo_judge.tracking import runner
+    from mlflow_nemo_judge.tracking.reports import report_of
 
     with _tracking(tracking_uri) as cl:
         run = trk.get_run(cl, run_id)
@@ -258,7 +288,12 @@ async def resume_async(
             allow_partial_tracking=allow_partial_tracking,
         )
         return Evaluation(
-            [o.result], [o.run_id], tags.get("mlflow.parentRunId"), run.info.experiment_id, [o.reused]
+            [o.result],
+            [o.run_id],
+            tags.get("mlflow.parentRunId"),
+            run.info.experiment_id,
+            [o.reused],
+            [report_of(o)],
         )
 
 

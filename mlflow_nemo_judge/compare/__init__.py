@@ -3,7 +3,10 @@
 ``leaderboard`` gives one row per run (per target) with every score's mean, 95% CI, sample count and
 NaN count, straight from the run metrics; ``paired`` compares two runs item by item (the per-sample
 tables, aligned on task and item id) with a paired t-test, which is far more sensitive than comparing
-two independent CIs when both runs judged the same items. mlflow is reached only through ``tracking``.
+two independent CIs when both runs judged the same items. ``reliability_frame`` gives one row per run
+with the judge's reliability figures (its ``reliability/…`` metrics) and ``pairwise_frame`` a parent
+run's pairwise figures; neither kind is ever a score of the leaderboard. mlflow is reached only through
+``tracking``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlflow_nemo_judge import tracking
+from mlflow_nemo_judge.compare.figures import (
+    format_pairwise,
+    format_reliability,
+    judge_figures,
+    pairwise_frame,
+    reliability_frame,
+)
 from mlflow_nemo_judge.compare.pairs import PAIRED_COLUMNS, _selected, paired, paired_results
 from mlflow_nemo_judge.results import EvalResult
 
@@ -28,11 +38,16 @@ __all__ = [
     "Entry",
     "entries_from_results",
     "entries_from_runs",
+    "format_pairwise",
+    "format_reliability",
     "format_table",
     "frame",
+    "judge_figures",
     "leaderboard",
     "paired",
     "paired_results",
+    "pairwise_frame",
+    "reliability_frame",
     "score_keys",
     "write_chart",
 ]
@@ -55,8 +70,11 @@ class Entry:
 
 
 def entries_from_runs(runs: Iterable[tracking.RunSummary]) -> list[Entry]:
-    """Score keys are recognised structurally: every metric that is not ``usage/…``/``progress`` and not
-    a ``<key>/<stat>`` of another logged key."""
+    """Score keys are recognised structurally: every metric that is not ``usage/…``/``progress``, not a
+    figure about the judge (``reliability/…``, ``pairwise/…``) and not a ``<key>/<stat>`` of another
+    logged key."""
+    from mlflow_nemo_judge.tracking.reports import is_report_key
+
     out: list[Entry] = []
     for r in runs:
         if r.tags.get(tracking.TAG_ROLE) == "parent":
@@ -64,7 +82,7 @@ def entries_from_runs(runs: Iterable[tracking.RunSummary]) -> list[Entry]:
         keys = set(r.metrics)
         scores: dict[str, dict[str, float | None]] = {}
         for k in sorted(keys):
-            if k.startswith("usage/") or k == "progress":
+            if k.startswith("usage/") or k == "progress" or is_report_key(k):
                 continue
             head, _, last = k.rpartition("/")
             if last in tracking.STATS and head in keys:
@@ -227,25 +245,46 @@ def format_table(df: pd.DataFrame) -> str:
 
 
 def _format_paired(df: pd.DataFrame) -> str:
-    """A paired frame: per pair and score the difference with its CI, n, p-value and the test."""
+    """A paired frame: per pair and score the difference with its CI, n, p-value and the test; the
+    effect size when the frame has one, and the power warning column when any row has a warning (a
+    ``min_effect`` was given and some sample is too small to detect it)."""
     headers = ["compared", "score", "mean diff", "95% CI", "n", "p", "test"]
+    effect = "effect_size" in df.columns and bool(df["effect_size"].notna().any())
+    warn = "warning" in df.columns and bool(df["warning"].fillna("").astype(str).str.len().gt(0).any())
+    if effect:
+        headers.append("effect")
+    if warn:
+        headers.append("warning")
     rows = []
     for _, r in df.iterrows():
         lo, hi = r.get("ci95_low"), r.get("ci95_high")
         ci = f"[{_dec(lo)}, {_dec(hi)}]" if not (_isnan(lo) or _isnan(hi)) else "-"
         pair = f"{r['b']} − {r['a']}" if "a" in df.columns else "b − a"
-        rows.append(
-            [
-                pair,
-                str(r["metric"]),
-                _dec(r["mean_diff"]),
-                ci,
-                _num(r["n"]),
-                _num(r["p_value"]),
-                str(r["test"]),
-            ]
-        )
+        row = [
+            pair,
+            str(r["metric"]),
+            _dec(r["mean_diff"]),
+            ci,
+            _num(r["n"]),
+            _p(r["p_value"]),
+            str(r["test"]),
+        ]
+        if effect:
+            name = r.get("effect_size_name")
+            row.append("-" if _isnan(r["effect_size"]) else f"{_dec(r['effect_size'])} {name or ''}".rstrip())
+        if warn:
+            w = r.get("warning")
+            row.append("" if w is None or _isnan(w) else str(w))
+        rows.append(row)
     return _render(headers, rows, {2, 4, 5})
+
+
+def _p(v: Any) -> str:
+    """A p-value as computed: never printed as 0 (a tiny p keeps its exponent)."""
+    if _isnan(v):
+        return "-"
+    f = float(v)
+    return f"{f:.4g}" if f >= 1e-4 or f == 0 else f"{f:.2e}"
 
 
 def _isnan(v: Any) -> bool:

@@ -19,6 +19,8 @@ which re-exports the names below:
 - ``store``: tracking URI and client, experiments, run search and read-back, the model registry
 - ``runs``: ``RunTracker``, one run's lifecycle from RUNNING to FINISHED / FAILED / KILLED
 - ``progress``, ``inputs``, ``traces``: the ``progress`` metric writer, dataset inputs, per-sample traces
+- ``reports``: the reliability and pairwise reports on runs, and read back (``load_reliability``,
+  ``load_pairwise``)
 
 Names with a leading underscore are private to this package (shared between its modules only).
 """
@@ -86,6 +88,7 @@ from mlflow_nemo_judge.tracking.params import (
     usage_metrics,
 )
 from mlflow_nemo_judge.tracking.progress import _ProgressLogger
+from mlflow_nemo_judge.tracking.reports import load_pairwise, load_reliability
 from mlflow_nemo_judge.tracking.runs import RunTracker
 from mlflow_nemo_judge.tracking.store import (
     RunSummary,
@@ -165,6 +168,8 @@ __all__ = [
     "fetch_runs",
     "find_runs",
     "get_run",
+    "load_pairwise",
+    "load_reliability",
     "load_result",
     "load_results_tree",
     "load_samples_frame",

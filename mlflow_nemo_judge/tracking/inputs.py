@@ -72,7 +72,14 @@ def _mlflow_dataset(info: DatasetInfo) -> Any:
             ]
         )
         try:
-            return from_pandas(df, source=source, name=name, digest=digest)
+            with warnings.catch_warnings():
+                # MLflow's schema inference warns that an integer column (a 1-5 label) cannot hold a
+                # missing value at model-inference time: advice for model signatures, not for a dataset
+                # an evaluation read; it would land in every run's stderr.
+                warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+                ds = from_pandas(df, source=source, name=name, digest=digest)
+                _ = ds.schema  # inferred lazily (a cached property): infer it here, under the filter
+                return ds
         except Exception as exc:  # schema inference on odd columns must not fail the run
             logger.debug("from_pandas failed (%s); logging dataset metadata only", exc)
     return MetaDataset(source=source, name=name, digest=digest)  # type: ignore[abstract]

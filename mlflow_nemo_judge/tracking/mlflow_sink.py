@@ -4,7 +4,8 @@
 inputs, the LoggedModel); ``sample`` collects, in bounded memory, what the run shows per sample (the
 UI table up to ``table_max_rows`` rows, plot values) and hands the first ``trace_samples`` records to
 the background trace writer (``trace_stream.py``), so traces are written while the models work;
-``finish`` flushes the traces, logs metrics, artifacts and the table, and ends the run FINISHED — or
+``finish`` flushes the traces, logs metrics (with the reliability report's), artifacts (the report's
+under ``nemo_judge/reliability/``) and the table, and ends the run FINISHED — or
 FAILED with a ``TrackingError`` when traces are missing, unless ``allow_partial_tracking``
 (``trace_outcome.py``); ``fail``/``kill`` end it FAILED/KILLED. The record of every sample is the
 redacted ``samples.jsonl`` artifact.
@@ -15,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlflow_nemo_judge.backends.base import Prepared
 from mlflow_nemo_judge.config import EvalConfig
@@ -25,6 +26,9 @@ from mlflow_nemo_judge.tracking.names import DEFAULT_TABLE_MAX_ROWS, DEFAULT_TRA
 from mlflow_nemo_judge.tracking.params import build_params, model_spec, table_row, template_fields
 from mlflow_nemo_judge.tracking.runs import RunTracker
 from mlflow_nemo_judge.tracking.trace_stream import TraceReport, TraceStream, judge_renderer, reference_fields
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mlflow_nemo_judge.reliability.report import ReliabilityReport
 
 
 @dataclass
@@ -76,6 +80,7 @@ class MlflowSink:
         self._prepared: Prepared | None = None
         self._traces: TraceStream | None = None
         self.trace_report: TraceReport | None = None  # after finish: how the traces went (benchmarks)
+        self.reliability: ReliabilityReport | None = None  # after finish: the report logged with it
 
     @property
     def run_id(self) -> str:
@@ -126,8 +131,9 @@ class MlflowSink:
     def job(self, job: Mapping[str, Any]) -> None:
         self.tracker.on_job(job)
 
-    def finish(self, result: EvalResult) -> None:
+    def finish(self, result: EvalResult, reliability: ReliabilityReport | None = None) -> None:
         assert self._prepared is not None, "finish() before start()"
+        self.reliability = reliability
         report = None
         if self._traces is not None:
             engine_end = time.perf_counter()
@@ -141,6 +147,7 @@ class MlflowSink:
             model=self._prepared.target.display_name,
             traces=report,
             allow_partial_tracking=self.allow_partial_tracking,
+            reliability=reliability,
         )
 
     def _drop_traces(self) -> None:

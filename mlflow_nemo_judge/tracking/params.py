@@ -286,7 +286,9 @@ def template_fields(config: EvalConfig) -> dict[str, set[str] | None]:
 
 def table_row(rec: SampleRecord, fields: set[str] | None) -> dict[str, Any]:
     """One row of the per-sample table, in the order a reader scans it: the item id, the target output
-    and every parsed score (None where unparseable) first; then task, index, the inputs the templates
+    and every parsed score (None where unparseable) first; then the human labels
+    (``<metric>/<score>/human``) and, with repeats or a panel, every judgment
+    (``<metric>/<score>/<judge>/r<repeat>``, 1-based); then task, index, the inputs the templates
     used (``item_<field>``), the target error and per metric the raw judge text and the error.
 
     No column contains a dot (``names.column``): MLflow's table viewer would read it as a nested path.
@@ -296,7 +298,14 @@ def table_row(rec: SampleRecord, fields: set[str] | None) -> dict[str, Any]:
     row: dict[str, Any] = {"item_id": rec.item_id, "output_text": rec.output_text}
     for mname, outcome in rec.metrics.items():
         for sname, value in outcome.scores.items():
-            row[column(mname, sname)] = None if value is None or math.isnan(value) else value
+            row[column(mname, sname)] = _cell(value)
+    for mname, outcome in rec.metrics.items():
+        for sname, value in outcome.human.items():
+            row[column(mname, sname, "human")] = _cell(value)
+        if len(outcome.judgments) > 1:  # repeats or a panel: every judgment beside the headline
+            for j in outcome.judgments:
+                for sname, value in j.scores.items():
+                    row[column(mname, sname, j.judge, f"r{j.repeat + 1}")] = _cell(value)
     row["task"], row["index"] = rec.task, rec.index
     for k, v in rec.item.items():
         if fields is None or normalize_key(str(k)) in fields or str(k) in fields:
@@ -311,6 +320,10 @@ def table_row(rec: SampleRecord, fields: set[str] | None) -> dict[str, Any]:
         row[column(mname, "raw_judge_output")] = outcome.raw
         row[column(mname, "error")] = outcome.error
     return row
+
+
+def _cell(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else value
 
 
 # -------------------------------------------------------------------------------------- model spec

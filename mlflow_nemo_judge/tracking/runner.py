@@ -2,6 +2,9 @@
 the comparison), reusing a FINISHED run of the same evaluation, and resuming interrupted runs in place.
 
 The pipeline (``pipeline.py``) decides what to evaluate; this module decides which MLflow runs hold it.
+Each outcome carries its target's reliability report (``Tracked``): computed by ``execute`` for a run
+made or resumed here, read back from ``nemo_judge/reliability/report.json`` for a reused one. A parent
+runs the pairwise stage after its children and logs it (and a table of the children's reliability).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlflow_nemo_judge import tracking as trk
 from mlflow_nemo_judge.backends.base import Backend, Prepared
@@ -23,6 +26,7 @@ from mlflow_nemo_judge.data.scan import combined_digest
 from mlflow_nemo_judge.engine import RunOptions
 from mlflow_nemo_judge.errors import TrackingError
 from mlflow_nemo_judge.pipeline import Evaluation, _ending, _targets, execute, make_backend
+from mlflow_nemo_judge.pipeline_reliability import run_pairwise
 from mlflow_nemo_judge.settings import trace_samples_default
 from mlflow_nemo_judge.tracking import health, prompts, run_names
 from mlflow_nemo_judge.tracking import identity as ident
@@ -31,8 +35,12 @@ from mlflow_nemo_judge.tracking import resume as rs
 from mlflow_nemo_judge.tracking.identity import Outcome
 from mlflow_nemo_judge.tracking.mlflow_sink import MlflowSink
 from mlflow_nemo_judge.tracking.names import DEFAULT_TABLE_MAX_ROWS
+from mlflow_nemo_judge.tracking.reports import Tracked, report_of, reused_with_report, sink_report
 from mlflow_nemo_judge.tracking.runs import RunTracker
 from mlflow_nemo_judge.tracking.sink import RunSink
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mlflow_nemo_judge.reliability.pairwise_report import PairwiseReport
 
 logger = logging.getLogger(__package__)
 
@@ -87,7 +95,7 @@ async def track_one(
             _backfill(
                 cl, found.run_id, s.trace_samples, collect(p.config, p.target), s.allow_partial_tracking
             )
-            return found
+            return reused_with_report(cl, found)
         tags |= ident.resume_tags(p.config, p.target, p.parallelism, s.options.cache_dir)
         tags |= {trk.TAG_ROLE: role, trk.TAG_TARGET: p.target.display_name}
         if s.allow_partial_tracking:
@@ -105,8 +113,9 @@ async def track_one(
         with health.translated(cl.tracking_uri, tracker.run_id):
             _log_sources(tracker, ident.source_paths(p.config, p.target, s.options.cache_dir))
             prompts.register_and_link(cl, tracker.run_id, p.config, tracker.secrets)
-            result = await execute(s.backend, p, sink_for(tracker, s, p.config))
-    return ident.Outcome(result, tracker.run_id, False, tracker.model_id)
+            sink = sink_for(tracker, s, p.config)
+            result = await execute(s.backend, p, sink)
+    return Tracked(result, tracker.run_id, False, tracker.model_id, sink_report(sink))
 
 
 def _log_sources(tracker: RunTracker, paths: dict[str, str]) -> None:
@@ -137,8 +146,9 @@ async def track_many(
     *,
     run_name: str | None,
     force: bool,
-) -> tuple[list[Outcome], str]:
-    """Several targets: a parent run with one child per target and the comparison on the parent."""
+) -> tuple[list[Outcome], str, PairwiseReport | None]:
+    """Several targets: a parent run with one child per target and the comparison on the parent (and,
+    with a ``pairwise`` block, the pairwise report, also returned)."""
     targets = [p.target for p in prepared]
     tags = ident.parent_identity(
         config, targets, [d for p in prepared for d in p.datasets], s.backend_name, s.options.limit
@@ -160,12 +170,14 @@ async def _track_parent(
     *,
     run_name: str | None,
     force: bool,
-) -> tuple[list[Outcome], str]:
+) -> tuple[list[Outcome], str, PairwiseReport | None]:
+    from mlflow_nemo_judge.tracking.reports import read_pairwise
+
     targets = [p.target for p in prepared]
     if not force and (found := ident.find_finished_parent(cl, experiment_id, tags, targets)) is not None:
         for o, p in zip(found[0], prepared, strict=True):
             _backfill(cl, o.run_id, s.trace_samples, collect(config, p.target), s.allow_partial_tracking)
-        return found
+        return [reused_with_report(cl, o) for o in found[0]], found[1], read_pairwise(cl, found[1])
     names = [t.display_name for t in targets]
     tags |= ident.resume_tags(config, None, prepared[0].parallelism, s.options.cache_dir)
     tags[trk.TAG_TARGET] = ", ".join(names)
@@ -206,16 +218,35 @@ async def _track_parent(
             )
             for p, child_name in zip(prepared, child_names, strict=True)
         ]
-        finish_parent(parent, outcomes, names, config.display_name)
-    return outcomes, parent.run_id
+        pw = await run_pairwise(
+            config,
+            [o.result for o in outcomes],
+            _labels(names),
+            s.options,
+            prepared[0].parallelism,
+        )
+        finish_parent(parent, outcomes, names, config.display_name, pairwise=pw)
+    return outcomes, parent.run_id, pw
+
+
+def _labels(names: Sequence[str]) -> list[str]:
+    from mlflow_nemo_judge.tracking import comparison
+
+    return comparison.labels(names)
 
 
 def finish_parent(
-    parent: RunTracker, outcomes: Sequence[Outcome], names: Sequence[str], config_name: str = ""
+    parent: RunTracker,
+    outcomes: Sequence[Outcome],
+    names: Sequence[str],
+    config_name: str = "",
+    *,
+    pairwise: PairwiseReport | None = None,
 ) -> None:
-    """The comparison on the parent (leaderboard and paired tests as metrics, tables and charts), then
-    FINISHED."""
+    """The comparison on the parent (leaderboard and paired tests as metrics, tables and charts), the
+    pairwise report and the children's reliability table when there are any, then FINISHED."""
     from mlflow_nemo_judge.tracking import comparison
+    from mlflow_nemo_judge.tracking.reports import log_children_reliability, log_pairwise
 
     run_names = [_run_name(parent.cl, o.run_id) for o in outcomes]
     labels = comparison.labels(names)
@@ -224,6 +255,11 @@ def finish_parent(
         for n, lab, o, rn in zip(names, labels, outcomes, run_names, strict=True)
     ]
     comparison.log_comparison(parent, children, config_name)
+    log_children_reliability(
+        parent, [(c.label, c.run_id, report_of(o)) for c, o in zip(children, outcomes, strict=True)]
+    )
+    if pairwise is not None:
+        log_pairwise(parent, pairwise)
     parent.mark_finished()
 
 
@@ -272,7 +308,7 @@ async def resume_run(
         ts = trace_samples_default() if trace_samples is None else max(0, int(trace_samples))
         # No secrets to pass: the stored samples and config it reads are redacted already.
         _backfill(cl, run, ts, (), allow_partial_tracking)
-        return found
+        return reused_with_report(cl, found)
     if prior is not None:
         # The kept records replace their samples' model calls; the run's traces are not logged again
         # (the earlier ones stay, and a second set would duplicate them).
@@ -301,8 +337,9 @@ async def resume_run(
     sink = sink_for(
         tracker, s, cfg, existing_params=run.data.params, setup_done=tags.get(trk.TAG_SETUP) == "true"
     )
+    # The report is recomputed from the whole result (kept and re-run samples alike), as for a new run.
     result = await execute(s.backend, prepared, sink, attach_job_id=job_id)
-    return ident.Outcome(result, tracker.run_id, False, tracker.model_id)
+    return Tracked(result, tracker.run_id, False, tracker.model_id, sink_report(sink))
 
 
 def _prior(cl: Any, run: Any, backend_name: str) -> tuple[rs.PriorRecords, int, int] | None:
@@ -344,7 +381,18 @@ async def resume_parent(
         ts = trace_samples_default() if trace_samples is None else max(0, int(trace_samples))
         for o in outs:
             _backfill(cl, o.run_id, ts, (), allow_partial_tracking)
-        return Evaluation([o.result for o in outs], [o.run_id for o in outs], pid, exp_id, [True] * len(outs))
+        from mlflow_nemo_judge.tracking.reports import read_pairwise
+
+        tracked = [reused_with_report(cl, o) for o in outs]
+        return Evaluation(
+            [o.result for o in tracked],
+            [o.run_id for o in tracked],
+            pid,
+            exp_id,
+            [True] * len(tracked),
+            [o.reliability for o in tracked],
+            read_pairwise(cl, pid),
+        )
     cfg = rs.reload(cl, prun, "config", config)
     given = {t.sha256(): t for t in (_targets(targets) if targets is not None else [])}
     kids = ident.children(cl, exp_id, pid, status=None)
@@ -387,9 +435,17 @@ async def resume_parent(
                 )
                 names.append(tgt.display_name)
             outcomes.append(o)
-        finish_parent(parent, outcomes, names, cfg.display_name)
+        # The pairwise stage runs again over every child's full result (its calls come from the cache).
+        pw = await run_pairwise(cfg, [o.result for o in outcomes], _labels(names), opts, None)
+        finish_parent(parent, outcomes, names, cfg.display_name, pairwise=pw)
     return Evaluation(
-        [o.result for o in outcomes], [o.run_id for o in outcomes], pid, exp_id, [o.reused for o in outcomes]
+        [o.result for o in outcomes],
+        [o.run_id for o in outcomes],
+        pid,
+        exp_id,
+        [o.reused for o in outcomes],
+        [report_of(o) for o in outcomes],
+        pw,
     )
 
 

@@ -64,6 +64,7 @@ from mlflow_nemo_judge.tracking.trace_outcome import (
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
+    from mlflow_nemo_judge.reliability.report import ReliabilityReport
     from mlflow_nemo_judge.tracking.mlflow_sink import Collected
     from mlflow_nemo_judge.tracking.trace_stream import TraceReport
 
@@ -238,11 +239,16 @@ class RunTracker:
         model: str | None = None,
         traces: TraceReport | None = None,
         allow_partial_tracking: bool = False,
+        reliability: ReliabilityReport | None = None,
     ) -> None:
         """Metrics, results, the samples file, plots and the UI table; then FINISHED. ``traces`` (already
         written while the run went) decides the end too: missing traces raise ``TrackingError`` (the
-        caller ends the run FAILED) unless ``allow_partial_tracking``; see ``trace_outcome.py``."""
+        caller ends the run FAILED) unless ``allow_partial_tracking``; see ``trace_outcome.py``.
+        ``reliability``: its figures go in the scores' batch, its files under ``nemo_judge/reliability/``
+        (``tracking.reports``)."""
         from mlflow.entities import Metric
+
+        from mlflow_nemo_judge.tracking.reports import RELIABILITY_DIR, report_files, report_metrics
 
         step = self._stop_progress()
         ts = _now_ms()
@@ -264,6 +270,7 @@ class RunTracker:
                 )
             )
         metrics += [Metric(k, v, ts, 0) for k, v in usage_metrics(result.usage).items()]
+        metrics += [Metric(k, v, ts, 0) for k, v in report_metrics(reliability).items()]
         metrics.append(Metric("progress", 100.0, ts, step))
         self.cl.log_batch(self.run_id, metrics=metrics)
 
@@ -278,6 +285,8 @@ class RunTracker:
                 files["samples.jsonl"] = self._redacted_copy(
                     Path(result.samples_path), Path(tmp) / "samples.jsonl"
                 )
+            if reliability is not None:
+                files.update(report_files(reliability, Path(tmp) / RELIABILITY_DIR, RELIABILITY_DIR))
             if plots and collected.values:
                 from mlflow_nemo_judge.compare import plots as plt
 

@@ -2,7 +2,9 @@
 
 The pipeline drives a sink through one evaluation: ``start`` before the first model call, ``sample``
 for every per-sample record as it is written (item order), ``progress`` and ``job`` while running, then
-exactly one of ``finish`` / ``fail`` / ``kill``. The MLflow sink (``mlflow_sink.py``) makes the run;
+exactly one of ``finish`` / ``fail`` / ``kill``. ``finish`` also gets the run's reliability report
+(``reliability.analyze``; None when the config asks for no repeats, panel or human labels): it travels
+beside the result, never inside it, so ``EvalResult`` stays free of report state. The MLflow sink (``mlflow_sink.py``) makes the run;
 ``MemorySink`` keeps everything in memory, for tests and for callers that track nothing.
 """
 
@@ -10,10 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mlflow_nemo_judge.backends.base import Prepared
 from mlflow_nemo_judge.results import EvalResult, SampleRecord
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mlflow_nemo_judge.reliability.report import ReliabilityReport
 
 
 class RunSink(Protocol):
@@ -30,7 +35,7 @@ class RunSink(Protocol):
 
     def job(self, job: Mapping[str, Any]) -> None: ...
 
-    def finish(self, result: EvalResult) -> None: ...
+    def finish(self, result: EvalResult, reliability: ReliabilityReport | None = None) -> None: ...
 
     def fail(self, exc: BaseException) -> None: ...
 
@@ -47,6 +52,7 @@ class MemorySink:
     last_progress: tuple[str, int, int | None] | None = None
     jobs: list[dict[str, Any]] = field(default_factory=list)
     result: EvalResult | None = None
+    reliability: ReliabilityReport | None = None
     error: BaseException | None = None
     state: str = "new"  # new → running → finished | failed | killed
 
@@ -62,8 +68,8 @@ class MemorySink:
     def job(self, job: Mapping[str, Any]) -> None:
         self.jobs.append(dict(job))
 
-    def finish(self, result: EvalResult) -> None:
-        self.result, self.state = result, "finished"
+    def finish(self, result: EvalResult, reliability: ReliabilityReport | None = None) -> None:
+        self.result, self.reliability, self.state = result, reliability, "finished"
 
     def fail(self, exc: BaseException) -> None:
         self.error, self.state = exc, "failed"

@@ -7,10 +7,16 @@ stores); ``_BatchTraceWriter`` and ``_write_traces_with_spans`` are how it gets 
 
 **Assessment names.** A Feedback is named ``<metric>/<score>`` (the tail of the run's metric key
 ``<task>/<metric>/<score>``), e.g. ``correctness/correctness``; an Expectation is named
-``item/<field>``. MLflow's built-in scorer and judge names (``correctness``, ``completeness``,
+``item/<field>``, and a human label of a score (``human_labels`` in the config's ``mlflow_nemo_judge``
+block) ``human/<score>``. MLflow's built-in scorer and judge names (``correctness``, ``completeness``,
 ``safety``, ``guidelines``, ``relevance_to_query``, … from ``mlflow.genai.scorers``) never contain a
 ``/``, so the names never collide with them: a collision makes the evaluation view type the score as a
 built-in PASS/FAIL judge (no average, no delta) instead of a number.
+
+**Repeats and panels.** A metric judged more than once (``MetricOutcome.judgments``) gets one span per
+judgment, ``judge/<metric>/<judge label>/r<repeat>`` (1-based), each with its own raw text, scores,
+seed, temperature, timing and usage, so a person can tell the judges and the repeats apart; the
+metric's Feedback holds the headline score (the reducer's), as the run's metric does.
 
 **Timings.** Spans carry the start and end of each call as the engine measured them: the target's in
 ``SampleRecord.timings["target"]`` (epoch nanoseconds), each judge's in its ``MetricOutcome.timing``;
@@ -30,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlflow_nemo_judge.config.secrets import redact_strings, redact_text
-from mlflow_nemo_judge.results import MetricOutcome, SampleRecord
+from mlflow_nemo_judge.results import Judgment, MetricOutcome, SampleRecord
 from mlflow_nemo_judge.tracking.trace_names import (  # noqa: F401  # re-exported: the names' home
     MAX_ASSESSMENT_NAME,
     MAX_EXPECTATION,
@@ -101,7 +107,7 @@ class _TraceSample:
 
 
 def _timed_span(
-    span: _TraceSpan, rec: SampleRecord, written_ns: int, outcome: MetricOutcome | None = None
+    span: _TraceSpan, rec: SampleRecord, written_ns: int, outcome: MetricOutcome | Judgment | None = None
 ) -> _TraceSpan:
     """The span with its measured times and token usage: from the record (by span name) or from the
     metric's own outcome (``MetricOutcome.timing`` / ``.usage``), whichever the engine fills."""
@@ -156,22 +162,33 @@ def _trace_sample(
             inputs = (
                 {"model": judge, **request} if isinstance(request, Mapping) else {**inputs, "model": judge}
             )
-        spans.append(
-            _TraceSpan(
-                f"judge/{mname}" if judge else f"metric/{mname}",
-                "LLM" if judge else "EVALUATOR",
-                redact_strings(inputs, secrets),
-                redact_strings(
-                    {
-                        "raw": outcome.raw,
-                        "scores": {k: None if math.isnan(v) else v for k, v in outcome.scores.items()},
-                    },
-                    secrets,
-                ),
-                redact_text(outcome.error, secrets) if outcome.error else None,
+        if len(outcome.judgments) > 1:
+            first = len(spans)
+            for j in outcome.judgments:
+                spans.append(_judgment_span(mname, j, inputs, secrets))
+                outcomes[spans[-1].name] = j
+            feedback_span = spans[first].name
+            panel = list(dict.fromkeys(j.judge for j in outcome.judgments))
+            if len(panel) > 1:  # the headline is the panel's, not params.model's
+                judge = "panel: " + ", ".join(panel)
+        else:
+            spans.append(
+                _TraceSpan(
+                    f"judge/{mname}" if judge else f"metric/{mname}",
+                    "LLM" if judge else "EVALUATOR",
+                    redact_strings(inputs, secrets),
+                    redact_strings(
+                        {
+                            "raw": outcome.raw,
+                            "scores": {k: None if math.isnan(v) else v for k, v in outcome.scores.items()},
+                        },
+                        secrets,
+                    ),
+                    redact_text(outcome.error, secrets) if outcome.error else None,
+                )
             )
-        )
-        outcomes[spans[-1].name] = outcome
+            outcomes[spans[-1].name] = outcome
+            feedback_span = spans[-1].name
         rationale = redact_text(outcome.raw, secrets) if outcome.raw else None
         for sname, value in outcome.scores.items():
             nan = math.isnan(value)
@@ -182,7 +199,7 @@ def _trace_sample(
                     error=redact_text(outcome.error or "no score", secrets) if nan else None,
                     rationale=rationale,
                     judge=fit(judge, MAX_SOURCE_ID) if judge else None,
-                    metadata={"task": rec.task, "metric": mname, "score": sname, "span": spans[-1].name},
+                    metadata={"task": rec.task, "metric": mname, "score": sname, "span": feedback_span},
                 )
             )
     spans = [_timed_span(s, rec, now, outcomes.get(s.name)) for s in spans]
@@ -197,6 +214,7 @@ def _trace_sample(
             if isinstance(ref, str):
                 ref = fit(ref, MAX_EXPECTATION)
             expectations.append(_TraceExpectation(expectation_name(fname), ref))
+    expectations += _human_expectations(rec)
     name = f"{rec.task}/{rec.item_id}"
     return _TraceSample(
         name=fit(name, MAX_TRACE_TAG),
@@ -211,6 +229,52 @@ def _trace_sample(
         expectations=expectations,
         usage=usage,
     )
+
+
+def _judgment_span(mname: str, j: Judgment, inputs: Any, secrets: Sequence[str]) -> _TraceSpan:
+    """One judgment of a repeated or panel-judged metric: which judge, which repeat, what it said."""
+    # The judge is named by its label: with a panel, the config's params.model (the "model" the
+    # rendered request would name) is not the model that answered.
+    request = {k: v for k, v in inputs.items() if k != "model"} if isinstance(inputs, Mapping) else {}
+    request = {"judge": j.judge, "repeat": j.repeat + 1, **request}
+    if j.seed is not None:
+        request["seed"] = j.seed
+    if j.temperature is not None:
+        request["temperature"] = j.temperature
+    span = _TraceSpan(
+        fit(f"judge/{mname}/{j.judge}/r{j.repeat + 1}", MAX_TRACE_KEY),
+        "LLM",
+        redact_strings(request, secrets),
+        redact_strings(
+            {"raw": j.raw, "scores": {k: None if math.isnan(v) else v for k, v in j.scores.items()}},
+            secrets,
+        ),
+        redact_text(j.error, secrets) if j.error else None,
+    )
+    span.attributes.update({"nemo_judge.judge": j.judge, "nemo_judge.repeat": j.repeat + 1})
+    return span
+
+
+def human_expectation_name(score: str) -> str:
+    """``human/<score>``: a person's label of the score, beside the judge's ``<metric>/<score>``."""
+    return fit_name(f"human/{score}", MAX_ASSESSMENT_NAME)
+
+
+def _human_expectations(rec: SampleRecord) -> list[_TraceExpectation]:
+    """The row's human labels (``MetricOutcome.human``; empty or non-numeric cells are NaN: omitted).
+    Two metrics labelling a score of the same name keep apart as ``human/<metric>/<score>``."""
+    out: list[_TraceExpectation] = []
+    seen: set[str] = set()
+    for mname, outcome in rec.metrics.items():
+        for sname, value in outcome.human.items():
+            if value is None or math.isnan(value):
+                continue
+            name = human_expectation_name(sname)
+            if name in seen:
+                name = human_expectation_name(f"{mname}/{sname}")
+            seen.add(name)
+            out.append(_TraceExpectation(name, value))
+    return out
 
 
 def trace_metadata(run_id: str, model_id: str | None, sample: _TraceSample | None = None) -> dict[str, str]:
