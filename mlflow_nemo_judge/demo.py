@@ -3,6 +3,12 @@
 Two MOCK summarisers (a faithful extractive one and a deliberately poor one) are judged by a MOCK judge,
 all served by the package's loopback test double on 127.0.0.1. The evaluation, the MLflow logging and
 the comparison are the real thing; only the models are mocks, and every line of output says so.
+
+Then (unless ``--no-reliability``) it asks whether the judge can be trusted: the reference summaries
+judged 3 times by a panel of three MOCK judges, two of them unreliable on purpose (``mock/judge-noisy``,
+``mock/judge-lenient``), against the dataset's SYNTHETIC "human" labels; and the two summarisers compared
+pairwise, in both orders, by a MOCK pairwise judge with a deliberate position bias. That part adds about
+half the first part's run time; ``--no-reliability`` skips it.
 """
 
 from __future__ import annotations
@@ -99,6 +105,7 @@ def run_demo(
     tracking: bool = True,
     output: str = "table",
     quiet: bool = False,
+    reliability: bool = True,
 ) -> int:
     from mlflow_nemo_judge.compare.render import results_table
     from mlflow_nemo_judge.pipeline import evaluate
@@ -156,6 +163,8 @@ def run_demo(
                 indent=2,
             )
         )
+        if reliability:
+            say("the judge-reliability part prints tables: skipped with --output json")
         return 0
     for model, res in zip(TARGET_MODELS, ev.results, strict=True):
         print(results_table(res, title=f"== {model} (MOCK)"))
@@ -177,6 +186,17 @@ def run_demo(
         # On a tracking server the UI is already there: its run page, not an `mlflow ui` command
         # (which would try to serve the server's URI as a local store and crash).
         say(view_hint(uri, ev.experiment_id, ev.parent_run_id))
+    if reliability:
+        from mlflow_nemo_judge.demo_reliability import run_reliability_demo
+
+        run_reliability_demo(
+            backend=backend,
+            limit=limit,
+            experiment=experiment,
+            tracking_uri=tracking_uri,
+            tracking=tracking,
+            say=say,
+        )
     say("To evaluate real models instead of mocks, point a target at your endpoint, e.g.:")
     say(
         "  mlflow-nemo-judge run examples/doctor_consults/config.yaml "

@@ -543,7 +543,7 @@ def test_the_packaged_demo_dataset() -> None:
     source = DatasetSource(str(DEMO_DATA))
     rows = list(iter_rows(source))
     assert len(rows) == 30
-    assert all(set(row) == {"ID", "content", "summary"} for row in rows)
+    assert all(set(row) == {"ID", "content", "summary", "human_completeness"} for row in rows)
     assert [row["ID"] for row in rows] == [f"D{i:03d}" for i in range(1, 31)]
     assert len(list(iter_rows(source, limit=25))) == 25
     assert first_row(source) == rows[0]

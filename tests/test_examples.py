@@ -171,3 +171,47 @@ def test_promote_model_walkthrough_runs_as_written(tmp_path):
     client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
     champion = client.get_model_version_by_alias("consult-summarizer", "champion")
     assert client.get_run(champion.run_id).data.tags["nemo_judge.target"] == "mock/faithful-summarizer"
+
+
+def test_judge_reliability_walkthrough_runs_as_written(tmp_path):
+    # The example README's commands, verbatim: repeats + a panel + synthetic human labels, then a
+    # position-swapped pairwise comparison; the figures are read back from MLflow.
+    import re
+    import shutil
+
+    readme = (EXAMPLES / "judge_reliability/README.md").read_text()
+    (script,) = re.findall(r"```bash\n(.*?)```", readme, re.S)
+    shutil.copytree(EXAMPLES, tmp_path / "examples")
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
+        "NEMO_JUDGE_CACHE_DIR": str(tmp_path / "cache"),
+        "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"],
+    }
+    out = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    s = "consult_summary_eval/completeness/completeness"
+    assert "judge reliability" in out.stdout and "position inconsistency" in out.stdout, out.stdout
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    (exp,) = [e for e in client.search_experiments() if e.name == "judge-reliability"]
+    (run,) = client.search_runs([exp.experiment_id])
+    m = run.data.metrics
+    noisy = m[f"reliability/{s}/judge/mock_judge-noisy/flip_rate"]
+    assert m[f"reliability/{s}/judge/mock_judge/flip_rate"] == 0 < noisy
+    assert m[f"reliability/{s}/judge/mock_judge-lenient/mean"] > m[f"reliability/{s}/judge/mock_judge/mean"]
+    assert m[f"reliability/{s}/human/n"] == 30 and 0 < m[f"reliability/{s}/alpha"] < 1
+    (pw_exp,) = [e for e in client.search_experiments() if e.name == "judge-pairwise"]
+    rank_key = "pairwise/consult_summary_eval/rank/faithful-summarizer"
+    parents = [r for r in client.search_runs([pw_exp.experiment_id]) if rank_key in r.data.metrics]
+    assert len(parents) == 1
+    pair = "pairwise/consult_summary_eval/faithful-summarizer_vs_poor-summarizer"
+    assert 0 < parents[0].data.metrics[f"{pair}/position_inconsistency"] < 0.6  # the planted position bias

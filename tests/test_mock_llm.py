@@ -496,3 +496,96 @@ def test_per_request_faults_do_not_depend_on_arrival_order():
     interleaved = draws([k for _ in range(3) for k in reversed(keys)])
     assert forward == interleaved
     assert len({f for fs in forward.values() for f in fs}) > 1  # faults and clean answers both drawn
+
+
+# ------------------------------------------------------------- judge variants, wrong on purpose (issue 13)
+
+PAIRWISE_SYSTEM = "Which summary is better? Answer WINNER: A, WINNER: B or WINNER: TIE"
+WINNER_RE = re.compile(r"WINNER:\s*(A|B|TIE)\s*$")
+
+
+def seed_rows() -> list[dict[str, Any]]:
+    return [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def test_noisy_judge_differs_across_seeds_is_stable_per_request_and_still_at_temperature_0(
+    client: httpx.Client,
+) -> None:
+    rows = seed_rows()
+    moved = 0
+    for row in rows:
+        user = judge_user(row["content"], row["summary"])
+        base = rating(client, COMPLETENESS_SYSTEM, row["content"], row["summary"])
+        noisy = []
+        for seed in range(5):
+            body = {"seed": seed, "temperature": 0.7}
+            text = content(chat(client, "mock/judge-noisy", user, COMPLETENESS_SYSTEM, **body))
+            assert text == content(chat(client, "mock/judge-noisy", user, COMPLETENESS_SYSTEM, **body))
+            match = RATING_RE.search(text)
+            assert match, text
+            noisy.append(int(match.group(1)))
+        assert all(abs(n - base) <= 1 and 1 <= n <= 5 for n in noisy), (row["ID"], base, noisy)
+        moved += sum(n != base for n in noisy)
+        for seed in range(3):  # temperature 0: the mock judge's own score, whatever the seed
+            cold = content(
+                chat(client, "mock/judge-noisy", user, COMPLETENESS_SYSTEM, seed=seed, temperature=0)
+            )
+            assert RATING_RE.findall(cold) == [str(base)]
+    # About min(0.7, 1)/2 = 35 % of answers move (fewer at the clamped ends of the scale): some, not all.
+    assert 0.1 * 150 < moved < 0.45 * 150, moved
+
+
+def test_lenient_judge_is_one_point_higher_capped_at_the_top(client: httpx.Client) -> None:
+    seen = set()
+    for row in seed_rows()[:12]:
+        base = rating(client, COMPLETENESS_SYSTEM, row["content"], row["summary"])
+        lenient = rating(client, COMPLETENESS_SYSTEM, row["content"], row["summary"], "mock/judge-lenient")
+        assert lenient == min(5, base + 1), (row["ID"], base, lenient)
+        seen.add(base)
+    assert 5 in seen and min(seen) <= 2  # both the cap and the +1 were exercised
+    ten_point = COMPLETENESS_SYSTEM.replace("from 1 to 5", "from 0 to 10")
+    assert rating(client, ten_point, DOCUMENT, "", "mock/judge-lenient") == 1
+    assert rating(client, ten_point, DOCUMENT, DOCUMENT, "mock/judge-lenient") == 10
+
+
+def pairwise(client: httpx.Client, model: str, document: str, a: str, b: str) -> str | None:
+    user = f"Consult: {document}\n\nA: {a}\n\nB: {b}"
+    match = WINNER_RE.search(content(chat(client, model, user, PAIRWISE_SYSTEM)))
+    return match.group(1) if match else None
+
+
+def test_pairwise_judge_prefers_the_summary_the_mock_judge_scores_higher(client: httpx.Client) -> None:
+    good = "Chief Complaint (CC): Cough and fever. Discussed likely community-acquired pneumonia."
+    poor = "Patient seen today for a routine visit. Nothing remarkable noted."
+    assert pairwise(client, "mock/judge-pairwise", DOCUMENT, good, poor) == "A"
+    assert pairwise(client, "mock/judge-pairwise", DOCUMENT, poor, good) == "B"
+    assert pairwise(client, "mock/judge-pairwise", DOCUMENT, good, good) == "TIE"
+    labelled = f"Consult: {DOCUMENT}\n\nSummary A: {poor}\n\nSummary B: {good}"
+    assert WINNER_RE.search(content(chat(client, "mock/judge-pairwise", labelled, PAIRWISE_SYSTEM)))[1] == "B"
+    # Without both labelled candidates there is no verdict to parse.
+    missing = content(
+        chat(client, "mock/judge-pairwise", f"Consult: {DOCUMENT}\n\nA: {good}", PAIRWISE_SYSTEM)
+    )
+    assert "WINNER" not in missing
+
+
+def test_biased_pairwise_judge_answers_a_in_about_its_share_of_prompts(client: httpx.Client) -> None:
+    from mlflow_nemo_judge.testing.mock_llm.judges import BIASED_SHARE
+
+    rows = seed_rows()
+    poor = "Patient seen today for a routine visit. Nothing remarkable noted."
+    fair = [pairwise(client, "mock/judge-pairwise", r["content"], poor, r["summary"]) for r in rows]
+    biased = [pairwise(client, "mock/judge-pairwise-biased", r["content"], poor, r["summary"]) for r in rows]
+    useful = [i for i, r in enumerate(rows) if r["ID"] not in USELESS_IDS]
+    assert all(fair[i] == "B" for i in useful)
+    flipped = sum(biased[i] == "A" for i in useful)
+    assert all(biased[i] in ("A", fair[i]) for i in range(len(rows)))  # biased only ever towards A
+    assert 0.1 * len(useful) <= flipped <= 0.5 * len(useful), (flipped, BIASED_SHARE)
+    again = [pairwise(client, "mock/judge-pairwise-biased", r["content"], poor, r["summary"]) for r in rows]
+    assert again == biased  # seeded by the prompt: one request is always answered the same
+
+
+def test_judge_variants_are_listed_as_mock_models(client: httpx.Client) -> None:
+    listed = {m["id"] for m in client.get("/models").json()["data"]}
+    variants = {"mock/judge-noisy", "mock/judge-lenient", "mock/judge-pairwise", "mock/judge-pairwise-biased"}
+    assert variants <= listed and variants <= set(MOCK_MODELS)

@@ -16,6 +16,11 @@ Mock model ids:
   for (``RATING: <number>``, ``{"score": <n>}``, ``1 to 5``, ``0-10``...).
 * ``mock/judge-think`` is the judge with its reasoning wrapped in ``<think>...</think>``.
 * ``mock/judge-malformed`` never emits a score marker, to exercise unparseable judge output.
+* ``mock/judge-noisy``, ``mock/judge-lenient``, ``mock/judge-pairwise`` and ``mock/judge-pairwise-biased``
+  are the judge made unreliable ON PURPOSE, for the reliability figures (``judges`` says exactly how):
+  the score moved by a seeded random step of -1/0/+1 (none at temperature 0), one point higher (capped),
+  a ``WINNER: A|B|TIE`` pairwise verdict on candidates labelled ``A:`` and ``B:``, and that verdict with
+  a position bias (answers A in 30 % of prompts regardless).
 
 Endpoints: ``POST /v1/chat/completions``, ``POST /v1/completions`` (both also with ``stream``),
 ``GET /v1/models[/{id}]``, ``GET /health``; admin: ``GET|DELETE /mock/requests`` (the request log),
@@ -27,7 +32,8 @@ thread (``MockLLMServer``) or as a process (``python -m mlflow_nemo_judge.testin
 ``FaultConfig`` injects seeded, per-request transient faults.
 
 Modules: ``server`` (HTTP/1.1 and lifecycle), ``routes`` (endpoints, request log, admin), ``shapes``
-(OpenAI request/response shapes), ``faults``, ``models`` (the text models), ``process`` (subprocess mode).
+(OpenAI request/response shapes), ``faults``, ``models`` (the text models), ``judges`` (the judge
+variants), ``process`` (subprocess mode).
 """
 
 from __future__ import annotations

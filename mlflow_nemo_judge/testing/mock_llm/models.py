@@ -16,7 +16,16 @@ import re
 import zlib
 from typing import NamedTuple
 
-__all__ = ["MOCK_MODELS", "generate", "truncate_words", "word_count"]
+__all__ = [
+    "JUDGE_VARIANTS",
+    "MOCK_MODELS",
+    "JudgeRating",
+    "generate",
+    "judge_answer",
+    "rate",
+    "truncate_words",
+    "word_count",
+]
 
 MOCK_MODELS: tuple[str, ...] = (
     "mock/faithful-summarizer",
@@ -25,7 +34,13 @@ MOCK_MODELS: tuple[str, ...] = (
     "mock/judge",
     "mock/judge-think",
     "mock/judge-malformed",
+    "mock/judge-noisy",
+    "mock/judge-lenient",
+    "mock/judge-pairwise",
+    "mock/judge-pairwise-biased",
 )
+#: The judge variants of ``judges`` (noisy, lenient, pairwise): built on the mock judge's rating.
+JUDGE_VARIANTS: frozenset[str] = frozenset(MOCK_MODELS[-4:])
 
 
 # ------------------------------------------------------------------------------------ text utilities
@@ -293,27 +308,69 @@ def _judge_answer(score: int, reason: str, instructions: str) -> str:
     return f"{reason}\n{marker}: {score}"
 
 
-def _judge(model: str, system: str, user: str) -> str:
-    if model == "mock/judge-malformed":
-        return "I think it is pretty good, but I would rather not put a number on it."
+class JudgeRating(NamedTuple):
+    """What the mock judge concludes about one prompt, before it is phrased as an answer."""
+
+    score: int
+    low: int
+    high: int
+    ratio: float
+    reason: str
+    instructions: str
+
+
+def rate(system: str, user: str) -> JudgeRating:
+    """The mock judge's rating of the labelled candidate in a prompt (the judge variants reuse it)."""
     split = _split_judge_prompt(system, user)
     low, high = _judge_scale(split.instructions)
     ratio, reason = _judge_ratio(split.instructions, split.source, split.candidate)
     score = math.floor(low + ratio * (high - low) + 0.5)  # round half up, as a reader would expect
-    reason = f"{reason} {_verdict(ratio)}"
+    return JudgeRating(score, low, high, ratio, reason, split.instructions)
+
+
+def judge_answer(model: str, system: str, rating: JudgeRating, score: int, note: str = "") -> str:
+    """Phrase ``score`` (the rating's, or a variant's) the way the prompt asks, with its reasoning."""
+    reason = f"{rating.reason} {_verdict(rating.ratio)}{note}"
     if model == "mock/judge-think" or _THINKING_ON_RE.search(system):
         # Reasoning judges put their analysis in a think block; the answer after it stays parseable.
-        return f"<think>{reason}</think>\n{_judge_answer(score, _verdict(ratio), split.instructions)}"
-    return _judge_answer(score, reason, split.instructions)
+        verdict = _verdict(rating.ratio) + note
+        return f"<think>{reason}</think>\n{_judge_answer(score, verdict, rating.instructions)}"
+    return _judge_answer(score, reason, rating.instructions)
+
+
+def _judge(model: str, system: str, user: str) -> str:
+    if model == "mock/judge-malformed":
+        return "I think it is pretty good, but I would rather not put a number on it."
+    rating = rate(system, user)
+    return judge_answer(model, system, rating, rating.score)
+
+
+def generate(
+    model: str, system: str, user: str, seed: int | None = None, temperature: float | None = None
+) -> str:
+    """The deterministic mock "model" for one prompt.
+
+    ``seed`` and ``temperature`` (the request's sampling parameters) matter only to the sampled judge
+    variants (``judges.SAMPLED_MODELS``); every other model ignores them, so its cache entry is shared.
+    """
+    from mlflow_nemo_judge.testing.mock_llm.judges import SAMPLED_MODELS  # judges imports this module
+
+    if model not in SAMPLED_MODELS:
+        seed = temperature = None
+    return _generate(model, system, user, seed, temperature)
 
 
 @functools.lru_cache(maxsize=4096)
-def generate(model: str, system: str, user: str) -> str:
-    """The deterministic mock "model": cached, since benchmarks replay the same prompts many times."""
+def _generate(model: str, system: str, user: str, seed: int | None, temperature: float | None) -> str:
+    """Cached, since benchmarks replay the same prompts many times."""
     if model == "mock/echo":
         return user
     if model == "mock/faithful-summarizer":
         return _faithful_summary(system, user)
     if model == "mock/poor-summarizer":
         return _poor_summary(user)
+    if model in JUDGE_VARIANTS:
+        from mlflow_nemo_judge.testing.mock_llm.judges import variant_answer
+
+        return variant_answer(model, system, user, seed, temperature)
     return _judge(model, system, user)

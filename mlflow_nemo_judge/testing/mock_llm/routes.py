@@ -231,7 +231,7 @@ class MockRoutes:
         choices: list[dict[str, Any]] = []
         completion_tokens = 0
         for prompt in prompts:
-            content = generate(resolved, system, prompt)
+            content = generate(resolved, system, prompt, *_sampling(body))
             if fault == "think":
                 content = f"<think>{THINK_TEXT}</think>\n{content}"
             text: str | None
@@ -369,6 +369,18 @@ class MockRoutes:
         except (ValueError, TypeError) as exc:
             return error_reply(400, f"invalid mock config: {exc}", "invalid_request_error")
         return self._get_config(b"")
+
+
+def _sampling(body: Mapping[str, Any]) -> tuple[int | None, float | None]:
+    """The request's ``seed`` and ``temperature`` as the sampled mock judges read them (else None).
+
+    Not validated: the other mock models ignore both, as they did before any model used them."""
+    seed, temperature = body.get("seed"), body.get("temperature")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        seed = None
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        return seed, None
+    return seed, (float(temperature) if math.isfinite(temperature) else None)
 
 
 def _echo(reply: Reply, headers: Mapping[str, str], target: str) -> Reply:
