@@ -150,9 +150,12 @@ async def evaluate_async(
     """
     from mlflow_nemo_judge.tracking.names import DEFAULT_TABLE_MAX_ROWS
 
-    cfg = load_config(config)
-    tlist = _targets(targets)
+    from mlflow_nemo_judge.plan_reliability import with_judge_repeats
+
     opts = _options(options, run_options)
+    # --judge-repeats is written into the config: the run identity, config.json and a resume follow it
+    cfg = with_judge_repeats(load_config(config), opts.judge_repeats)
+    tlist = _targets(targets)
     if alias and not register_model:
         raise ConfigError("alias", "an alias needs register_model=NAME")
     if policy is not None:

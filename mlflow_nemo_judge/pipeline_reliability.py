@@ -26,6 +26,11 @@ def reliability_of(config: EvalConfig, result: EvalResult) -> ReliabilityReport 
     """The reliability report of one target's full result (None when the config asks for nothing to
     measure). The same call for a new run, a resumed one and ``--retry-errors``: always the whole
     result, never only the samples this process judged."""
+    ext = config.extension()
+    if ext is None or ext.reliability is None:
+        # Nothing declared (``--judge-repeats`` is written into the block, see ``with_judge_repeats``):
+        # a plain run, whose samples need not be read again.
+        return None
     from mlflow_nemo_judge.reliability.analysis import analyze
 
     return analyze(config, result)

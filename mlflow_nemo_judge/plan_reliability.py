@@ -29,7 +29,7 @@ from mlflow_nemo_judge.errors import ConfigError
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow_nemo_judge.plan import JudgeSpec, TaskPlan
 
-__all__ = ["ReliabilityPlan", "attach_reliability", "check_judge_repeats"]
+__all__ = ["ReliabilityPlan", "attach_reliability", "check_judge_repeats", "with_judge_repeats"]
 
 
 @dataclass
@@ -91,6 +91,38 @@ def check_judge_repeats(value: int | None) -> None:
         return
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_REPEATS:
         raise ConfigError("--judge-repeats", f"must be an integer between 1 and {MAX_REPEATS}, got {value!r}")
+
+
+def with_judge_repeats(config: EvalConfig, repeats: int | None) -> EvalConfig:
+    """``config`` with ``--judge-repeats`` written into its ``mlflow_nemo_judge.reliability`` block (the
+    block's and every metric's ``repeats``), or ``config`` itself when ``repeats`` is None.
+
+    The flag becomes part of the config rather than a run option so that everything keyed on the config
+    follows it: the run identity (a run with 3 repeats never reuses a finished run with 1), the logged
+    ``config.json``, a resume (which re-reads the config from the run) and the reliability report.
+    """
+    check_judge_repeats(repeats)
+    if repeats is None:
+        return config
+    from mlflow_nemo_judge.config import load_config
+
+    data = config.to_dict()
+    block = data.get("mlflow_nemo_judge")
+    block = dict(block) if isinstance(block, dict) else {}
+    rel = block.get("reliability")
+    rel = dict(rel) if isinstance(rel, dict) else {}
+    rel["repeats"] = repeats
+    metrics = rel.get("metrics")
+    if isinstance(metrics, dict):
+        rel["metrics"] = {
+            k: ({**m, "repeats": repeats} if isinstance(m, dict) and "repeats" in m else m)
+            for k, m in metrics.items()
+        }
+    block["reliability"] = rel
+    data["mlflow_nemo_judge"] = block
+    out = load_config(data)
+    out._source = config._source  # relative dataset paths still resolve against the config's folder
+    return out
 
 
 def attach_reliability(

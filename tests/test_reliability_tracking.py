@@ -455,3 +455,53 @@ def test_cli_judge_repeats_reaches_the_judge_and_the_printed_report(
     head = next(line.split() for line in out.splitlines() if line.startswith("target"))
     assert head[:5] == ["target", "run", "score", "k", "flip"]
     assert [line for line in out.splitlines() if S in line and line.split()[3] == "2"]
+
+
+@pytest.mark.timeout(120)
+def test_judge_repeats_flag_is_part_of_the_run_identity_and_its_config(
+    seed_eval: dict[str, Any], mlflow_uri: str
+) -> None:
+    """``--judge-repeats`` is written into the config: a run with 2 repeats is a different evaluation
+    from the finished one with 1 (not a reuse), its config.json says so, and its report has the repeats."""
+    from mlflow_nemo_judge import tracking
+
+    cfg = json.loads(json.dumps(seed_eval["config"]))
+    tgt = mock_target(seed_eval["server"], "mock/faithful-summarizer")
+    kw: dict[str, Any] = {"tracking_uri": mlflow_uri, "experiment": "repeats-flag", "limit": 4}
+    plain = evaluate(cfg, tgt, **kw)
+    assert plain.reliability == [None]
+    calls = seed_eval["server"].request_count
+    twice = evaluate(cfg, tgt, judge_repeats=2, **kw)
+    assert twice.reused == [False] and twice.run_ids != plain.run_ids
+    # per sample 2 judge metrics x 2 repeats (each repeat sends its own seed, so none is a cache hit);
+    # the target's replies come from the response cache (the same requests as the first run)
+    assert seed_eval["server"].request_count - calls == 4 * 2 * 2
+    cl = _client(mlflow_uri)
+    logged = json.loads(Path(cl.download_artifacts(twice.run_ids[0], "nemo_judge/config.json")).read_text())
+    assert logged["mlflow_nemo_judge"]["reliability"]["repeats"] == 2
+    m = cl.get_run(twice.run_ids[0]).data.metrics
+    assert m[f"reliability/{S}/repeats"] == 2
+    assert tracking.load_reliability(twice.run_ids[0]) is not None
+    again = evaluate(cfg, tgt, judge_repeats=2, **kw)
+    assert again.reused == [True] and again.run_ids == twice.run_ids
+
+
+def test_a_human_label_column_in_no_row_is_bad_input(
+    seed_eval: dict[str, Any], labelled: Path, tmp_path: Path, capsys: Any
+) -> None:
+    """A misspelt label column would measure "judge-human agreement" over no labels: refused up front,
+    naming the config path and the column, before any model call (validate and run alike)."""
+    cfg = _config(seed_eval, labelled, panel=False)
+    cfg["mlflow_nemo_judge"]["reliability"]["metrics"][f"{TASK}/completeness"]["human_labels"] = {
+        "completeness": "human_completenes"
+    }
+    cpath, tpath = tmp_path / "c.json", tmp_path / "t.json"
+    cpath.write_text(json.dumps(cfg))
+    tpath.write_text(json.dumps(mock_target(seed_eval["server"], "mock/faithful-summarizer")))
+    for cmd in (["validate"], ["run", "--no-tracking"]):
+        code = main([cmd[0], str(cpath), "--target", str(tpath), *cmd[1:], "-q"])
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert f"mlflow_nemo_judge.reliability.metrics.{TASK}/completeness.human_labels.completeness" in err
+        assert "'human_completenes' has no value in any of the" in err
+    assert seed_eval["server"].request_count == 0

@@ -149,6 +149,7 @@ def row_checker(tp: TaskPlan) -> RowCheck:
 def _scan(plan: Plan, tasks: list[TaskPlan], max_rows: int) -> DatasetInfo:
     tp = tasks[0]
     checks = [row_checker(t) for t in tasks]
+    labels = _human_label_columns(tasks)  # column -> the config path that declared it
     h = hashlib.sha256()
     rows: list[dict[str, Any]] | None = []
     n = 0
@@ -157,6 +158,9 @@ def _scan(plan: Plan, tasks: list[TaskPlan], max_rows: int) -> DatasetInfo:
             n += 1
             for check in checks:
                 check(where, n, row)
+            if labels:
+                for col in [c for c in labels if row.get(c) not in (None, "")]:
+                    del labels[col]
             _row_digest(h, row)
             if rows is not None:
                 rows.append(row)
@@ -165,6 +169,11 @@ def _scan(plan: Plan, tasks: list[TaskPlan], max_rows: int) -> DatasetInfo:
     except DatasetError as exc:  # unreadable, malformed or empty data: name the task's dataset too
         raise ConfigError(f"{tp.path}.dataset", str(exc)) from None
     url = tp.data.files_url
+    for col, path in labels.items():
+        # A misspelt column would give "judge-human agreement" over no labels at all: bad input.
+        raise ConfigError(
+            path, f"column {col!r} has no value in any of the {n} row(s) used of {url or 'the rows'}"
+        )
     fallback = f"{plan.target.display_name}-rows" if url is None else tp.name
     return DatasetInfo(
         task=tp.name,
@@ -176,6 +185,18 @@ def _scan(plan: Plan, tasks: list[TaskPlan], max_rows: int) -> DatasetInfo:
         limit=tp.limit,
         rows=rows,
     )
+
+
+def _human_label_columns(tasks: list[TaskPlan]) -> dict[str, str]:
+    """The human-label columns the tasks' judge metrics declare, each with its config path."""
+    out: dict[str, str] = {}
+    for t in tasks:
+        for m in t.metrics:
+            rel = m.reliability
+            if rel is not None:
+                for score, col in rel.settings.human_labels.items():
+                    out.setdefault(col, f"{rel.settings.path}.human_labels.{score}")
+    return out
 
 
 def describe_remote(config: EvalConfig, target: Target, *, limit: int | None) -> list[DatasetInfo]:
