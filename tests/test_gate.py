@@ -72,20 +72,75 @@ def _with_house_style(config: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------- statistics
 
 
-def test_paired_t_interval_and_p_match_scipy():
+def _ratings(seed: int, n: int) -> tuple[list[float], list[float]]:
+    """Judge-like 1-5 ratings, the challenger usually a little better."""
+    rng = random.Random(seed)
+    champ = [float(rng.randint(1, 5)) for _ in range(n)]
+    chall = [float(min(5, c + rng.choice([0, 0, 1, 1, 2, -1]))) for c in champ]
+    return champ, chall
+
+
+def test_ordinal_ratings_use_wilcoxon_and_a_bootstrap_interval():
     from scipy import stats
 
-    rng = random.Random(7)
-    champ = [rng.randint(1, 5) for _ in range(40)]
-    chall = [min(5, c + rng.choice([0, 0, 1, 1, 2, -1])) for c in champ]
-    diffs = [float(b - a) for a, b in zip(champ, chall, strict=True)]
+    champ, chall = _ratings(7, 40)
+    pe = paired_effect(champ, chall, 0.95)
+    assert pe.test == "Wilcoxon signed-rank (Pratt, exact), bootstrap CI"
+    assert pe.n == 40 and pe.effect == pytest.approx((sum(chall) - sum(champ)) / 40)
+    assert pe.ci_low < pe.effect < pe.ci_high
+    # Pratt's statistic, exact conditional on the tied ranks: close to scipy's tie-corrected normal p
+    ref = stats.wilcoxon(chall, champ, zero_method="pratt", method="asymptotic", correction=True)
+    assert pe.p_value == pytest.approx(ref.pvalue, rel=0.2)
+    narrow = paired_effect(champ, chall, 0.9)
+    assert pe.ci_low < narrow.ci_low and narrow.ci_high < pe.ci_high  # at the policy's confidence
+
+
+def test_continuous_scores_use_the_paired_t_at_30_pairs():
+    from scipy import stats
+
+    rng = random.Random(11)
+    champ = [rng.random() for _ in range(40)]
+    chall = [min(1.0, c + rng.gauss(0.05, 0.1)) for c in champ]
+    diffs = [b - a for a, b in zip(champ, chall, strict=True)]
     for conf in (0.9, 0.95, 0.99):
-        pe = paired_effect(diffs, conf, binary=False)
+        pe = paired_effect(champ, chall, conf)
         ref = stats.ttest_rel(chall, champ)
         lo, hi = stats.t.interval(conf, len(diffs) - 1, loc=sum(diffs) / 40, scale=stats.sem(diffs))
-        assert pe.test == "paired t"
+        assert pe.test == "paired t-test"
         assert pe.p_value == pytest.approx(ref.pvalue, rel=1e-6)
         assert (pe.ci_low, pe.ci_high) == (pytest.approx(lo, rel=1e-7), pytest.approx(hi, rel=1e-7))
+    few = paired_effect(champ[:12], chall[:12], 0.95)  # below 30 pairs: a sign-flip permutation test
+    assert few.test.startswith("sign-flip permutation (exact)")
+
+
+def test_gate_and_compare_report_the_same_test_effect_and_interval():
+    """``compare`` (``paired_test(a, b)``: b - a at 95 %) and the gate answer alike on the same runs."""
+    from mlflow_nemo_judge.scoring.paired_tests import paired_test
+
+    champ, chall = _ratings(3, 24)
+    pol = resolve(
+        Policy(primary="a", scores={"a": {}, "b": {"direction": "lower", "margin": 1}}), ["t/m/a", "t/m/b"]
+    )
+    d = decide(
+        pol,
+        {"t/m/a": _values(champ), "t/m/b": _values(champ)},
+        {"t/m/a": _values(chall), "t/m/b": _values(chall)},
+    )
+    higher, lower = d.scores
+    ref = paired_test(champ, chall)  # what compare reports for run a = champion, run b = challenger
+    assert ref.kind == "ordinal" and ref.test.startswith("Wilcoxon")
+    got = (higher.test, higher.effect, higher.ci_low, higher.ci_high, higher.p_value, higher.n)
+    assert got == (ref.test, ref.mean_diff, ref.ci95_low, ref.ci95_high, ref.p_value, ref.n)
+    # a lower-is-better score: the effect is champion - challenger, i.e. compare with the runs swapped
+    swapped = paired_test(chall, champ)
+    got = (lower.test, lower.effect, lower.ci_low, lower.ci_high, lower.p_value)
+    assert got == (swapped.test, swapped.mean_diff, swapped.ci95_low, swapped.ci95_high, swapped.p_value)
+    assert lower.effect == pytest.approx(-higher.effect)
+    # at the policy's confidence, not compare's fixed 95 %
+    pol90 = resolve(Policy(primary="a", scores={"a": {}}, confidence=0.9), ["t/m/a"])
+    f90 = decide(pol90, {"t/m/a": _values(champ)}, {"t/m/a": _values(chall)}).scores[0]
+    ref90 = paired_test(champ, chall, confidence=0.9)
+    assert (f90.ci_low, f90.ci_high) == (ref90.ci95_low, ref90.ci95_high) != (ref.ci95_low, ref.ci95_high)
 
 
 def test_binary_scores_use_exact_mcnemar_and_agresti_min():
@@ -93,8 +148,8 @@ def test_binary_scores_use_exact_mcnemar_and_agresti_min():
 
     # 2x2 table of (champion, challenger): 9 improvements, 3 regressions, 18 ties.
     pairs = [(0, 1)] * 9 + [(1, 0)] * 3 + [(1, 1)] * 10 + [(0, 0)] * 8
-    diffs = [float(b - a) for a, b in pairs]
-    pe = paired_effect(diffs, 0.95, binary=True)
+    pe = paired_effect([float(a) for a, _ in pairs], [float(b) for _, b in pairs], 0.95)
+    assert pe.test == "exact McNemar, Agresti-Min interval"
     assert pe.p_value == pytest.approx(stats.binomtest(3, 12, 0.5).pvalue, rel=1e-12)
     n, b, c = 30 + 2, 9.5, 3.5
     z = stats.norm.ppf(0.975)
@@ -102,14 +157,21 @@ def test_binary_scores_use_exact_mcnemar_and_agresti_min():
     half = z * math.sqrt((b + c) - (b - c) ** 2 / n) / n
     assert pe.effect == pytest.approx(6 / 30)
     assert (pe.ci_low, pe.ci_high) == (pytest.approx(centre - half), pytest.approx(centre + half))
+    # lower is better on a 0/1 score: the same table read the other way round
+    low = paired_effect([float(a) for a, _ in pairs], [float(b) for _, b in pairs], 0.95, "lower")
+    assert low.effect == pytest.approx(-6 / 30) and low.p_value == pe.p_value
+    assert (low.ci_low, low.ci_high) == (pytest.approx(-pe.ci_high), pytest.approx(-pe.ci_low))
 
 
 def test_degenerate_differences_never_give_p_zero():
-    same = paired_effect([2.0] * 12, 0.95, binary=False)
+    ones = [1.0] * 12
+    same = paired_effect(ones, [3.0] * 12, 0.95)
     assert same.p_value == pytest.approx(2 * 0.5**12) and same.p_value > 0
     assert (same.ci_low, same.ci_high) == (2.0, 2.0) and "sign" in same.test
-    assert paired_effect([0.0] * 12, 0.95, binary=False).p_value == 1.0
-    assert paired_effect([0.0] * 12, 0.95, binary=True).p_value == 1.0  # no discordant pair
+    assert paired_effect([2.0] * 12, [3.0] * 12, 0.95, "lower").effect == -1.0
+    zero = paired_effect([3.0] * 12, [3.0] * 12, 0.95)
+    assert zero.p_value == 1.0 and (zero.effect, zero.ci_low, zero.ci_high) == (0.0, 0.0, 0.0)
+    assert paired_effect(ones, ones, 0.95).p_value == 1.0  # binary: no discordant pair
     assert binom_two_sided(0, 0) == 1.0
 
 

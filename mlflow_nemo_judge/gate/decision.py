@@ -3,16 +3,23 @@
 Pure functions (no MLflow). Every effect is oriented so that **positive means the challenger is
 better** in the score's direction (``higher``: challenger − champion; ``lower``: champion − challenger).
 
-Tests, chosen per score from the data:
+Tests, chosen per score from the values of both sides by ``scoring.paired_tests.paired_test`` (the
+same function ``compare`` uses, with its seed 0 and on the pairs in the champion's record order, as
+``compare`` pairs run a with run b, so the two report the same test, effect and interval on the same two
+runs; the seeded bootstrap makes a decision reproducible):
 
 * **binary** scores (every value on both sides is 0 or 1, e.g. string-check): the exact McNemar test
   (a two-sided binomial test on the discordant pairs) for the p-value, and the Agresti–Min interval
   (Wald on the 2×2 table with 0.5 added to each cell; Stat. Med. 2005) for the difference of
   proportions, which keeps its coverage where plain Wald fails (few discordant pairs).
-* **continuous / ordinal** scores (judge ratings 1–5, BLEU): the paired t interval and test on the
-  per-item differences. When every difference is equal the t statistic is undefined; the interval is
-  the observed difference itself and the p-value comes from the exact sign test (``2·0.5ⁿ``, or 1
-  when the difference is 0), never 0.
+* **ordinal** scores (integers, at most 11 distinct values: judge ratings 1–5): Wilcoxon signed-rank
+  (Pratt) for the p-value and a paired BCa bootstrap interval of the mean difference (a t interval
+  assumes an interval scale the ratings do not have).
+* **continuous** scores (BLEU, …): the paired t interval and test when n ≥ 30; below that a sign-flip
+  permutation test with a bootstrap interval of the mean difference.
+* When every difference is equal no test statistic is defined: the interval is the observed
+  difference itself and the p-value comes from the exact sign test (``2·0.5ⁿ``, or 1 when the
+  difference is 0), never 0.
 
 Rules (``d`` the effect, ``[lo, hi]`` its interval at the policy's confidence):
 
@@ -36,9 +43,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from mlflow_nemo_judge.gate.policy import Resolved, Rule
-from mlflow_nemo_judge.scoring.paired_tests import agresti_min, t_quantile
 from mlflow_nemo_judge.scoring.paired_tests import binom_two_sided as binom_two_sided  # re-exported
-from mlflow_nemo_judge.scoring.stats import t_sf
+from mlflow_nemo_judge.scoring.paired_tests import paired_test
 
 Verdict = Literal["GO", "NO-GO", "INCONCLUSIVE"]
 ItemKey = tuple[str, str, int]  # (task, item id, occurrence: a dataset may repeat an id)
@@ -62,23 +68,21 @@ class Paired:
     test: str
 
 
-def paired_effect(diffs: Sequence[float], confidence: float, binary: bool) -> Paired:
-    """The effect of ``diffs`` (challenger better > 0; at least 2) with its interval and p-value."""
-    n = len(diffs)
-    mean = math.fsum(diffs) / n
-    if binary:
-        b = sum(1 for d in diffs if d > 0)  # champion 0, challenger 1 (oriented)
-        c = sum(1 for d in diffs if d < 0)
-        lo, hi = agresti_min(b, c, n, confidence)
-        return Paired(n, mean, lo, hi, binom_two_sided(b, b + c), "exact McNemar, Agresti-Min interval")
-    sd = math.sqrt(math.fsum((d - mean) ** 2 for d in diffs) / (n - 1))
-    if sd == 0.0:
-        p = 1.0 if mean == 0.0 else binom_two_sided(0, n)
-        return Paired(n, mean, mean, mean, p, "exact sign test (all differences equal)")
-    se = sd / math.sqrt(n)
-    half = t_quantile(0.5 + confidence / 2.0, n - 1) * se
-    p = min(1.0, 2.0 * t_sf(abs(mean / se), n - 1))
-    return Paired(n, mean, mean - half, mean + half, p, "paired t")
+def paired_effect(
+    champion: Sequence[float],
+    challenger: Sequence[float],
+    confidence: float,
+    direction: str = "higher",
+) -> Paired:
+    """The effect (challenger better > 0) of aligned ``champion``/``challenger`` values (no NaN, at
+    least 2 pairs) with its interval at ``confidence`` and p-value, from ``paired_test`` (kind
+    inferred from the values of both sides)."""
+    # paired_test compares b − a: challenger − champion for "higher", champion − challenger for "lower"
+    a, b = (champion, challenger) if direction == "higher" else (challenger, champion)
+    pt = paired_test(a, b, confidence=confidence)
+    if pt.mean_diff is None or pt.ci95_low is None or pt.ci95_high is None or pt.p_value is None:
+        raise ValueError(f"a paired effect needs at least 2 pairs, got {pt.n}")
+    return Paired(pt.n, pt.mean_diff, pt.ci95_low, pt.ci95_high, pt.p_value, pt.test)
 
 
 # ---------------------------------------------------------------------------------------- verdict
@@ -188,7 +192,7 @@ def _score(
             (f"{rule.key}: challenger NaN share {share:.1%} over the budget {rule.nan_budget:.1%}"),
         )
         return f
-    if cp is None:
+    if cp is None or champ is None:
         f.outcome, f.reason = "GO", f"{rule.key}: no champion to compare with"
         return f
     if cshare is not None and cshare > rule.nan_budget:
@@ -197,7 +201,11 @@ def _score(
             (f"{rule.key}: champion NaN share {cshare:.1%} over the budget {rule.nan_budget:.1%}"),
         )
         return f
-    pairs = [(a, b) for a, b in zip(cp, ch, strict=True) if not (_isnan(a) or _isnan(b))]
+    # Pairs in the champion's record order (its mapping's order), as ``compare`` pairs run a with run b:
+    # the seeded bootstrap resamples by position, so the same pairs in another order give another CI.
+    in_shared = set(shared)
+    both = ((champ[k], chall.get(k, nan)) for k in champ if k in in_shared)
+    pairs = [(a, b) for a, b in both if not (_isnan(a) or _isnan(b))]
     f.n = len(pairs)
     if f.n < policy.policy.min_items:
         f.outcome, f.reason = (
@@ -205,10 +213,7 @@ def _score(
             (f"{rule.key}: only {f.n} judged pairs, the policy needs {policy.policy.min_items}"),
         )
         return f
-    sign = 1.0 if rule.direction == "higher" else -1.0
-    diffs = [sign * (b - a) for a, b in pairs]
-    binary = all(v in (0.0, 1.0) for pair in pairs for v in pair)
-    pe = paired_effect(diffs, policy.policy.confidence, binary)
+    pe = paired_effect([a for a, _ in pairs], [b for _, b in pairs], policy.policy.confidence, rule.direction)
     f.effect, f.ci_low, f.ci_high, f.p_value, f.test = pe.effect, pe.ci_low, pe.ci_high, pe.p_value, pe.test
     f.outcome, f.reason = _judge_rule(rule, f, pe.ci_low, pe.ci_high)
     return f
