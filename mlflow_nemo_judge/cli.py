@@ -2,13 +2,13 @@
 
 Exit codes: 0 success, 1 the evaluation failed (endpoint, job or tracking failure), 2 bad input (config,
 target, dataset, options); ``gate`` also answers 1 NO-GO and 3 INCONCLUSIVE; a signal 128 + its number. Heavy modules (mlflow, pandas, httpx) are imported inside the commands so
-``--help`` stays fast.
+``--help`` stays fast. The parser is :mod:`mlflow_nemo_judge.cli_args`; what the commands print,
+:mod:`mlflow_nemo_judge.cli_output`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mlflow_nemo_judge.cli_args import build_parser
+from mlflow_nemo_judge.cli_output import info, print_compare, print_compare_link, print_evaluation, print_link
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -51,11 +52,6 @@ def _setup_logging(args: argparse.Namespace) -> None:
         # mlflow sets its logger's level when it is imported (later, lazily): tell it through its own
         # variable, unless the user set one.
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-
-
-def _info(args: argparse.Namespace, msg: str) -> None:
-    if not getattr(args, "quiet", False):
-        print(msg, file=sys.stderr)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -122,69 +118,6 @@ def _run_options(args: argparse.Namespace) -> Any:
     )
 
 
-def _print_evaluation(args: argparse.Namespace, ev: Any, labels: Sequence[str]) -> None:
-    from mlflow_nemo_judge.compare.figures import figures_frame, format_pairwise, format_reliability
-    from mlflow_nemo_judge.compare.render import results_table, usage_line
-
-    if args.output == "json":
-        payload = {
-            "runs": [
-                {
-                    "target": label,
-                    "run_id": rid,
-                    "reused": reused,
-                    "results": res.to_nemo_dict(),
-                    "usage": res.usage.to_dict(),
-                    # the judge's reliability/… figures (repeats, panel, human labels), when measured
-                    "reliability": rel.metrics() if rel is not None else None,
-                }
-                for label, rid, reused, res, rel in zip(
-                    labels,
-                    ev.run_ids or [None] * len(ev.results),
-                    ev.reused or [False] * len(ev.results),
-                    ev.results,
-                    ev.reliability or [None] * len(ev.results),
-                    strict=False,
-                )
-            ],
-            "parent_run_id": ev.parent_run_id,
-            "experiment_id": ev.experiment_id,
-            "pairwise": ev.pairwise.metrics() if ev.pairwise is not None else None,
-        }
-        print(json.dumps(payload, indent=2))
-        return
-    for i, res in enumerate(ev.results):
-        label = labels[i] if i < len(labels) else f"target {i + 1}"
-        rid = ev.run_ids[i] if i < len(ev.run_ids) else None
-        head = f"== {label}" + (
-            f"  (MLflow run {rid}"
-            + (", already finished: reused" if ev.reused and ev.reused[i] else "")
-            + ")"
-            if rid
-            else ""
-        )
-        print(head)
-        print(results_table(res))
-        rel = ev.reliability[i] if i < len(ev.reliability) else None
-        if rel is not None:
-            print()
-            print(format_reliability(figures_frame([(label, rid or "-", "", rel.metrics())], "reliability/")))
-        if not args.quiet:
-            print(usage_line(res))
-        print()
-    if ev.pairwise is not None:
-        print(
-            "== pairwise judging with position swap"
-            + (f"  (MLflow run {ev.parent_run_id})" if ev.parent_run_id else "")
-        )
-        print(
-            format_pairwise(
-                figures_frame([("", ev.parent_run_id or "-", "", ev.pairwise.metrics())], "pairwise/")
-            )
-        )
-        print()
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
     from mlflow_nemo_judge.config import load_config, load_target
     from mlflow_nemo_judge.pipeline import evaluate
@@ -213,21 +146,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             backend_options=_nemo_options(args) if args.backend == "nemo" else None,
             allow_partial_tracking=args.allow_partial_tracking,
         )
-    _print_evaluation(args, ev, [t.display_name for t in targets])
-    _print_link(args, ev)
+    print_evaluation(args, ev, [t.display_name for t in targets])
+    print_link(args, ev)
     return EXIT_OK
-
-
-def _print_link(args: argparse.Namespace, ev: Any) -> None:
-    """Where to look at the result in MLflow (stderr: stdout stays the result, e.g. ``--output json``):
-    the parent run of a multi-target evaluation, else the run."""
-    if not ev.run_ids:
-        return
-    from mlflow_nemo_judge.tracking import current_tracking_uri
-    from mlflow_nemo_judge.tracking.links import view_hint
-
-    run_id = ev.parent_run_id or (ev.run_ids[0] if len(ev.run_ids) == 1 else None)
-    _info(args, view_hint(current_tracking_uri(args.tracking_uri), ev.experiment_id, run_id))
 
 
 def mock_models(args: argparse.Namespace) -> Any:
@@ -245,7 +166,7 @@ def mock_models(args: argparse.Namespace) -> Any:
         from mlflow_nemo_judge.errors import ConfigError
 
         raise ConfigError("--mock-server", f"cannot listen on 127.0.0.1:{args.mock_server}: {exc}") from None
-    _info(
+    info(
         args,
         f"MOCK models (loopback test doubles, not LLMs) served on http://127.0.0.1:{args.mock_server}/v1",
     )
@@ -264,8 +185,8 @@ def _cmd_resume(args: argparse.Namespace) -> int:
         retry_errors=args.retry_errors,
         allow_partial_tracking=args.allow_partial_tracking,
     )
-    _print_evaluation(args, ev, [args.run_id])
-    _print_link(args, ev)
+    print_evaluation(args, ev, [args.run_id])
+    print_link(args, ev)
     return EXIT_OK
 
 
@@ -274,8 +195,8 @@ def _cmd_attach(args: argparse.Namespace) -> int:
 
     ev = attach(args.job_id, tracking_uri=args.tracking_uri, backend_options=_nemo_options(args))
     if not ev.run_ids:
-        _info(args, f"no MLflow run recorded job {args.job_id}; results are printed, not logged")
-    _print_evaluation(args, ev, [args.job_id])
+        info(args, f"no MLflow run recorded job {args.job_id}; results are printed, not logged")
+    print_evaluation(args, ev, [args.job_id])
     return EXIT_OK
 
 
@@ -303,35 +224,14 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             min_effect=args.min_effect,
         )
     rel_df, pw_df = _judge_figures(args, df)
-    if args.output == "json":
-        out: dict[str, Any] = {"leaderboard": json.loads(df.to_json(orient="records"))}
-        if paired_df is not None:
-            out["paired"] = json.loads(paired_df.to_json(orient="records"))
-        if len(rel_df):
-            out["reliability"] = json.loads(rel_df.to_json(orient="records"))
-        if len(pw_df):
-            out["pairwise"] = json.loads(pw_df.to_json(orient="records"))
-        print(json.dumps(out, indent=2))
-    else:
-        print(cmp.format_table(df))
-        if paired_df is not None and len(paired_df):
-            print()
-            print(cmp.format_table(paired_df))
-        if len(rel_df):
-            print()
-            print("judge reliability (the reliability/… metrics of each run)")
-            print(cmp.format_reliability(rel_df))
-        if len(pw_df):
-            print()
-            print("pairwise judging with position swap (the pairwise/… metrics of the parent run)")
-            print(cmp.format_pairwise(pw_df))
+    print_compare(args, df, paired_df, rel_df, pw_df)
     if args.csv:
         df.to_csv(args.csv, index=False)
-        _info(args, f"wrote {args.csv}")
+        info(args, f"wrote {args.csv}")
     if args.chart:
         cmp.write_chart(df, args.chart)
-        _info(args, f"wrote {args.chart}")
-    _print_compare_link(args, df)
+        info(args, f"wrote {args.chart}")
+    print_compare_link(args, df)
     return EXIT_OK
 
 
@@ -342,20 +242,6 @@ def _judge_figures(args: argparse.Namespace, df: Any) -> tuple[Any, Any]:
 
     ids = [str(r) for r in df["run_id"]] if len(df) else []
     return judge_figures([*args.run, *ids], args.tracking_uri)
-
-
-def _print_compare_link(args: argparse.Namespace, df: Any) -> None:
-    """The MLflow view of what was compared: the experiment's runs (its compare view lists them)."""
-    if not len(df):
-        return
-    from mlflow_nemo_judge.tracking import current_tracking_uri, get_run
-    from mlflow_nemo_judge.tracking.links import view_hint
-    from mlflow_nemo_judge.tracking.store import client
-
-    uri = current_tracking_uri(args.tracking_uri)
-    exp_id = get_run(client(uri), str(df.iloc[0]["run_id"])).info.experiment_id
-    run_id = str(df.iloc[0]["run_id"]) if len(df) == 1 else None
-    _info(args, view_hint(uri, exp_id, run_id))
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

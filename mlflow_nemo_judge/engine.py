@@ -6,7 +6,7 @@ by the client's semaphore (``params.parallelism``). The samples in flight are bo
 ``4 × parallelism`` whose slots are released when a record is *written* (in item order, to a JSONL spill
 file), not when its sample finishes: one stalled sample holds new samples back instead of letting
 finished records pile up, so memory is bounded by the window whatever the dataset size or the stalls.
-Only the scores (floats) stay in memory for the statistics.
+Only the scores (floats) stay in memory for the statistics (:mod:`mlflow_nemo_judge.engine_aggregate`).
 """
 
 from __future__ import annotations
@@ -24,19 +24,10 @@ from typing import IO, Any
 
 from mlflow_nemo_judge.config import EvalConfig, Target, load_config, load_target
 from mlflow_nemo_judge.config.secrets import collect, redact_text
+from mlflow_nemo_judge.engine_aggregate import TaskAggregator, group_scores, require_a_score
 from mlflow_nemo_judge.errors import EndpointUnhealthy, EvaluationError, NemoJudgeError
 from mlflow_nemo_judge.plan import Plan, TaskPlan, build_plan, cached_output_text, item_id
-from mlflow_nemo_judge.results import (
-    NAN,
-    EvalResult,
-    MetricOutcome,
-    MetricTree,
-    SampleRecord,
-    Score,
-    ScoreStats,
-    Usage,
-)
-from mlflow_nemo_judge.scoring.stats import summarize
+from mlflow_nemo_judge.results import NAN, EvalResult, MetricOutcome, MetricTree, SampleRecord, Usage
 from mlflow_nemo_judge.scoring.templating import build_context, render_value
 
 # (task name, samples done, samples total or None)
@@ -95,45 +86,6 @@ class _Bar:
             self._bar = None
 
 
-class _TaskAggregator:
-    def __init__(self, tp: TaskPlan) -> None:
-        self.tp = tp
-        self.values: dict[tuple[str, str], list[float]] = {}
-        self.corpus: dict[str, tuple[list[str], list[list[str]]]] = {}
-        for m in tp.metrics:
-            for s in m.score_names:
-                if s != "corpus":
-                    self.values[(m.name, s)] = []
-            if m.type == "bleu":
-                self.corpus[m.name] = ([], [])
-
-    def add(self, rec: SampleRecord) -> None:
-        for (mname, sname), vals in self.values.items():
-            out = rec.metrics.get(mname)
-            vals.append(out.scores.get(sname, NAN) if out else NAN)
-        for mname, (cands, refs) in self.corpus.items():
-            out = rec.metrics.get(mname)
-            if out is not None and out.corpus_item is not None:
-                cands.append(out.corpus_item[0])
-                refs.append(out.corpus_item[1])
-
-    def tree(self) -> dict[str, dict[str, Score]]:
-        out: dict[str, dict[str, Score]] = {m.name: {} for m in self.tp.metrics}
-        for (mname, sname), vals in self.values.items():
-            out[mname][sname] = _score(vals)
-        for mname, (cands, refs) in self.corpus.items():
-            from mlflow_nemo_judge.scoring.builtin import bleu_corpus
-
-            # NeMo reports corpus BLEU as a value without stats.
-            out[mname]["corpus"] = Score(value=bleu_corpus(cands, refs) if cands else None)
-        return out
-
-
-def _score(values: list[float]) -> Score:
-    s = summarize(values)
-    return Score(value=s.mean, stats=ScoreStats.from_summary(s))
-
-
 class _OrderedWriter:
     """Writes records in item order although samples finish out of order.
 
@@ -145,7 +97,7 @@ class _OrderedWriter:
     def __init__(
         self,
         fh: IO[str],
-        agg: _TaskAggregator,
+        agg: TaskAggregator,
         window: asyncio.Semaphore,
         secrets: list[str],
         on_record: Callable[[SampleRecord], None],
@@ -253,10 +205,10 @@ class LocalEngine:
                 out.corpus_item = run_simple(m, ctx, rec.output_text).corpus_item
         return rec
 
-    async def run_task(self, tp: TaskPlan, fh: IO[str], bar: _Bar, opts: RunOptions) -> _TaskAggregator:
+    async def run_task(self, tp: TaskPlan, fh: IO[str], bar: _Bar, opts: RunOptions) -> TaskAggregator:
         totals = opts.task_totals or {}
         total = totals[tp.name] if tp.name in totals else sum(1 for _ in tp.data.iter_rows(tp.limit))
-        agg = _TaskAggregator(tp)
+        agg = TaskAggregator(tp)
         done = 0
         bar.start(f"{tp.name}", total)
 
@@ -355,7 +307,7 @@ async def run_plan_async(plan: Plan, options: RunOptions | None = None) -> EvalR
             plan.parallelism, httpx.Timeout(plan.timeout, connect=min(10.0, plan.timeout))
         )
         start = time.perf_counter()
-        aggs: list[_TaskAggregator] = []
+        aggs: list[TaskAggregator] = []
         bar = _Bar(opts.progress_bar)
         try:
             client = OpenAIClient(
@@ -372,7 +324,7 @@ async def run_plan_async(plan: Plan, options: RunOptions | None = None) -> EvalR
             with open(samples_path, "w", encoding="utf-8") as fh:
                 for tp in plan.tasks:
                     aggs.append(await engine.run_task(tp, fh, bar, opts))
-            _require_a_score(aggs, usage.samples, engine.first_error)
+            require_a_score(aggs, usage.samples, engine.first_error)
         except EndpointUnhealthy as exc:
             raise EvaluationError(f"evaluation stopped: {exc}") from None
         finally:
@@ -386,43 +338,11 @@ async def run_plan_async(plan: Plan, options: RunOptions | None = None) -> EvalR
             shutil.rmtree(work_dir, ignore_errors=True)
         raise
     tasks: MetricTree = {a.tp.name: a.tree() for a in aggs}
-    groups = _groups(plan, aggs)
+    groups = group_scores(plan, aggs)
     result = EvalResult(tasks=tasks, groups=groups, usage=usage, samples_path=samples_path, backend="local")
     if own_dir:
         result.own(work_dir)
     return result
-
-
-def _require_a_score(aggs: list[_TaskAggregator], samples: int, first_error: str | None) -> None:
-    """A run in which no score of any sample could be computed measured nothing: it must fail, not
-    finish with a table of NaNs (a model that always answers empty, a judge that never follows the
-    format, a template that fails on every row). Some NaNs are results (``nan_count``); only all is not."""
-    if samples == 0 or any(v == v for a in aggs for vals in a.values.values() for v in vals):
-        return  # v == v is False only for NaN
-    raise EvaluationError(
-        f"evaluation measured nothing: every score of all {samples} sample(s) is NaN; "
-        f"the first sample's reason: {first_error or 'unknown'}"
-    )
-
-
-def _groups(plan: Plan, aggs: list[_TaskAggregator]) -> MetricTree:
-    """Groups pool the per-sample values of their tasks' same-named metric scores (NeMo leaves the
-    group arithmetic undocumented; pooling weighs every sample equally)."""
-    out: MetricTree = {}
-    by_task = {a.tp.name: a for a in aggs}
-    for gname, group in (plan.config.groups or {}).items():
-        pooled: dict[tuple[str, str], list[float]] = {}
-        for tname in group.tasks or []:
-            agg = by_task.get(tname)
-            if agg is None:
-                continue
-            for key, vals in agg.values.items():
-                pooled.setdefault(key, []).extend(vals)
-        tree: dict[str, dict[str, Score]] = {}
-        for (mname, sname), vals in pooled.items():
-            tree.setdefault(mname, {})[sname] = _score(vals)
-        out[gname] = tree
-    return out
 
 
 def run_local(

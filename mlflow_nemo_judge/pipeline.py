@@ -148,9 +148,8 @@ async def evaluate_async(
     A trace MLflow could not store fails the run, unless ``allow_partial_tracking`` (then the run ends
     FINISHED and says, in a tag and its description, which traces are missing).
     """
-    from mlflow_nemo_judge.tracking.names import DEFAULT_TABLE_MAX_ROWS
-
     from mlflow_nemo_judge.plan_reliability import with_judge_repeats
+    from mlflow_nemo_judge.tracking.names import DEFAULT_TABLE_MAX_ROWS
 
     opts = _options(options, run_options)
     # --judge-repeats is written into the config: the run identity, config.json and a resume follow it
@@ -257,7 +256,7 @@ async def resume_async(
     evaluated again, the others kept as recorded, and the run's metrics, table and results replaced.
     """
     from mlflow_nemo_judge import tracking as trk
-    from mlflow_nemo_judge.tracking import runner
+    from mlflow_nemo_judge.tracking import resume_runs
     from mlflow_nemo_judge.tracking.reports import report_of
 
     with _tracking(tracking_uri) as cl:
@@ -272,14 +271,14 @@ async def resume_async(
                 raise TrackingError(
                     f"MLflow run {run_id} is a parent run; pass one of its child runs to --retry-errors"
                 )
-            return await runner.resume_parent(
+            return await resume_runs.resume_parent(
                 cl, run, config, target, options, trace_samples, allow_partial_tracking
             )
         if isinstance(target, (list, tuple)):
             if len(target) != 1:
                 raise TrackingError(f"MLflow run {run_id} evaluated one target; pass one target=")
             target = target[0]
-        o = await runner.resume_run(
+        o = await resume_runs.resume_run(
             cl,
             run,
             config,

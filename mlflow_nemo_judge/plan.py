@@ -5,7 +5,8 @@ limits) with the config path in every error. Checked here, again as a one-line `
 the config path, is what the *local* backend needs on top: task/metric/target types it implements,
 models and datasets given inline rather than by reference, each metric's local needs
 (``MetricConfig.check_local``: regexes with a capture group, score types it converts, references),
-Jinja syntax, metric keys too long for MLflow, missing API-key env vars; and, in one streamed pass over
+Jinja syntax, metric keys too long for MLflow, missing API-key env vars (the metric half, judges
+included, is built by :mod:`mlflow_nemo_judge.plan_metrics`); and, in one streamed pass over
 every row used (``data.scan.scan_plan``, which also takes the digests and counts), the data itself:
 syntax, object rows, UTF-8, nesting, cached outputs, and every template rendered against every row.
 ``mlflow-nemo-judge validate`` is exactly ``build_plan`` without the run.
@@ -14,33 +15,32 @@ syntax, object rows, UTF-8, nesting, cached outputs, and every template rendered
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from mlflow_nemo_judge.config import (
-    METRIC_TYPES_LOCAL,
     TARGET_TYPES_LOCAL,
     TASK_TYPES_LOCAL,
     APIEndpoint,
     DatasetRef,
     EvalConfig,
-    JudgeMetric,
-    JudgeParams,
-    Metric,
-    MetricConfig,
-    RequestTemplate,
     Target,
     TaskConfig,
     source_path,
 )
 from mlflow_nemo_judge.errors import ConfigError
-from mlflow_nemo_judge.scoring.templating import check_syntax
+from mlflow_nemo_judge.plan_metrics import (
+    MetricPlan,
+    check_metric_keys,
+    kind_for,
+    metric_plan,
+    request_template,
+    unsupported,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mlflow_nemo_judge.config import ModelRef
     from mlflow_nemo_judge.data.scan import DatasetInfo
-    from mlflow_nemo_judge.plan_reliability import ReliabilityPlan
 
 DEFAULT_PARALLELISM = 8
 DEFAULT_TIMEOUT = 60.0
@@ -48,55 +48,6 @@ DEFAULT_MAX_RETRIES = 5
 # Row fields that name a cached output, in order of preference (cached_outputs targets / data tasks).
 OUTPUT_FIELDS = ("output_text", "output", "response", "completion", "answer")
 ID_FIELDS = ("id", "ID", "item_id", "_id", "uuid", "Id")
-
-
-@dataclass
-class ScoreSpec:
-    name: str
-    type: str
-    parser: dict[str, Any]  # the parser as written ({"type": "regex", "pattern": ...}), for parse_score
-
-
-@dataclass
-class JudgeSpec:
-    endpoint: APIEndpoint
-    api_key: str | None
-    template: dict[str, Any]
-    inference: dict[str, Any]
-    system_prompt: str | None
-    end_token: str | None
-    timeout: float | None
-    max_retries: int | None
-    kind: Literal["chat", "completions"]
-
-
-SCORE_NAMES: dict[str, tuple[str, ...]] = {
-    "string-check": ("string-check",),
-    "number-check": ("number-check",),
-    "em": ("em",),
-    "f1": ("f1",),
-    "bleu": ("sentence", "corpus"),
-    "rouge": ("rouge_1_score", "rouge_2_score", "rouge_3_score", "rouge_L_score"),
-}
-
-
-@dataclass
-class MetricPlan:
-    name: str
-    type: str
-    path: str
-    params: dict[str, Any]  # as written: the templates the scorers render
-    judge: JudgeSpec | None = None
-    scores: list[ScoreSpec] = field(default_factory=list)
-    config: MetricConfig | None = None  # the typed metric, for consumers that want typed params
-    # llm-judge: repeats, judge panel, human labels (``plan_reliability``); None for other metrics.
-    reliability: ReliabilityPlan | None = None
-
-    @property
-    def score_names(self) -> list[str]:
-        if self.type == "llm-judge":
-            return [s.name for s in self.scores]
-        return list(SCORE_NAMES[self.type])
 
 
 @dataclass
@@ -211,31 +162,6 @@ def _positive(value: Any, path: str) -> None:
         raise ConfigError(path, f"must be a positive number, got {value!r}")
 
 
-def _unsupported(path: str, what: str, value: str, supported: tuple[str, ...]) -> ConfigError:
-    return ConfigError(
-        path, f"unknown {what} {value!r} for the local backend (supported: {', '.join(supported)})"
-    )
-
-
-def _kind_for(url: str, template: Mapping[str, Any] | None) -> Literal["chat", "completions"]:
-    u = url.rstrip("/")
-    if u.endswith("/chat/completions"):
-        return "chat"
-    if u.endswith("/completions"):
-        return "completions"
-    if template is not None and "prompt" in template and "messages" not in template:
-        return "completions"
-    return "chat"
-
-
-def _template(template: RequestTemplate | None, path: str, what: str) -> dict[str, Any]:
-    if template is None or not template.has_prompt:
-        raise ConfigError(path, f"required: {what} with 'messages' (or 'prompt' for completion models)")
-    out = template.to_dict()
-    check_syntax(out, path)
-    return out
-
-
 def _data_for_task(
     tpath: str, task: TaskConfig, target: Target, base_dir: Path | None, target_base: Path | None
 ) -> tuple[DataPlan, int | None, bool]:
@@ -265,61 +191,6 @@ def _data_for_task(
     return DataPlan.of(ds, base_dir), ds.limit, cached
 
 
-def _judge_spec(
-    mpath: str,
-    p: JudgeParams,
-    resolve_secrets: bool,
-    model: ModelRef | None = None,
-    model_path: str | None = None,
-) -> JudgeSpec:
-    """The judge of ``p`` (or ``model`` at ``model_path`` instead of ``p.model``: a panel member)."""
-    model = p.model if model is None else model
-    model_path = model_path or f"{mpath}.params.model"
-    if isinstance(model, str):
-        raise ConfigError(
-            model_path,
-            f"model reference {model!r} is only supported with --backend nemo; "
-            "give {'api_endpoint': {'url': ..., 'model_id': ...}}",
-        )
-    ep = model.api_endpoint
-    if ep is None:
-        raise ConfigError(f"{model_path}.api_endpoint", "required field is missing")
-    key = ep.resolve_api_key(f"{model_path}.api_endpoint") if resolve_secrets else None
-    prompt = model.prompt
-    inference = prompt.inference_params.to_dict() if prompt and prompt.inference_params else {}
-    # Call settings for our client, not fields of the request body.
-    timeout, retries = inference.pop("request_timeout", None), inference.pop("max_retries", None)
-    template = _template(p.template, f"{mpath}.params.template", "a judge template")
-    return JudgeSpec(
-        endpoint=ep,
-        api_key=key,
-        template=template,
-        inference=inference,
-        system_prompt=prompt.system_prompt if prompt else None,
-        end_token=prompt.reasoning_params.end_token if prompt and prompt.reasoning_params else None,
-        timeout=float(timeout) if timeout is not None else None,
-        max_retries=int(retries) if retries is not None else None,
-        kind=_kind_for(ep.url, template),
-    )
-
-
-def _metric_plan(tpath: str, name: str, metric: Metric, resolve_secrets: bool) -> MetricPlan:
-    mpath = f"{tpath}.metrics.{name}"
-    if metric.type not in METRIC_TYPES_LOCAL:
-        raise _unsupported(f"{mpath}.type", "metric type", metric.type, METRIC_TYPES_LOCAL)
-    metric.check_local(mpath)
-    plan = MetricPlan(name, metric.type, mpath, metric.params_dict(), config=metric)
-    if isinstance(metric, JudgeMetric):
-        plan.judge = _judge_spec(mpath, metric.params, resolve_secrets)
-        plan.scores = [
-            ScoreSpec(sname, s.type or "float", s.parser.to_dict())
-            for sname, s in metric.params.scores.items()
-        ]
-    else:
-        check_syntax(plan.params, f"{mpath}.params")
-    return plan
-
-
 def build_plan(
     config: EvalConfig,
     target: Target,
@@ -340,7 +211,7 @@ def build_plan(
             "(other config types run only on NeMo: --backend nemo)",
         )
     if target.type not in TARGET_TYPES_LOCAL:
-        raise _unsupported("target.type", "target type", target.type, TARGET_TYPES_LOCAL)
+        raise unsupported("target.type", "target type", target.type, TARGET_TYPES_LOCAL)
     params = config.params  # its limits and timeouts were checked (positive) when it was loaded
     _positive(limit, "--limit")
     _positive(parallelism, "--parallelism")
@@ -367,7 +238,7 @@ def build_plan(
     for tname, task in (config.tasks or {}).items():
         tpath = f"tasks.{tname}"
         if task.type not in TASK_TYPES_LOCAL:
-            raise _unsupported(f"{tpath}.type", "task type", task.type, TASK_TYPES_LOCAL)
+            raise unsupported(f"{tpath}.type", "task type", task.type, TASK_TYPES_LOCAL)
         data, ds_limit, cached = _data_for_task(
             tpath, task, target, src.parent if src else None, tsrc.parent if tsrc else None
         )
@@ -381,10 +252,10 @@ def build_plan(
                     f"of type {target.type!r}: use a 'model' target, or task type "
                     "'data' to judge existing outputs",
                 )
-            template = _template(raw, f"{tpath}.params.template", "the request template")
+            template = request_template(raw, f"{tpath}.params.template", "the request template")
         if not task.metrics:
             raise ConfigError(f"{tpath}.metrics", "required: at least one metric")
-        metrics = [_metric_plan(tpath, mname, m, resolve_secrets) for mname, m in task.metrics.items()]
+        metrics = [metric_plan(tpath, mname, m, resolve_secrets) for mname, m in task.metrics.items()]
         limits = [x for x in (ds_limit, params.limit_samples if params else None, limit) if x is not None]
         tp = TaskPlan(
             name=tname,
@@ -394,10 +265,10 @@ def build_plan(
             data=data,
             limit=min(limits) if limits else None,
             metrics=metrics,
-            kind=_kind_for(endpoint.url, template) if endpoint else "chat",
+            kind=kind_for(endpoint.url, template) if endpoint else "chat",
             cached_output=cached,
         )
-        _check_metric_keys(tname, metrics)
+        check_metric_keys(tname, metrics)
         tasks.append(tp)
     from mlflow_nemo_judge.plan_reliability import attach_reliability
 
@@ -423,20 +294,3 @@ def build_plan(
 
         scan_plan(plan, max_rows=DEFAULT_TABLE_MAX_ROWS)
     return plan
-
-
-def _check_metric_keys(tname: str, metrics: list[MetricPlan]) -> None:
-    """A metric key MLflow cannot log would fail only after every model call: refuse it now."""
-    from mlflow_nemo_judge.tracking.names import MAX_KEY, STATS
-
-    longest = max(STATS, key=len)
-    for m in metrics:
-        for sname in m.score_names:
-            key = f"{tname}/{m.name}/{sname}/{longest}".replace("@", "_at_")
-            if len(key) > MAX_KEY:
-                where = f"{m.path}.params.scores.{sname}" if m.type == "llm-judge" else m.path
-                raise ConfigError(
-                    where[:300],
-                    f"the MLflow metric key <task>/<metric>/<score>/{longest} would be {len(key)} "
-                    f"characters; MLflow allows {MAX_KEY}: shorten the task, metric or score name",
-                )

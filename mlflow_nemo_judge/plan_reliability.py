@@ -1,10 +1,11 @@
 """Each ``llm-judge`` metric's reliability plan: how many judgments a sample gets, by whom, and how they
 become the headline score; built by ``plan.build_plan`` and kept on ``MetricPlan.reliability``.
 
-The settings come from the config's ``mlflow_nemo_judge.reliability`` block (``config.extension``,
-validated at load) and ``--judge-repeats``; here they get what a *local* run needs on top: every panel
-member's :class:`~mlflow_nemo_judge.plan.JudgeSpec`, built by the very code that builds the metric's
-own judge (endpoint checks, API key from the environment, the same errors, at the panel member's path).
+The settings come from the config's ``mlflow_nemo_judge.reliability`` block (validated at load by
+``config.extension``, resolved by ``config.reliability_settings``) and ``--judge-repeats``; here they get
+what a *local* run needs on top: every panel member's :class:`~mlflow_nemo_judge.plan_metrics.JudgeSpec`,
+built by the very code that builds the metric's own judge (endpoint checks, API key from the environment,
+the same errors, at the panel member's path).
 
 Every ``llm-judge`` metric gets a plan, also without the block (one judge, one repeat), so consumers
 read judge labels and measurement levels from one place; :attr:`ReliabilityPlan.multi` says whether the
@@ -17,17 +18,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mlflow_nemo_judge.config import EvalConfig, JudgeMetric
-from mlflow_nemo_judge.config.extension import (
-    MAX_REPEATS,
-    Level,
-    MetricSettings,
-    Reducer,
-    metric_settings,
-)
+from mlflow_nemo_judge.config.extension import MAX_REPEATS, Level, Reducer
+from mlflow_nemo_judge.config.reliability_settings import MetricSettings, metric_settings
 from mlflow_nemo_judge.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mlflow_nemo_judge.plan import JudgeSpec, TaskPlan
+    from mlflow_nemo_judge.plan import TaskPlan
+    from mlflow_nemo_judge.plan_metrics import JudgeSpec
 
 __all__ = ["ReliabilityPlan", "attach_reliability", "check_judge_repeats", "with_judge_repeats"]
 
@@ -134,7 +131,8 @@ def attach_reliability(
 ) -> None:
     """Set ``reliability`` on every ``llm-judge`` metric plan of ``tasks``; ``ConfigError`` on a panel
     member the local backend cannot call (a model reference, no endpoint, an unset ``api_key_env``)."""
-    from mlflow_nemo_judge.plan import _judge_spec  # the one JudgeSpec builder: same checks, same errors
+    # the one JudgeSpec builder: same checks, same errors
+    from mlflow_nemo_judge.plan_metrics import judge_spec
 
     check_judge_repeats(judge_repeats)
     settings = metric_settings(config, judge_repeats)
@@ -149,7 +147,7 @@ def attach_reliability(
                 judges = [
                     (
                         label,
-                        _judge_spec(
+                        judge_spec(
                             mp.path, mp.config.params, resolve_secrets, member, f"{s.path}.panel[{i}]"
                         ),
                     )

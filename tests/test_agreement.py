@@ -1,4 +1,5 @@
-"""Agreement figures against published worked examples and independent computations."""
+"""Agreement figures, α and their bootstraps (``scoring.agreement``, ``.alpha``, ``.bootstrap``) against
+published worked examples and independent computations."""
 
 from __future__ import annotations
 
@@ -7,21 +8,18 @@ import random
 
 import pytest
 
-from mlflow_nemo_judge.scoring import agreement as ag
+from mlflow_nemo_judge.scoring import alpha as al
+from mlflow_nemo_judge.scoring import bootstrap as bs
 from mlflow_nemo_judge.scoring.agreement import (
-    alpha_ci,
-    bootstrap_ci,
-    columns_of,
     confusion,
     exact_agreement,
-    kappa_ci,
-    krippendorff_alpha,
     repeat_figures,
-    rows_of,
     spearman,
     weighted_kappa,
     within_one,
 )
+from mlflow_nemo_judge.scoring.alpha import krippendorff_alpha
+from mlflow_nemo_judge.scoring.bootstrap import alpha_ci, bootstrap_ci, columns_of, kappa_ci, rows_of
 
 NAN = float("nan")
 
@@ -227,7 +225,7 @@ def test_alpha_equals_the_krippendorff_package_on_k2011_and_random_data(level):
         kind = ("ordinal", "thirds", "continuous")[seed % 3]
         x = _random_reliability(seed, 2 + seed % 3, 30 + 8 * seed, kind)
         if kind == "continuous":
-            assert len(np.unique(x[~np.isnan(x)])) > ag.COINCIDENCE_MAX_VALUES  # the other code path
+            assert len(np.unique(x[~np.isnan(x)])) > al.COINCIDENCE_MAX_VALUES  # the other code path
         ref = krippendorff.alpha(reliability_data=x, level_of_measurement=level)
         assert krippendorff_alpha(x.tolist(), level) == pytest.approx(ref, abs=1e-9)
 
@@ -236,8 +234,8 @@ def _expand(data, pat, counts):
     """The units of a resample given as pattern counts (units of one pattern are interchangeable)."""
     import numpy as np
 
-    cols = ag.columns_of(data)
-    pat_of = ag._alpha_patterns(data)
+    cols = bs.columns_of(data)
+    pat_of = al._alpha_patterns(data)
     assert pat_of is not None
     # map every unit to its pattern row, then take counts[p] units of pattern p
     x = np.array(data, dtype=float).T
@@ -264,19 +262,19 @@ def test_alpha_of_a_resample_from_its_counts_is_alpha_of_the_expanded_units(leve
     import numpy as np
 
     data = _random_reliability(3, 3, 50, kind).tolist()
-    pat = ag._alpha_patterns(data)
+    pat = al._alpha_patterns(data)
     assert pat is not None
-    counts = next(ag.resample_counts(pat.freq.tolist(), 8, seed=4))
-    if len(pat.values) <= ag.COINCIDENCE_MAX_VALUES:
-        o = np.asarray(ag._coincidence_rows(pat).T.tocsr() @ counts.T).T.reshape(
+    counts = next(bs.resample_counts(pat.freq.tolist(), 8, seed=4))
+    if len(pat.values) <= al.COINCIDENCE_MAX_VALUES:
+        o = np.asarray(al._coincidence_rows(pat).T.tocsr() @ counts.T).T.reshape(
             len(counts), len(pat.values), -1
         )
-        got = ag._alpha_from_coincidences(level, pat.values, o)
+        got = al._alpha_from_coincidences(level, pat.values, o)
     else:
         assert level == "interval"
-        got = ag._IntervalMoments(pat).alpha(counts)
+        got = al._IntervalMoments(pat).alpha(counts)
     for row, value in zip(counts, got, strict=True):
-        expected = krippendorff_alpha(ag.rows_of(_expand(data, pat, row)), level)
+        expected = krippendorff_alpha(bs.rows_of(_expand(data, pat, row)), level)
         assert value == pytest.approx(expected, abs=1e-9)
 
 
@@ -294,11 +292,11 @@ def test_kappa_of_a_resample_table_is_weighted_kappa_of_the_expanded_pairs(weigh
     import numpy as np
 
     a, b = _kappa_pairs(1, n=12)  # small: resamples often miss categories (positions then shift)
-    cats, declared, freq = ag._kappa_cells(a, b, categories)
+    cats, declared, freq = bs._kappa_cells(a, b, categories)
     k = len(cats)
     cell_pairs = [(float(cats[c // k]), float(cats[c % k])) for c in range(k * k)] + [(NAN, 1.0)]
-    for counts in ag.resample_counts(freq.tolist(), 60, seed=2):
-        got = ag._kappa_from_tables(counts[:, : k * k].reshape(-1, k, k), declared, weights)
+    for counts in bs.resample_counts(freq.tolist(), 60, seed=2):
+        got = bs._kappa_from_tables(counts[:, : k * k].reshape(-1, k, k), declared, weights)
         for row, value in zip(counts, got, strict=True):
             pairs = [cell_pairs[c] for c in range(k * k + 1) for _ in range(int(row[c]))]
             ref = weighted_kappa([p[0] for p in pairs], [p[1] for p in pairs], weights, categories)
@@ -366,6 +364,6 @@ def test_ratio_with_many_values_falls_back_to_the_generic_bootstrap_with_a_cap()
     data = _random_reliability(2, 2, 80, "continuous").tolist()
     slow = bootstrap_ci(lambda u: krippendorff_alpha(rows_of(u), "ratio"), columns_of(data), reps=200, seed=0)
     assert alpha_ci(data, "ratio", reps=200, seed=0) == slow
-    big = _random_reliability(2, 2, ag.GENERIC_MAX_ITEMS + 1, "continuous").tolist()
+    big = _random_reliability(2, 2, bs.GENERIC_MAX_ITEMS + 1, "continuous").tolist()
     assert alpha_ci(big, "ratio", reps=10) is None
     assert krippendorff_alpha(big, "ratio") is not None  # the point estimate is still there

@@ -10,13 +10,12 @@ import pytest
 import yaml
 
 from mlflow_nemo_judge.config import load_config
-from mlflow_nemo_judge.config.extension import (
-    Extension,
+from mlflow_nemo_judge.config.extension import Extension, pairwise_tasks
+from mlflow_nemo_judge.config.reliability_settings import (
     judge_label,
     judge_labels,
     local_only,
     metric_settings,
-    pairwise_tasks,
 )
 from mlflow_nemo_judge.errors import ConfigError
 from tests.fixtures.seed_config import seed_config

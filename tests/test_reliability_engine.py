@@ -259,12 +259,17 @@ def test_headline_reduces_each_judge_then_the_judges():
 )
 def test_human_labels_are_read_from_the_row(tmp_path, cell, expected):
     block = {"reliability": {"metrics": {KEY: {"human_labels": {"completeness": "human_completeness"}}}}}
-    cfg = _config(tmp_path, block, n=1, human_completeness=cell)
+    cfg = _config(tmp_path, block, n=2, human_completeness=cell)
+    # the second row is labelled 5 (a column that no row fills is bad input, refused by the data scan)
+    rows = Path(cfg["tasks"][TASK]["dataset"]["files_url"])
+    first, second = rows.read_text().splitlines()
+    rows.write_text(first + "\n" + json.dumps({**json.loads(second), "human_completeness": 5}) + "\n")
     res = _run(cfg, Judges())
-    out = _outcomes(res)[0]
+    out, labelled = _outcomes(res)
     got = out.human["completeness"]
     assert (math.isnan(got) and math.isnan(expected)) or got == expected
-    line = json.loads(res.samples_path.read_text())
+    assert labelled.human == {"completeness": 5.0}
+    line = json.loads(res.samples_path.read_text().splitlines()[0])
     assert line["metrics"]["completeness"]["human"] == {"completeness": None if math.isnan(expected) else got}
 
 

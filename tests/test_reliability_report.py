@@ -145,7 +145,10 @@ def test_panel_with_repeats_and_humans_equals_direct_computations(panel_report):
     assert m[f"{S}/alpha"] == pytest.approx(ref_alpha)
     assert m[f"{S}/alpha/ci95_low"] <= m[f"{S}/alpha"] <= m[f"{S}/alpha/ci95_high"]
     kappa = cohen_kappa_score(_half_up(ma), _half_up(mb), weights="quadratic")
-    assert m[f"{S}/kappa/{LABELS[0]}__{LABELS[1]}"] == pytest.approx(kappa)
+    pair = f"{S}/kappa/{LABELS[0]}__{LABELS[1]}"
+    assert m[pair] == pytest.approx(kappa)
+    assert m[f"{pair}/ci95_low"] <= m[pair] <= m[f"{pair}/ci95_high"]
+    assert m[f"{pair}/ci95_high"] - m[f"{pair}/ci95_low"] > 0  # a real interval, not the point twice
     assert m[f"{S}/judge/{LABELS[1]}/mean"] == pytest.approx(np.mean(mb))
 
     # humans against the headline (mean of the two judges' means, rounded half-up for κ / exact / ±1)
@@ -174,7 +177,8 @@ def test_keys_are_exactly_the_designed_ones(panel_report):
     expected = {f"{S}/repeats", f"{S}/judges", f"{S}/alpha", f"{S}/alpha/ci95_low", f"{S}/alpha/ci95_high"}
     expected |= {f"{S}/{x}" for x in repeat}
     expected |= {f"{S}/judge/{j}/{x}" for j in LABELS for x in [*repeat, "mean"]}
-    expected |= {f"{S}/kappa/{LABELS[0]}__{LABELS[1]}"}
+    pair = f"{S}/kappa/{LABELS[0]}__{LABELS[1]}"
+    expected |= {pair, f"{pair}/ci95_low", f"{pair}/ci95_high"}
     human = ["n", "kappa", "kappa/ci95_low", "kappa/ci95_high", "spearman", "exact", "within1"]
     expected |= {f"{S}/human/{x}" for x in human}
     expected |= {f"{S}/human/judge/{j}/{x}" for j in LABELS for x in ("kappa", "spearman", "exact")}
@@ -306,7 +310,7 @@ def test_a_nemo_result_of_a_panel_config_says_what_did_not_run(tmp_path):
 def test_intervals_are_the_fast_bootstraps_of_the_same_figures(panel_report):
     """α's and κ's intervals come from ``alpha_ci`` / ``kappa_ci`` (pattern counts, seed 0, 1000
     resamples) on exactly the data the point figures use."""
-    from mlflow_nemo_judge.scoring.agreement import alpha_ci, kappa_ci
+    from mlflow_nemo_judge.scoring.bootstrap import alpha_ci, kappa_ci
 
     report, a, b, human, records = panel_report
     m = report.metrics()

@@ -142,7 +142,7 @@ def test_table_row_keeps_every_judgment_and_the_human_label() -> None:
 
 
 def test_trace_has_one_span_per_judgment_and_human_expectations() -> None:
-    from mlflow_nemo_judge.tracking.traces import _trace_sample
+    from mlflow_nemo_judge.tracking.trace_samples import _trace_sample
 
     sample = _trace_sample(_judged_record(), {(TASK, "completeness"): "mock/judge"}, [])
     spans = {s.name: s for s in sample.spans if s.name != "target"}

@@ -19,6 +19,8 @@ import pytest
 from mlflow_nemo_judge.errors import TrackingError
 from mlflow_nemo_judge.pipeline import evaluate, evaluate_async
 from mlflow_nemo_judge.results import MetricOutcome, SampleRecord
+from mlflow_nemo_judge.tracking import trace_names as tn
+from mlflow_nemo_judge.tracking import trace_samples as tsm
 from mlflow_nemo_judge.tracking import trace_stream as ts
 from mlflow_nemo_judge.tracking import traces as tr
 from mlflow_nemo_judge.tracking.trace_outcome import backfill_traces
@@ -48,10 +50,10 @@ def test_assessment_names_never_collide_with_mlflows_builtin_scorers():
     from mlflow.genai.scorers.builtin_scorers import get_all_scorers
 
     builtin = {s.name for s in get_all_scorers()} | {"correctness", "completeness", "safety", "guidelines"}
-    names = [tr.feedback_name(m, m) for m in builtin] + [tr.expectation_name(m) for m in builtin]
+    names = [tn.feedback_name(m, m) for m in builtin] + [tn.expectation_name(m) for m in builtin]
     assert not builtin & set(names)
-    assert tr.feedback_name("correctness", "correctness") == "correctness/correctness"  # recognisable
-    a, b = tr.feedback_name("m" * 300, "x"), tr.feedback_name("m" * 300, "y")
+    assert tn.feedback_name("correctness", "correctness") == "correctness/correctness"  # recognisable
+    a, b = tn.feedback_name("m" * 300, "x"), tn.feedback_name("m" * 300, "y")
     assert len(a) <= 250 and len(b) <= 250 and a != b
 
 
@@ -88,7 +90,7 @@ def test_a_written_trace_shows_measured_spans_usage_and_root_assessments(mlflow_
     cl = _client(mlflow_uri)
     exp = cl.create_experiment("t")
     run = cl.create_run(exp)
-    sample = tr._trace_sample(
+    sample = tsm._trace_sample(
         _record(),
         {("t", "correctness"): "judge-model"},
         [],
@@ -121,7 +123,7 @@ def test_a_written_trace_shows_measured_spans_usage_and_root_assessments(mlflow_
 def test_records_without_timings_get_spans_at_their_write_time_marked_unmeasured():
     rec = _record()
     rec.timings, rec.metrics["correctness"].timing = {}, None
-    sample = tr._trace_sample(rec, {}, [], written_ns=123)
+    sample = tsm._trace_sample(rec, {}, [], written_ns=123)
     assert all(s.start_ns == s.end_ns == 123 for s in sample.spans)
     assert all(s.attributes["nemo_judge.timing"] == "unmeasured" for s in sample.spans)
 

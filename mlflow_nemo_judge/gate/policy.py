@@ -105,7 +105,7 @@ def _first(policy: Policy) -> str | None:
 def config_score_keys(config: EvalConfig) -> list[str]:
     """The MLflow metric keys of every task score the config produces, in config order."""
     from mlflow_nemo_judge.config.metrics import JudgeMetric
-    from mlflow_nemo_judge.plan import SCORE_NAMES
+    from mlflow_nemo_judge.plan_metrics import SCORE_NAMES
     from mlflow_nemo_judge.tracking.names import sanitize_key
 
     keys: list[str] = []

@@ -5,10 +5,11 @@ judgment's value (judge × repeat), the headline score and the human label. They
 ``array('d')`` (one per (judge, repeat), NaN where a judgment is missing), so the memory bound is
 ``8 bytes × items × (judges × repeats + 2)`` per score — no texts, no records — and 100k items with a
 3-judge panel and 5 repeats cost ~13 MB per score. The figures (repeat stability, panel agreement,
-agreement with human labels) are then computed from those columns with ``scoring.agreement``, one score
-at a time (its rows are expanded into Python lists for that score only, then dropped).
+agreement with human labels) are then computed from those columns with ``scoring.agreement``, ``.alpha``
+and ``.bootstrap``, one score at a time (its rows are expanded into Python lists for that score only,
+then dropped).
 
-Cost: the α and κ intervals are a 1000-resample bootstrap over items (``agreement.alpha_ci`` /
+Cost: the α and κ intervals are a 1000-resample bootstrap over items (``bootstrap.alpha_ci`` /
 ``kappa_ci``: resamples as pattern counts, no re-expanded items). Measured, 2 judges × 3 repeats + human
 labels, ordinal: ~0.25 s for both intervals at 100k items (was ~11 s at 2000 items, linear in items);
 continuous interval scores, every item distinct, ~1.6 s at 100k (n draws per resample are unavoidable).
@@ -38,9 +39,10 @@ from mlflow_nemo_judge.reliability.report import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mlflow_nemo_judge.config.extension import MetricSettings
     from mlflow_nemo_judge.config.models import EvalConfig
+    from mlflow_nemo_judge.config.reliability_settings import MetricSettings
     from mlflow_nemo_judge.results import EvalResult, MetricOutcome, SampleRecord
+    from mlflow_nemo_judge.scoring.agreement import Weights
 
 NAN = float("nan")
 BOOTSTRAP_REPS = 1000
@@ -116,7 +118,7 @@ def analyze(config: EvalConfig, result: EvalResult) -> ReliabilityReport | None:
     None when the config declares no repeats, panel or human labels and no record holds more than one
     judgment (a plain run: nothing to measure). ``result.iter_samples()`` is read exactly once.
     """
-    from mlflow_nemo_judge.config.extension import metric_settings
+    from mlflow_nemo_judge.config.reliability_settings import metric_settings
 
     settings = metric_settings(config)
     series: dict[tuple[str, str, str], _Series] = {}
@@ -236,7 +238,8 @@ def _distribution(rows: Sequence[Sequence[float]]) -> Distribution | None:
 
 
 def _pairwise_stat(level: str) -> Callable[[Sequence[float], Sequence[float]], float | None]:
-    from mlflow_nemo_judge.scoring.agreement import krippendorff_alpha, weighted_kappa
+    from mlflow_nemo_judge.scoring.agreement import weighted_kappa
+    from mlflow_nemo_judge.scoring.alpha import krippendorff_alpha
 
     if level == "ordinal":
         return lambda a, b: weighted_kappa(a, b, "quadratic")
@@ -247,7 +250,8 @@ def _pairwise_stat(level: str) -> Callable[[Sequence[float], Sequence[float]], f
 
 def _panel(sr: ScoreReliability, per_judge: dict[str, list[float]]) -> None:
     """α over the panel (with a bootstrap CI over items), pairwise κ, and each judge's mean."""
-    from mlflow_nemo_judge.scoring.agreement import alpha_ci, krippendorff_alpha
+    from mlflow_nemo_judge.scoring.alpha import krippendorff_alpha
+    from mlflow_nemo_judge.scoring.bootstrap import alpha_ci, kappa_ci
 
     judges = list(per_judge)
     data = [per_judge[j] for j in judges]
@@ -257,9 +261,16 @@ def _panel(sr: ScoreReliability, per_judge: dict[str, list[float]]) -> None:
     if ci is not None:
         sr.alpha_low, sr.alpha_high = ci
     stat = _pairwise_stat(sr.level)
+    weights: dict[str, Weights] = {"ordinal": "quadratic", "nominal": None}
     for i, a in enumerate(judges):
         for b in judges[i + 1 :]:
             sr.pairwise[f"{a}__{b}"] = stat(per_judge[a], per_judge[b])
+            if sr.level in weights:  # κ levels: a bootstrap CI like α's (interval pairs are α, no CI)
+                kci = kappa_ci(
+                    per_judge[a], per_judge[b], weights[sr.level], reps=BOOTSTRAP_REPS, seed=BOOTSTRAP_SEED
+                )
+                if kci is not None:
+                    sr.pairwise_ci[f"{a}__{b}"] = [kci[0], kci[1]]
     for j in judges:
         finite = [v for v in per_judge[j] if math.isfinite(v)]
         sr.judge_means[j] = sum(finite) / len(finite) if finite else None
@@ -280,6 +291,7 @@ def _human_agreement(
     is a whole number already — rounding 0.73 to 1 would report an agreement nobody rated.
     """
     from mlflow_nemo_judge.scoring import agreement as ag
+    from mlflow_nemo_judge.scoring.bootstrap import kappa_ci
 
     weights: ag.Weights = "quadratic" if level == "ordinal" else None
     keep = [
@@ -296,7 +308,7 @@ def _human_agreement(
     labels = discrete or _integers(a + b)
     if discrete:
         h.kappa = ag.weighted_kappa(a, b, weights)
-        ci = ag.kappa_ci(a, b, weights, reps=BOOTSTRAP_REPS, seed=BOOTSTRAP_SEED)
+        ci = kappa_ci(a, b, weights, reps=BOOTSTRAP_REPS, seed=BOOTSTRAP_SEED)
         if ci is not None:
             h.kappa_low, h.kappa_high = ci
     if level != "nominal":

@@ -65,7 +65,7 @@ class PairwiseSpec:
 def pairwise_specs(config: EvalConfig) -> list[PairwiseSpec]:
     """The config's pairwise judges, with API keys resolved (``SecretError`` when an env var is unset)."""
     from mlflow_nemo_judge.config.extension import BLOCK, pairwise_tasks
-    from mlflow_nemo_judge.plan import _kind_for
+    from mlflow_nemo_judge.plan_metrics import kind_for
     from mlflow_nemo_judge.scoring.templating import check_syntax
 
     out: list[PairwiseSpec] = []
@@ -93,7 +93,7 @@ def pairwise_specs(config: EvalConfig) -> list[PairwiseSpec]:
                 end_token=reasoning.end_token if reasoning else None,
                 timeout=float(timeout) if timeout is not None else None,
                 max_retries=int(retries) if retries is not None else None,
-                kind=_kind_for(ep.url, template),
+                kind=kind_for(ep.url, template),
                 pattern=pw.parser.pattern,
                 ties=frozenset(pw.ties),
             )

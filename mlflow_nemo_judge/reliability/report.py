@@ -197,6 +197,7 @@ class ScoreReliability:
     alpha_items: int = 0
     judge_means: dict[str, float | None] = field(default_factory=dict)
     pairwise: dict[str, float | None] = field(default_factory=dict)  # "J1__J2" -> κ (or α, interval)
+    pairwise_ci: dict[str, list[float]] = field(default_factory=dict)  # "J1__J2" -> [low, high] (κ only)
     human: HumanAgreement | None = None
 
     @property
@@ -241,6 +242,11 @@ class ScoreReliability:
             alpha_items=int(d.get("alpha_items") or 0),
             judge_means={str(k): _opt(v) for k, v in (d.get("judge_means") or {}).items()},
             pairwise={str(k): _opt(v) for k, v in (d.get("pairwise") or {}).items()},
+            pairwise_ci={
+                str(k): [float(x) for x in v]
+                for k, v in (d.get("pairwise_ci") or {}).items()
+                if isinstance(v, list) and len(v) == 2
+            },
             human=HumanAgreement.from_dict(human) if isinstance(human, Mapping) else None,
         )
 
@@ -265,6 +271,9 @@ class ScoreReliability:
             if self.pairwise_stat.startswith("kappa"):
                 for pair, kappa in self.pairwise.items():
                     yield f"{s}/kappa/{pair}", kappa
+                    if pair in self.pairwise_ci:
+                        yield f"{s}/kappa/{pair}/ci95_low", self.pairwise_ci[pair][0]
+                        yield f"{s}/kappa/{pair}/ci95_high", self.pairwise_ci[pair][1]
         h = self.human
         if h is not None and h.n > 0:
             yield f"{s}/human/n", float(h.n)

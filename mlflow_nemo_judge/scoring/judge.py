@@ -13,7 +13,7 @@ from typing import Any
 
 from mlflow_nemo_judge.errors import EndpointError, EndpointUnhealthy, NemoJudgeError
 from mlflow_nemo_judge.http.openai import Endpoint, OpenAIClient
-from mlflow_nemo_judge.plan import JudgeSpec, MetricPlan
+from mlflow_nemo_judge.plan_metrics import JudgeSpec, MetricPlan
 from mlflow_nemo_judge.results import NAN, MetricOutcome
 from mlflow_nemo_judge.scoring.templating import render_value
 

@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from mlflow_nemo_judge.http.openai import OpenAIClient
-from mlflow_nemo_judge.plan import JudgeSpec, MetricPlan
+from mlflow_nemo_judge.plan_metrics import JudgeSpec, MetricPlan
 from mlflow_nemo_judge.results import NAN, Judgment, MetricOutcome, SampleRecord
 from mlflow_nemo_judge.scoring.judge import RenderMemo, run_judge
 

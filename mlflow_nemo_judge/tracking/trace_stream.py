@@ -23,13 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlflow_nemo_judge.results import SampleRecord
-from mlflow_nemo_judge.tracking.traces import (
-    JudgeRenderer,
-    _BatchTraceWriter,
-    _trace_sample,
-    _TraceSample,
-    _write_traces_with_spans,
-)
+from mlflow_nemo_judge.tracking.trace_samples import JudgeRenderer, _trace_sample, _TraceSample
+from mlflow_nemo_judge.tracking.traces import _BatchTraceWriter, _write_traces_with_spans
 
 logger = logging.getLogger(__package__)
 

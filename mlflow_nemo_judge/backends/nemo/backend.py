@@ -32,8 +32,9 @@ from mlflow_nemo_judge.backends.nemo.client import NemoClient
 from mlflow_nemo_judge.backends.nemo.results import build_result, read_results_zip
 from mlflow_nemo_judge.backends.nemo.staging import dataset_files, local_datasets, stage
 from mlflow_nemo_judge.config import EvalConfig, Target, source_path
-from mlflow_nemo_judge.config.extension import BLOCK, local_only
+from mlflow_nemo_judge.config.extension import BLOCK
 from mlflow_nemo_judge.config.keys import resolve_env
+from mlflow_nemo_judge.config.reliability_settings import local_only
 from mlflow_nemo_judge.config.secrets import redact
 from mlflow_nemo_judge.data.scan import describe_remote
 from mlflow_nemo_judge.errors import (

@@ -1,0 +1,177 @@
+"""Plan each metric of a task for the local backend: its ``MetricPlan``, its judge, its score names.
+
+The metric half of :func:`mlflow_nemo_judge.plan.build_plan`, which plans the tasks and their data.
+Built here: an ``llm-judge`` metric's :class:`JudgeSpec` (endpoint given inline, API key from the
+environment, call settings, Jinja syntax of its template; also every panel member's, through
+``plan_reliability``) and its :class:`ScoreSpec` list, a simple metric's checked params; and the check
+that every MLflow metric key a task's scores will be logged under fits MLflow's limit, made before any
+model call. ``kind_for`` and ``request_template`` are shared with the task's own request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from mlflow_nemo_judge.config import (
+    METRIC_TYPES_LOCAL,
+    APIEndpoint,
+    JudgeMetric,
+    JudgeParams,
+    Metric,
+    MetricConfig,
+    RequestTemplate,
+)
+from mlflow_nemo_judge.errors import ConfigError
+from mlflow_nemo_judge.scoring.templating import check_syntax
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mlflow_nemo_judge.config import ModelRef
+    from mlflow_nemo_judge.plan_reliability import ReliabilityPlan
+
+
+@dataclass
+class ScoreSpec:
+    name: str
+    type: str
+    parser: dict[str, Any]  # the parser as written ({"type": "regex", "pattern": ...}), for parse_score
+
+
+@dataclass
+class JudgeSpec:
+    endpoint: APIEndpoint
+    api_key: str | None
+    template: dict[str, Any]
+    inference: dict[str, Any]
+    system_prompt: str | None
+    end_token: str | None
+    timeout: float | None
+    max_retries: int | None
+    kind: Literal["chat", "completions"]
+
+
+SCORE_NAMES: dict[str, tuple[str, ...]] = {
+    "string-check": ("string-check",),
+    "number-check": ("number-check",),
+    "em": ("em",),
+    "f1": ("f1",),
+    "bleu": ("sentence", "corpus"),
+    "rouge": ("rouge_1_score", "rouge_2_score", "rouge_3_score", "rouge_L_score"),
+}
+
+
+@dataclass
+class MetricPlan:
+    name: str
+    type: str
+    path: str
+    params: dict[str, Any]  # as written: the templates the scorers render
+    judge: JudgeSpec | None = None
+    scores: list[ScoreSpec] = field(default_factory=list)
+    config: MetricConfig | None = None  # the typed metric, for consumers that want typed params
+    # llm-judge: repeats, judge panel, human labels (``plan_reliability``); None for other metrics.
+    reliability: ReliabilityPlan | None = None
+
+    @property
+    def score_names(self) -> list[str]:
+        if self.type == "llm-judge":
+            return [s.name for s in self.scores]
+        return list(SCORE_NAMES[self.type])
+
+
+def unsupported(path: str, what: str, value: str, supported: tuple[str, ...]) -> ConfigError:
+    return ConfigError(
+        path, f"unknown {what} {value!r} for the local backend (supported: {', '.join(supported)})"
+    )
+
+
+def kind_for(url: str, template: Mapping[str, Any] | None) -> Literal["chat", "completions"]:
+    u = url.rstrip("/")
+    if u.endswith("/chat/completions"):
+        return "chat"
+    if u.endswith("/completions"):
+        return "completions"
+    if template is not None and "prompt" in template and "messages" not in template:
+        return "completions"
+    return "chat"
+
+
+def request_template(template: RequestTemplate | None, path: str, what: str) -> dict[str, Any]:
+    if template is None or not template.has_prompt:
+        raise ConfigError(path, f"required: {what} with 'messages' (or 'prompt' for completion models)")
+    out = template.to_dict()
+    check_syntax(out, path)
+    return out
+
+
+def judge_spec(
+    mpath: str,
+    p: JudgeParams,
+    resolve_secrets: bool,
+    model: ModelRef | None = None,
+    model_path: str | None = None,
+) -> JudgeSpec:
+    """The judge of ``p`` (or ``model`` at ``model_path`` instead of ``p.model``: a panel member)."""
+    model = p.model if model is None else model
+    model_path = model_path or f"{mpath}.params.model"
+    if isinstance(model, str):
+        raise ConfigError(
+            model_path,
+            f"model reference {model!r} is only supported with --backend nemo; "
+            "give {'api_endpoint': {'url': ..., 'model_id': ...}}",
+        )
+    ep = model.api_endpoint
+    if ep is None:
+        raise ConfigError(f"{model_path}.api_endpoint", "required field is missing")
+    key = ep.resolve_api_key(f"{model_path}.api_endpoint") if resolve_secrets else None
+    prompt = model.prompt
+    inference = prompt.inference_params.to_dict() if prompt and prompt.inference_params else {}
+    # Call settings for our client, not fields of the request body.
+    timeout, retries = inference.pop("request_timeout", None), inference.pop("max_retries", None)
+    template = request_template(p.template, f"{mpath}.params.template", "a judge template")
+    return JudgeSpec(
+        endpoint=ep,
+        api_key=key,
+        template=template,
+        inference=inference,
+        system_prompt=prompt.system_prompt if prompt else None,
+        end_token=prompt.reasoning_params.end_token if prompt and prompt.reasoning_params else None,
+        timeout=float(timeout) if timeout is not None else None,
+        max_retries=int(retries) if retries is not None else None,
+        kind=kind_for(ep.url, template),
+    )
+
+
+def metric_plan(tpath: str, name: str, metric: Metric, resolve_secrets: bool) -> MetricPlan:
+    mpath = f"{tpath}.metrics.{name}"
+    if metric.type not in METRIC_TYPES_LOCAL:
+        raise unsupported(f"{mpath}.type", "metric type", metric.type, METRIC_TYPES_LOCAL)
+    metric.check_local(mpath)
+    plan = MetricPlan(name, metric.type, mpath, metric.params_dict(), config=metric)
+    if isinstance(metric, JudgeMetric):
+        plan.judge = judge_spec(mpath, metric.params, resolve_secrets)
+        plan.scores = [
+            ScoreSpec(sname, s.type or "float", s.parser.to_dict())
+            for sname, s in metric.params.scores.items()
+        ]
+    else:
+        check_syntax(plan.params, f"{mpath}.params")
+    return plan
+
+
+def check_metric_keys(tname: str, metrics: list[MetricPlan]) -> None:
+    """A metric key MLflow cannot log would fail only after every model call: refuse it now."""
+    from mlflow_nemo_judge.tracking.names import MAX_KEY, STATS
+
+    longest = max(STATS, key=len)
+    for m in metrics:
+        for sname in m.score_names:
+            key = f"{tname}/{m.name}/{sname}/{longest}".replace("@", "_at_")
+            if len(key) > MAX_KEY:
+                where = f"{m.path}.params.scores.{sname}" if m.type == "llm-judge" else m.path
+                raise ConfigError(
+                    where[:300],
+                    f"the MLflow metric key <task>/<metric>/<score>/{longest} would be {len(key)} "
+                    f"characters; MLflow allows {MAX_KEY}: shorten the task, metric or score name",
+                )
