@@ -1,7 +1,9 @@
-"""The Entity Store slice of the FAKE NeMo service: ``/v1/namespaces`` and ``/v1/datasets``.
+"""The Entity Store slice of the FAKE NeMo service: ``/v1/namespaces``, ``/v1/datasets``, ``/v1/models``.
 
 Datasets here are references (``files_url`` into the Data Store); the job runner resolves a job's
-``namespace/name`` dataset through ``get_dataset``.
+``namespace/name`` dataset through ``get_dataset``. Models are stored with their ``api_endpoint``, so a
+client can resolve a ``model: "ns/name"`` reference (``get_model``); their keys are masked on read, as
+NeMo masks stored secrets.
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from mlflow_nemo_judge.testing.fake_nemo.entities import entity
+from mlflow_nemo_judge.config.secrets import redact
+from mlflow_nemo_judge.testing.fake_nemo.entities import entity, expand_model
 from mlflow_nemo_judge.testing.fake_nemo.wire import (
     Reply,
     Request,
@@ -35,6 +38,7 @@ class EntityStore:
         self.lock = lock
         self.es_namespaces: dict[str, dict[str, Any]] = {}
         self.es_datasets: dict[tuple[str, str], dict[str, Any]] = {}
+        self.es_models: dict[tuple[str, str], dict[str, Any]] = {}
 
     def routes(self) -> list[RouteSpec]:
         ds = rf"/v1/datasets/{_NS}/(?P<name>[^/]+)"
@@ -48,11 +52,20 @@ class EntityStore:
             ("GET", ds, self._es_ds_get),
             ("PATCH", ds, self._es_ds_patch),
             ("DELETE", ds, self._es_ds_delete),
+            ("POST", r"/v1/models", self._es_model_create),
+            ("GET", r"/v1/models", self._es_model_list),
+            ("GET", rf"/v1/models/{_NS}/(?P<name>[^/]+)", self._es_model_get),
+            ("DELETE", rf"/v1/models/{_NS}/(?P<name>[^/]+)", self._es_model_delete),
         ]
 
     def get_dataset(self, namespace: str, name: str) -> dict[str, Any] | None:
         with self.lock:
             return self.es_datasets.get((namespace, name))
+
+    def get_model(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The stored model with its key (the job runner calls the endpoint, as NeMo would)."""
+        with self.lock:
+            return self.es_models.get((namespace, name))
 
     def _es_ns_create(self, req: Request) -> Reply:
         body = required(req.json(), "id")
@@ -130,4 +143,37 @@ class EntityStore:
         with self.lock:
             rec = self._es_ds(ns, name)
             del self.es_datasets[(ns, name)]
+        return deleted(rec["id"])
+
+    # ------------------------------------------------------------------------------------- models
+
+    def _es_model_create(self, req: Request) -> Reply:
+        body = required(req.json(), "name")
+        with self.lock:
+            ns = body.get("namespace") or "default"
+            if ns not in self.es_namespaces and ns != "default":
+                raise ServiceError(422, f"Namespace '{ns}' does not exist.")
+            if (ns, body["name"]) in self.es_models:
+                raise ServiceError(409, f"Model '{ns}/{body['name']}' already exists.")
+            rec = expand_model(body, ns)
+            self.es_models[(ns, body["name"])] = rec
+            return json_reply(200, redact(rec))
+
+    def _es_model(self, ns: str, name: str) -> dict[str, Any]:
+        if (ns, name) not in self.es_models:
+            raise ServiceError(404, f"Model '{ns}/{name}' not found.")
+        return self.es_models[(ns, name)]
+
+    def _es_model_get(self, req: Request, ns: str, name: str) -> Reply:
+        with self.lock:
+            return json_reply(200, redact(self._es_model(ns, name)))
+
+    def _es_model_list(self, req: Request) -> Reply:
+        with self.lock:
+            return page(req, [redact(m) for m in self.es_models.values()])
+
+    def _es_model_delete(self, req: Request, ns: str, name: str) -> Reply:
+        with self.lock:
+            rec = self._es_model(ns, name)
+            del self.es_models[(ns, name)]
         return deleted(rec["id"])

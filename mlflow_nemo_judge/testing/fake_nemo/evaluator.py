@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlflow_nemo_judge.config.secrets import redact
 from mlflow_nemo_judge.testing.fake_nemo.entities import expand_config, expand_target
-from mlflow_nemo_judge.testing.fake_nemo.jobs import FakeJob, request_cancel, start_job
+from mlflow_nemo_judge.testing.fake_nemo.jobs import FakeJob, logs_zip, request_cancel, start_job
 from mlflow_nemo_judge.testing.fake_nemo.wire import (
     Reply,
     Request,
@@ -177,12 +177,17 @@ class Evaluator:
 
     def _job_logs(self, req: Request, id: str) -> Reply:
         with self.lock:
-            text = "\n".join(self._job(id).logs) + "\n"
-        # Versions disagree (the SDK types logs as a JSON object, other clients read plain text): answer
-        # JSON (the text as a JSON string) to JSON-only clients, plain text to everyone else.
+            job = self._job(id)
+            text = "\n".join(job.logs) + "\n"
+            archive = logs_zip(job)
+        # v1 serves logs as a ZIP (the SDK's docstring, reference §7.4). A client that accepts only JSON
+        # (the SDK's default Accept; QF reads ``.text`` with it) gets the log text as a JSON string,
+        # since a ZIP would fail its JSON parse.
         if req.headers.get("accept", "").strip().lower() == "application/json":
             return json_reply(200, text)
-        return Reply(200, text.encode(), "text/plain; charset=utf-8")
+        return Reply(
+            200, archive, "application/zip", {"Content-Disposition": f'attachment; filename="{id}-logs.zip"'}
+        )
 
     def _job_cancel(self, req: Request, id: str) -> Reply:
         with self.lock:

@@ -1,110 +1,31 @@
 """Job execution of the FAKE NeMo service (a test double; see ``fake_nemo``).
 
-Jobs are computed for real by this package's own local engine (``build_plan`` + ``run_plan_async``)
-in a worker thread, after the job's ``hf://`` datasets are read back from the fake's own Data Store
-with ``huggingface_hub``. Every status change is appended to ``FakeJob.history`` and announced on the
+Jobs are computed for real in a worker thread by the fake's own scorer (``scorer``: an implementation
+of NeMo's documented semantics that does not import this package's engine), after the job's ``hf://``
+datasets are read back from the fake's own Data Store with ``huggingface_hub``. Every status change is appended to ``FakeJob.history`` and announced on the
 service's ``changed`` condition, so tests wait for a state instead of polling on a timer.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime
 import io
 import json
-import math
 import threading
 import time
-import uuid
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlflow_nemo_judge.testing.fake_nemo.scorer import Cancelled, score_job
 from mlflow_nemo_judge.testing.fake_nemo.wire import new_id, now
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow_nemo_judge.testing.fake_nemo.server import FakeNemoService
 
-__all__ = [
-    "MINIMAL_STATS",
-    "NEMO_STATS",
-    "FakeJob",
-    "JobRunner",
-    "nemo_tree",
-    "per_sample_record",
-    "request_cancel",
-    "start_job",
-]
-
-# The ScoreStats fields NeMo defines; our ci95_* are not among them.
-NEMO_STATS = (
-    "count",
-    "sum",
-    "mean",
-    "min",
-    "max",
-    "stddev",
-    "variance",
-    "stderr",
-    "sum_squared",
-    "nan_count",
-)
-MINIMAL_STATS = ("count", "sum", "mean")  # what the 2025-05 server in the seed notebook returned
-
-
-def nemo_tree(tree: Mapping[str, Any], minimal: bool) -> dict[str, Any]:
-    """Results in the service's own shape: only NeMo's ScoreStats fields (optionally only count/sum/mean)."""
-    keep = MINIMAL_STATS if minimal else NEMO_STATS
-    out: dict[str, Any] = {}
-    for name, node in tree.items():
-        metrics = {}
-        for m, mv in (node.get("metrics") or {}).items():
-            scores = {}
-            for s, sc in (mv.get("scores") or {}).items():
-                entry: dict[str, Any] = {"value": sc.get("value")}
-                if sc.get("stats") is not None:
-                    entry["stats"] = {k: v for k, v in sc["stats"].items() if k in keep}
-                scores[s] = entry
-            metrics[m] = {"scores": scores}
-        out[name] = {"metrics": metrics}
-    return out
-
-
-def per_sample_record(rec: Mapping[str, Any], model_id: str | None) -> dict[str, Any]:
-    """A local ``SampleRecord`` dict in the per-sample ``results.json`` shape (reference §7.3)."""
-    response = {
-        "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
-        "object": "chat.completion",
-        "model": model_id,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": rec.get("output_text")},
-                "finish_reason": rec.get("finish_reason"),
-            }
-        ],
-    }
-    metrics = {
-        m: {
-            "scores": {
-                s: {"value": v if isinstance(v, (int, float)) and math.isfinite(v) else None, "stats": None}
-                for s, v in (out.get("scores") or {}).items()
-            }
-        }
-        for m, out in (rec.get("metrics") or {}).items()
-    }
-    requests = []
-    if rec.get("request") is not None:
-        requests.append({"request": {"model": model_id, **rec["request"]}, "response": response})
-    return {
-        "item": rec.get("item"),
-        "sample": {"output_text": rec.get("output_text"), "response": response},
-        "metrics": metrics,
-        "requests": requests,
-    }
+__all__ = ["FakeJob", "JobRunner", "logs_zip", "request_cancel", "start_job"]
 
 
 @dataclass
@@ -115,8 +36,6 @@ class FakeJob:
     logs: list[str] = field(default_factory=list)
     result_zip: bytes | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
-    loop: asyncio.AbstractEventLoop | None = None
-    task: asyncio.Future[Any] | None = None
     thread: threading.Thread | None = None
     # (status, progress, samples_processed) after every change, oldest first: what a poller could see.
     history: list[tuple[str, float | None, int | None]] = field(default_factory=list)
@@ -211,7 +130,10 @@ class JobRunner:
         if not isinstance(ds, Mapping) or not str(ds.get("files_url", "")).startswith("hf://datasets/"):
             return ds
         if ds.get("hf_endpoint") not in (None, "", self.store.hf_url):
-            return ds  # another hub: left to the engine
+            # another hub: a loopback fake fetches nothing from the internet
+            raise RuntimeError(
+                f"{ds['files_url']}: hf_endpoint {ds['hf_endpoint']!r} is not this fake's Data Store"
+            )
         from huggingface_hub import HfApi, hf_hub_download
 
         parts = str(ds["files_url"])[len("hf://datasets/") :].split("/", 2)
@@ -242,67 +164,60 @@ class JobRunner:
             snapshot = snapshot.parent
         return {**{k: v for k, v in ds.items() if k != "hf_endpoint"}, "files_url": str(snapshot / sub)}
 
-    def _evaluate(self, tasks: list[str]) -> None:
-        from mlflow_nemo_judge.config import load_config, load_target
-        from mlflow_nemo_judge.engine import RunOptions, run_plan_async
-        from mlflow_nemo_judge.plan import build_plan
+    def _model(self, ref: str, where: str) -> dict[str, Any]:
+        """An Entity Store model (``"namespace/name"``) as the inline ``{"api_endpoint": ...}`` it stores."""
+        ns, _, name = ref.partition("/")
+        found = self.store.entity_store.get_model(ns, name) if name else None
+        if found is None or not isinstance(found.get("api_endpoint"), Mapping):
+            raise RuntimeError(
+                f"{where}: model {ref!r} not found in the Entity Store (or has no api_endpoint)"
+            )
+        return {"api_endpoint": dict(found["api_endpoint"])}
 
+    def _resolve_models(self, cfg: dict[str, Any], tgt: dict[str, Any]) -> None:
+        """Model references in the target and in judge metrics, resolved as NeMo does before it runs."""
+        if isinstance(tgt.get("model"), str):
+            tgt["model"] = self._model(tgt["model"], "target.model")
+        for tname, task in (cfg.get("tasks") or {}).items():
+            for mname, metric in (task.get("metrics") or {}).items():
+                params = metric.get("params") or {}
+                if isinstance(params.get("model"), str):
+                    params["model"] = self._model(
+                        params["model"], f"tasks.{tname}.metrics.{mname}.params.model"
+                    )
+
+    def _evaluate(self, tasks: list[str]) -> None:
         job = self.job
         work = self.store.work_dir / job.id
         work.mkdir(parents=True, exist_ok=True)
         cfg = json.loads(json.dumps(job.record["config"]))
         tgt = json.loads(json.dumps(job.record["target"]))
-        for task in (cfg.get("tasks") or {}).values():
-            if task.get("dataset") is not None:
-                task["dataset"] = self._materialize(task["dataset"], work)
-        for key in ("dataset", "cached_outputs"):
-            if tgt.get(key) is not None:
-                tgt[key] = self._materialize(tgt[key], work)
-        plan = build_plan(load_config(cfg), load_target(tgt))
-        totals = {tp.name: sum(1 for _ in tp.data.iter_rows(tp.limit)) for tp in plan.tasks}
-        grand = max(1, sum(totals.values()))
-        done: dict[str, int] = {}
+        self._resolve_models(cfg, tgt)
 
-        def on_progress(task: str, n: int, total: int | None) -> None:
-            done[task] = n
-            processed = sum(done.values())
+        def on_sample(done: dict[str, int], totals: dict[str, int]) -> None:
+            processed, total = sum(done.values()), max(1, sum(totals.values()))
             status = {
-                t: ("completed" if done.get(t, 0) >= totals[t] else "running" if t in done else "pending")
-                for t in totals
+                t: ("completed" if done.get(t, 0) >= n else "running" if done.get(t) else "pending")
+                for t, n in totals.items()
             }
             self._update(
-                progress=round(100.0 * processed / grand, 2), samples_processed=processed, task_status=status
+                progress=round(100.0 * processed / total, 2), samples_processed=processed, task_status=status
             )
             if self.store.sample_delay:
                 time.sleep(self.store.sample_delay)
 
-        async def main() -> Any:
-            fut = asyncio.ensure_future(
-                run_plan_async(
-                    plan, RunOptions(cache=False, work_dir=work, progress_bar=False, on_progress=on_progress)
-                )
+        try:
+            outcome = score_job(
+                cfg,
+                tgt,
+                load=lambda ds: self._materialize(ds, work),
+                on_sample=on_sample,
+                log=job.log,
+                cancelled=job.cancel.is_set,
+                minimal_stats=self.store.minimal_stats,
             )
-            with self.store.lock:
-                job.loop, job.task = asyncio.get_running_loop(), fut
-            if job.cancel.is_set():
-                fut.cancel()
-            try:
-                return await fut
-            except asyncio.CancelledError:
-                raise _Cancelled from None
-
-        for tp in plan.tasks:
-            job.log("INFO", f"Running task {tp.name} on {totals[tp.name]} samples")
-        result = asyncio.run(main())
-        model_id = plan.target_endpoint.model_id if plan.target_endpoint else None
-        samples: dict[str, list[dict[str, Any]]] = {t: [] for t in totals}
-        for rec in result.iter_samples():
-            d = rec.to_dict()
-            samples.setdefault(rec.task, []).append(per_sample_record(d, model_id))
-            for m, out in d["metrics"].items():
-                for s, v in out["scores"].items():
-                    job.log("INFO", f"Computed metric {rec.index} {m}: score={s} value={v}")
-        nemo = result.to_nemo_dict()
+        except Cancelled:
+            raise _Cancelled from None
         result_id = new_id("evaluation_result")
         ts = now()
         files_url = f"hf://datasets/evaluation-results/{job.id}"
@@ -311,8 +226,8 @@ class JobRunner:
             "updated_at": ts,
             "id": result_id,
             "job": job.id,
-            "tasks": nemo_tree(nemo["tasks"], self.store.minimal_stats),
-            "groups": nemo_tree(nemo["groups"], self.store.minimal_stats),
+            "tasks": outcome.tasks,
+            "groups": outcome.groups,
             "namespace": job.record.get("namespace") or "default",
             "files_url": files_url,
             "custom_fields": {},
@@ -321,7 +236,7 @@ class JobRunner:
             "ownership": None,
         }
         job.log("INFO", "Job completed successfully.")
-        job.result_zip = self._zip(entity_doc, samples if self.store.include_samples else None)
+        job.result_zip = self._zip(entity_doc, outcome.samples if self.store.include_samples else None)
         self.store.put_result(entity_doc)
         # The result id lands with the "completed" status, so no reader sees a completed job without it.
         self._update(
@@ -329,8 +244,8 @@ class JobRunner:
             record={"result": result_id, "output_files_url": files_url},
             message="Job completed successfully.",
             progress=100.0,
-            samples_processed=sum(len(v) for v in samples.values()),
-            task_status={t: "completed" for t in totals},
+            samples_processed=sum(len(v) for v in outcome.samples.values()),
+            task_status={t: "completed" for t in outcome.samples},
         )
 
     def _zip(self, aggregate: dict[str, Any], samples: dict[str, list[dict[str, Any]]] | None) -> bytes:
@@ -358,16 +273,19 @@ def start_job(store: FakeNemoService, job: FakeJob, on_done: Callable[[], None] 
 
 
 def request_cancel(store: FakeNemoService, job: FakeJob) -> None:
-    """Ask a job to stop: ``cancelling`` now, ``cancelled`` once its worker notices."""
+    """Ask a job to stop: ``cancelling`` now, ``cancelled`` once its worker notices (between two rows)."""
     with store.changed:
         job.cancel.set()
-        loop, task = job.loop, job.task
         if job.record["status"] in ("created", "pending", "running"):
             job.record["status"] = "cancelling"
             job.record["updated_at"] = now()
             job.snapshot()
             store.changed.notify_all()
-    if loop is not None and task is not None:
-        # RuntimeError: the loop already finished, the job is past the point of cancelling.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(task.cancel)
+
+
+def logs_zip(job: FakeJob) -> bytes:
+    """The job's logs as v1 serves them: a ZIP archive (the SDK's ``download_logs`` docstring, §7.4)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(f"{job.id}/logs/job.log", "\n".join(job.logs) + "\n")
+    return buf.getvalue()

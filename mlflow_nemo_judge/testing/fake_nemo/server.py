@@ -25,6 +25,8 @@ from mlflow_nemo_judge.testing.fake_nemo.entity_store import EntityStore
 from mlflow_nemo_judge.testing.fake_nemo.evaluator import Evaluator
 from mlflow_nemo_judge.testing.fake_nemo.hf_hub import DataStore
 from mlflow_nemo_judge.testing.fake_nemo.jobs import request_cancel
+from mlflow_nemo_judge.testing.fake_nemo.live import LiveEvaluator
+from mlflow_nemo_judge.testing.fake_nemo.v2 import V2Jobs
 from mlflow_nemo_judge.testing.fake_nemo.wire import Reply, Request, RouteSpec, ServiceError, json_reply
 
 __all__ = ["STARTUP_LINE", "TERMINAL_STATUSES", "FakeNemoService"]
@@ -105,6 +107,8 @@ class FakeNemoService:
     ``minimal_stats`` (results carry only count/sum/mean, like the 2025-05 server), ``include_samples``
     (put the per-sample ``results.json`` in the download ZIP). ``hold_jobs.set()`` freezes jobs in
     ``running`` until cleared or cancelled. ``wait_for_job`` blocks until a job reaches a status.
+    ``result_hook`` (tests) may change a job's result document in place before it is stored and served
+    by ``GET …/results``, e.g. to report a value its per-sample ZIP does not average to.
     """
 
     def __init__(
@@ -124,6 +128,7 @@ class FakeNemoService:
         self.queue_delay, self.sample_delay = queue_delay, sample_delay
         self.minimal_stats, self.include_samples = minimal_stats, include_samples
         self.hold_jobs = threading.Event()
+        self.result_hook: Callable[[dict[str, Any]], None] | None = None
         self.lock = threading.RLock()
         # Notified (under ``lock``) whenever a job's status changes; see wait_for_job.
         self.changed = threading.Condition(self.lock)
@@ -134,6 +139,8 @@ class FakeNemoService:
         self.entity_store = EntityStore(self.lock)
         self.data_store = DataStore(self.lock, lambda: self.hf_url)
         self.evaluator = Evaluator(self)
+        self.v2 = V2Jobs(self)  # /v2/evaluation/jobs, run by the same worker as v1 jobs
+        self.live = LiveEvaluator(self)  # POST /v1/evaluation/live, synchronous
         # Each group owns its state; these aliases (same objects) are what tests and callers read.
         self.es_namespaces = self.entity_store.es_namespaces
         self.es_datasets = self.entity_store.es_datasets
@@ -208,6 +215,8 @@ class FakeNemoService:
         return self.entity_store.get_dataset(namespace, name)
 
     def put_result(self, doc: dict[str, Any]) -> None:
+        if self.result_hook is not None:
+            self.result_hook(doc)
         self.evaluator.put_result(doc)
 
     # ------------------------------------------------------------------------------- used by tests
@@ -240,6 +249,8 @@ class FakeNemoService:
             *self.entity_store.routes(),
             *self.data_store.routes(),
             *self.evaluator.routes(),
+            *self.v2.routes(),
+            *self.live.routes(),
         ]
         return [(m, re.compile(p.rstrip("/") + "/?$" if p != "/" else "/$"), h) for m, p, h in table]
 

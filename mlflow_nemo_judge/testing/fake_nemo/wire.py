@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -108,12 +109,75 @@ def blob_oid(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()  # noqa: S324 - git's own object id
 
 
+_OPS: dict[str, Callable[[str, str], bool]] = {
+    "eq": lambda a, b: a == b,
+    "neq": lambda a, b: a != b,
+    "gt": lambda a, b: a > b,
+    "gte": lambda a, b: a >= b,
+    "lt": lambda a, b: a < b,
+    "lte": lambda a, b: a <= b,
+    "start": lambda a, b: a >= b,  # search[created_at][start]
+    "end": lambda a, b: a <= b,
+}
+_KEY = re.compile(r"^(filter|search)((?:\[[^\[\]]*\])+)$")
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return "" if value is None else str(value)
+
+
+def _matches(item: Any, path: list[str], wanted: str, substring: bool) -> bool:
+    """One ``filter[a][b]=v`` (exact) or ``search[a]=v`` (case-insensitive substring) on one item.
+
+    An entity-valued field (a job's ``config``/``target``) also matches its ``"namespace/name"``
+    reference; a trailing ``[gt]``/``[lte]``/... compares the field (timestamps compare as ISO text).
+    """
+    value = item
+    for i, key in enumerate(path):
+        if key in _OPS and i == len(path) - 1 and not isinstance(value, dict):
+            return _OPS[key](_scalar(value), wanted)
+        if not isinstance(value, dict):
+            return False
+        value = value.get(key)
+    if isinstance(value, dict):
+        ref = f"{value.get('namespace')}/{value.get('name')}"
+        return ref == wanted if not substring else wanted.lower() in ref.lower()
+    if substring:
+        return wanted.lower() in _scalar(value).lower()
+    return _scalar(value) == wanted
+
+
+def _echo(pairs: list[tuple[list[str], str]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for path, v in pairs:
+        node = out
+        for k in path[:-1]:
+            node = node.setdefault(k, {})
+        node[path[-1]] = v
+    return out
+
+
 def page(req: Request, items: list[dict[str, Any]]) -> Reply:
-    """``items`` filtered (``filter[field]=``), sorted and paged in NeMo's list envelope."""
-    filters = {
-        k[len("filter[") : -1]: v for k, v in req.query if k.startswith("filter[") and k.count("[") == 1
-    }
-    items = [i for i in items if all(str(i.get(k)) == v for k, v in filters.items())]
+    """``items`` filtered, searched, sorted and paged in NeMo's list envelope (reference §4.4).
+
+    ``filter[field]=`` (nested: ``filter[config][name]=``, ``filter[created_at][gt]=``) must all match;
+    ``search[field]=`` are substrings of which one must match.
+    """
+    filters: list[tuple[list[str], str]] = []
+    searches: list[tuple[list[str], str]] = []
+    for k, v in req.query:
+        m = _KEY.match(k)
+        if m:
+            path = re.findall(r"\[([^\[\]]*)\]", m.group(2))
+            (filters if m.group(1) == "filter" else searches).append((path, v))
+    items = [
+        i
+        for i in items
+        if all(_matches(i, p, v, False) for p, v in filters)
+        and (not searches or any(_matches(i, p, v, True) for p, v in searches))
+    ]
     sort = req.param("sort") or "created_at"
     items.sort(key=lambda i: str(i.get(sort.lstrip("-")) or ""), reverse=sort.startswith("-"))
     try:
@@ -137,8 +201,8 @@ def page(req: Request, items: list[dict[str, Any]]) -> Reply:
                 "total_results": len(items),
             },
             "sort": sort,
-            "filter": filters,
-            "search": {},
+            "filter": _echo(filters),
+            "search": _echo(searches),
         },
     )
 
