@@ -27,6 +27,8 @@ def _nemo_options(args: argparse.Namespace) -> dict[str, Any] | None:
         "datastore_url": getattr(args, "nemo_datastore_url", None),
         "entity_store_url": getattr(args, "nemo_entity_store_url", None),
         "namespace": getattr(args, "nemo_namespace", None),
+        "api": getattr(args, "nemo_api", None),
+        "live": getattr(args, "nemo_live", False),
     }
     opts = {k: v for k, v in opts.items() if v}
     return opts or None
@@ -59,9 +61,15 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from mlflow_nemo_judge.config import load_config, load_target
     from mlflow_nemo_judge.plan import build_plan
 
-    cfg = load_config(args.config)
-    targets = [load_target(t) for t in args.target]
+    nemo = _nemo_options(args)
+    cfg = load_config(args.config, nemo=nemo)
+    targets = [load_target(t, nemo=nemo) for t in args.target]
     if args.backend == "local":
+        from mlflow_nemo_judge.config.references import inline_entities
+
+        # Stored datasets and models are read now, as `run` reads them (NeMo resolves its own).
+        cfg = inline_entities(cfg, nemo)
+        targets = [inline_entities(t, nemo) for t in targets]
         # build_plan makes the one data pass that `run` makes in prepare(): every row used is checked.
         rows = 0
         if targets:
@@ -92,11 +100,39 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             + (f", {len(targets)} target(s)" if targets else "")
             + f", {rows} row(s) checked; no model was called"
         )
+    elif getattr(args, "live", False):
+        return _validate_live(args, cfg, targets)
     else:
         backend = get_backend(args.backend, **(_nemo_options(args) or {}))
         for t in targets:
             backend.prepare(cfg, t)
         print(f"OK: {args.config} is valid for the {args.backend} backend; no model was called")
+    return EXIT_OK
+
+
+def _validate_live(args: argparse.Namespace, cfg: Any, targets: list[Any]) -> int:
+    """``validate --backend nemo --live``: the service itself evaluates the first rows (a real dry run)."""
+    from mlflow_nemo_judge.backends.nemo import NemoBackend
+    from mlflow_nemo_judge.backends.nemo.live import LIVE_MAX_ROWS, score_lines
+    from mlflow_nemo_judge.errors import ConfigError
+
+    if args.backend != "nemo":
+        raise ConfigError("--live", "a live dry run needs --backend nemo (the service evaluates the rows)")
+    if not targets:
+        raise ConfigError("--live", "a live dry run needs --target (a rows or dataset target)")
+    opts = {k: v for k, v in (_nemo_options(args) or {}).items() if k != "live"}
+    backend = NemoBackend(**opts)
+    try:
+        for t in targets:
+            answer = backend.live_check(cfg, t)
+            print(
+                f"OK: {args.config} with {t.display_name}: NeMo evaluated the first "
+                f"{LIVE_MAX_ROWS} row(s) at most, live:"
+            )
+            for line in score_lines(answer["result"]):
+                print(f"  {line}")
+    finally:
+        backend.close()
     return EXIT_OK
 
 
@@ -122,8 +158,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from mlflow_nemo_judge.config import load_config, load_target
     from mlflow_nemo_judge.pipeline import evaluate
 
-    cfg = load_config(args.config)
-    targets = [load_target(t) for t in args.target]
+    nemo = _nemo_options(args)
+    cfg = load_config(args.config, nemo=nemo)
+    targets = [load_target(t, nemo=nemo) for t in args.target]
     if args.alias and not args.register_model:
         from mlflow_nemo_judge.errors import ConfigError
 
@@ -143,8 +180,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             policy=args.policy,
             run_name=args.run_name,
             options=_run_options(args),
-            backend_options=_nemo_options(args) if args.backend == "nemo" else None,
+            backend_options=nemo if args.backend == "nemo" else None,
             allow_partial_tracking=args.allow_partial_tracking,
+            nemo=nemo,
         )
     print_evaluation(args, ev, [t.display_name for t in targets])
     print_link(args, ev)

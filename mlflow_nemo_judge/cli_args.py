@@ -32,6 +32,11 @@ _EPILOG_DEMO = """examples:
 """
 
 
+# A path that exists is a file; otherwise a namespace/name is a stored NeMo entity (config.references).
+_CONFIG_HELP = "config file (YAML or JSON), or a stored NeMo config namespace/name (needs --nemo-url)"
+_TARGET_HELP = "target file, or a stored NeMo target namespace/name (needs --nemo-url; repeatable)"
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("-q", "--quiet", action="store_true", help="print only errors and the final result")
@@ -62,6 +67,12 @@ def _add_nemo(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--nemo-namespace",
         help="namespace for uploaded datasets and jobs (default: the config's namespace, else 'default')",
+    )
+    g.add_argument(
+        "--nemo-api",
+        choices=["v1", "v2"],
+        default=None,
+        help="Evaluator job API: v1 (/v1/evaluation/jobs, default) or v2 (/v2/evaluation/jobs, preview)",
     )
 
 
@@ -137,10 +148,16 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG_VALIDATE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("config", help="config file (YAML or JSON)")
-    p.add_argument("--target", action="append", default=[], help="target file (repeatable)")
+    p.add_argument("config", help=_CONFIG_HELP)
+    p.add_argument("--target", action="append", default=[], help=_TARGET_HELP)
     p.add_argument("--backend", default="local", choices=["local", "nemo"])
     p.add_argument("--no-secrets", action="store_true", help="do not require API-key env vars to be set")
+    p.add_argument(
+        "--live",
+        action="store_true",
+        help="with --backend nemo: a real dry run, the first 10 rows evaluated live by the service "
+        "(POST /v1/evaluation/live; data-source targets only); its scores or its error are printed",
+    )
     _add_nemo(p)
     _add_common(p)
 
@@ -152,10 +169,16 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG_RUN,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("config", help="config file (YAML or JSON)")
-    p.add_argument("--target", action="append", required=True, help="target file (repeatable)")
+    p.add_argument("config", help=_CONFIG_HELP)
+    p.add_argument("--target", action="append", required=True, help=_TARGET_HELP)
     _add_run_options(p)
     _add_nemo(p)
+    p.add_argument(
+        "--nemo-live",
+        action="store_true",
+        help="with --backend nemo: answer a small run (at most 10 rows, a rows target or a dataset "
+        "target with --limit) with one live evaluation instead of a job",
+    )
     _add_tracking(p)
     p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow; just print results")
     p.add_argument(

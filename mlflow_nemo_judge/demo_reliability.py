@@ -1,4 +1,4 @@
-"""``mlflow-nemo-judge demo --reliability``: is the (MOCK) judge reliable? Every figure of issue 13, offline.
+"""The demo's second part (``demo --no-reliability`` skips it): is the (MOCK) judge reliable? Offline.
 
 Two evaluations on the loopback mock models, after the demo's comparison:
 

@@ -26,6 +26,7 @@ from mlflow_nemo_judge.config import EvalConfig, Target, load_config, load_targe
 from mlflow_nemo_judge.config.secrets import collect, redact_text
 from mlflow_nemo_judge.engine_aggregate import TaskAggregator, group_scores, require_a_score
 from mlflow_nemo_judge.errors import EndpointUnhealthy, EvaluationError, NemoJudgeError
+from mlflow_nemo_judge.http.wire import has_tool_calls
 from mlflow_nemo_judge.plan import Plan, TaskPlan, build_plan, cached_output_text, item_id
 from mlflow_nemo_judge.results import NAN, EvalResult, MetricOutcome, MetricTree, SampleRecord, Usage
 from mlflow_nemo_judge.scoring.templating import build_context, render_value
@@ -158,8 +159,9 @@ class LocalEngine:
                     rec.usage["target"] = res.raw["usage"]
                 rec.output_text, rec.finish_reason = res.text, res.finish_reason
                 sample = {"output_text": res.text or "", "response": res.raw}
-                if res.text is None or not res.text.strip():
-                    # Judging "" would score a missing answer as a (bad) answer and move every mean.
+                if (res.text is None or not res.text.strip()) and not has_tool_calls(res.raw):
+                    # Judging "" would score a missing answer as a (bad) answer and move every mean;
+                    # a reply of tool calls alone is an answer (the tool-calling metric reads them).
                     rec.target_error = reason = (
                         f"the target returned no content (finish_reason={res.finish_reason})"
                     )
@@ -338,8 +340,15 @@ async def run_plan_async(plan: Plan, options: RunOptions | None = None) -> EvalR
             shutil.rmtree(work_dir, ignore_errors=True)
         raise
     tasks: MetricTree = {a.tp.name: a.tree() for a in aggs}
-    groups = group_scores(plan, aggs)
-    result = EvalResult(tasks=tasks, groups=groups, usage=usage, samples_path=samples_path, backend="local")
+    groups, subgroups = group_scores(plan, aggs)
+    result = EvalResult(
+        tasks=tasks,
+        groups=groups,
+        subgroups=subgroups,
+        usage=usage,
+        samples_path=samples_path,
+        backend="local",
+    )
     if own_dir:
         result.own(work_dir)
     return result

@@ -4,14 +4,26 @@
 BLEU's (candidate, references) pairs; :func:`score_of` turns a score's values into its mean and stats,
 :func:`group_scores` pools the values of the tasks of each config group, and :func:`require_a_score`
 fails a run that measured nothing. The engine (:mod:`mlflow_nemo_judge.engine`) feeds records in.
+
+Groups: NeMo documents no group arithmetic, so this package's is explicit. A group's score of
+``(metric, score)`` is :func:`score_of` over the per-sample values of that score in **all** its member
+tasks, pooled: every sample weighs the same (a task with 300 rows counts three times one with 100; it is
+not a mean of task means), NaN samples count in ``nan_count`` as in a task. Members are the group's
+``tasks`` plus, recursively, its nested ``groups``' tasks, each task once; a nested group gets its own
+pooled scores under its path. A score only some member tasks have is pooled over those that have it.
+Group-level ``metrics`` are refused at plan time (``config.groups.refuse_group_metrics``).
 """
 
 from __future__ import annotations
 
+from mlflow_nemo_judge.config.groups import group_specs
 from mlflow_nemo_judge.errors import EvaluationError
 from mlflow_nemo_judge.plan import Plan, TaskPlan
 from mlflow_nemo_judge.results import NAN, MetricTree, SampleRecord, Score, ScoreStats
 from mlflow_nemo_judge.scoring.stats import summarize
+
+# nested groups by path: ("outer", "inner") -> metric -> score -> Score
+GroupTree = dict[tuple[str, ...], dict[str, dict[str, Score]]]
 
 
 class TaskAggregator:
@@ -67,14 +79,17 @@ def require_a_score(aggs: list[TaskAggregator], samples: int, first_error: str |
     )
 
 
-def group_scores(plan: Plan, aggs: list[TaskAggregator]) -> MetricTree:
-    """Groups pool the per-sample values of their tasks' same-named metric scores (NeMo leaves the
-    group arithmetic undocumented; pooling weighs every sample equally)."""
-    out: MetricTree = {}
+def group_scores(plan: Plan, aggs: list[TaskAggregator]) -> tuple[MetricTree, GroupTree]:
+    """``(top-level groups, nested groups by path)``: each group's scores pool the per-sample values of
+    all its member tasks' same-named ``(metric, score)``, members taken recursively through nested
+    groups, each task once (:func:`mlflow_nemo_judge.config.groups.group_specs`). Every sample weighs
+    the same; corpus-level scores (bleu ``corpus``) have no per-sample values and are not pooled."""
+    top: MetricTree = {}
+    nested: GroupTree = {}
     by_task = {a.tp.name: a for a in aggs}
-    for gname, group in (plan.config.groups or {}).items():
+    for spec in group_specs(plan.config.groups):
         pooled: dict[tuple[str, str], list[float]] = {}
-        for tname in group.tasks or []:
+        for tname in spec.tasks:
             agg = by_task.get(tname)
             if agg is None:
                 continue
@@ -83,5 +98,8 @@ def group_scores(plan: Plan, aggs: list[TaskAggregator]) -> MetricTree:
         tree: dict[str, dict[str, Score]] = {}
         for (mname, sname), vals in pooled.items():
             tree.setdefault(mname, {})[sname] = score_of(vals)
-        out[gname] = tree
-    return out
+        if len(spec.path) == 1:
+            top[spec.path[0]] = tree
+        else:
+            nested[spec.path] = tree
+    return top, nested

@@ -21,7 +21,8 @@ so the CLI can print it on one line and exit with a meaningful code (``exit_code
     │   └── TrackingUnavailable         the tracking server cannot be reached (the run can be resumed)
     └── NemoServiceError                a NeMo microservice answered an error (URL, status, detail)
 
-    ConfigWarning (a UserWarning)       a likely misspelled config key (kept and passed through)
+    ConfigWarning (a UserWarning)       a likely misspelled config key (kept and passed through), or a
+                                        field the local backend ignores (tool-calling's judge model)
 """
 
 from __future__ import annotations
@@ -135,4 +136,5 @@ class NemoServiceError(NemoJudgeError):
 
 
 class ConfigWarning(UserWarning):
-    """A config key is probably misspelled (a near-miss of a known key); it is kept and passed through."""
+    """A config key is probably misspelled (a near-miss of a known key; kept and passed through), or a
+    field the local backend does not use (kept for NeMo, ignored locally)."""

@@ -134,6 +134,7 @@ async def evaluate_async(
     table_max_rows: int | None = None,
     allow_partial_tracking: bool = False,
     policy: Any = None,
+    nemo: Mapping[str, Any] | None = None,
     **run_options: Any,
 ) -> Evaluation:
     """Evaluate ``config`` against each target and record every evaluation as an MLflow run.
@@ -147,14 +148,23 @@ async def evaluate_async(
     runs with more than ``table_max_rows`` samples (default 20 000) log their rows as JSONL, not a table.
     A trace MLflow could not store fails the run, unless ``allow_partial_tracking`` (then the run ends
     FINISHED and says, in a tag and its description, which traces are missing).
+    ``config``/targets may be NeMo ``namespace/name`` references, read through the NeMo URLs in
+    ``nemo`` (default: ``backend_options`` on the nemo backend, else the ``NEMO_*`` settings).
     """
+    from mlflow_nemo_judge.config import references
     from mlflow_nemo_judge.plan_reliability import with_judge_repeats
     from mlflow_nemo_judge.tracking.names import DEFAULT_TABLE_MAX_ROWS
 
     opts = _options(options, run_options)
     # --judge-repeats is written into the config: the run identity, config.json and a resume follow it
-    cfg = with_judge_repeats(load_config(config), opts.judge_repeats)
-    tlist = _targets(targets)
+    urls = nemo if nemo is not None else (backend_options if backend == "nemo" else None)
+    loaded = load_config(config, nemo=urls)
+    cfg = with_judge_repeats(loaded, opts.judge_repeats)
+    references.remember(cfg, references.references_of(loaded))
+    tlist = _targets(targets, urls)
+    if backend == "local":  # NeMo resolves stored datasets and models itself; locally they are read here
+        cfg = references.inline_entities(cfg, urls)
+        tlist = [references.inline_entities(t, urls) for t in tlist]
     if alias and not register_model:
         raise ConfigError("alias", "an alias needs register_model=NAME")
     if policy is not None:
@@ -361,11 +371,13 @@ def _tracking(tracking_uri: str | None) -> Iterator[Any]:
         yield cl
 
 
-def _targets(targets: TargetLike | Sequence[TargetLike]) -> list[Target]:
+def _targets(
+    targets: TargetLike | Sequence[TargetLike], nemo: Mapping[str, Any] | None = None
+) -> list[Target]:
     items: list[Any] = list(targets) if isinstance(targets, (list, tuple)) else [targets]
     if not items:
         raise ConfigError("targets", "at least one target is required")
-    return [load_target(t) for t in items]
+    return [load_target(t, nemo=nemo) for t in items]
 
 
 def _options(options: RunOptions | None, run_options: Mapping[str, Any]) -> RunOptions:

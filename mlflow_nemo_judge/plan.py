@@ -32,6 +32,7 @@ from mlflow_nemo_judge.config import (
 from mlflow_nemo_judge.errors import ConfigError
 from mlflow_nemo_judge.plan_metrics import (
     MetricPlan,
+    check_candidates,
     check_metric_keys,
     kind_for,
     metric_plan,
@@ -46,7 +47,9 @@ DEFAULT_PARALLELISM = 8
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_MAX_RETRIES = 5
 # Row fields that name a cached output, in order of preference (cached_outputs targets / data tasks).
-OUTPUT_FIELDS = ("output_text", "output", "response", "completion", "answer")
+# Never "answer": in NVIDIA's own datasets (the math examples) it is the *reference*, and reading it as the
+# model's output would score the reference against itself.
+OUTPUT_FIELDS = ("output_text", "output", "response", "completion")
 ID_FIELDS = ("id", "ID", "item_id", "_id", "uuid", "Id")
 
 
@@ -256,6 +259,7 @@ def build_plan(
         if not task.metrics:
             raise ConfigError(f"{tpath}.metrics", "required: at least one metric")
         metrics = [metric_plan(tpath, mname, m, resolve_secrets) for mname, m in task.metrics.items()]
+        check_candidates(task.type, cached, metrics)
         limits = [x for x in (ds_limit, params.limit_samples if params else None, limit) if x is not None]
         tp = TaskPlan(
             name=tname,
@@ -270,7 +274,10 @@ def build_plan(
         )
         check_metric_keys(tname, metrics)
         tasks.append(tp)
+    from mlflow_nemo_judge.config.groups import refuse_group_metrics
     from mlflow_nemo_judge.plan_reliability import attach_reliability
+
+    refuse_group_metrics(config)  # NeMo defines no group-level semantics to reproduce locally
 
     attach_reliability(config, tasks, judge_repeats=judge_repeats, resolve_secrets=resolve_secrets)
 

@@ -3,7 +3,8 @@
 The metric half of :func:`mlflow_nemo_judge.plan.build_plan`, which plans the tasks and their data.
 Built here: an ``llm-judge`` metric's :class:`JudgeSpec` (endpoint given inline, API key from the
 environment, call settings, Jinja syntax of its template; also every panel member's, through
-``plan_reliability``) and its :class:`ScoreSpec` list, a simple metric's checked params; and the check
+``plan_reliability``) and its :class:`ScoreSpec` list, a simple metric's checked params (a
+``tool-calling`` metric's without the judge ``model`` it never calls); and the check
 that every MLflow metric key a task's scores will be logged under fits MLflow's limit, made before any
 model call. ``kind_for`` and ``request_template`` are shared with the task's own request.
 """
@@ -23,7 +24,8 @@ from mlflow_nemo_judge.config import (
     MetricConfig,
     RequestTemplate,
 )
-from mlflow_nemo_judge.errors import ConfigError
+from mlflow_nemo_judge.config.metrics import ToolCallingMetric
+from mlflow_nemo_judge.errors import ConfigError, ConfigWarning
 from mlflow_nemo_judge.scoring.templating import check_syntax
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -49,6 +51,9 @@ class JudgeSpec:
     timeout: float | None
     max_retries: int | None
     kind: Literal["chat", "completions"]
+    # NeMo's reasoning_params.include_if_not_finished: None/True keeps a reply without end_token, False
+    # makes it NaN (scoring.parsing.strip_reasoning).
+    include_if_not_finished: bool | None = None
 
 
 SCORE_NAMES: dict[str, tuple[str, ...]] = {
@@ -58,6 +63,7 @@ SCORE_NAMES: dict[str, tuple[str, ...]] = {
     "f1": ("f1",),
     "bleu": ("sentence", "corpus"),
     "rouge": ("rouge_1_score", "rouge_2_score", "rouge_3_score", "rouge_L_score"),
+    "tool-calling": ("function_name_accuracy", "function_name_and_args_accuracy"),
 }
 
 
@@ -118,8 +124,9 @@ def judge_spec(
     if isinstance(model, str):
         raise ConfigError(
             model_path,
-            f"model reference {model!r} is only supported with --backend nemo; "
-            "give {'api_endpoint': {'url': ..., 'model_id': ...}}",
+            f"model reference {model!r} was not resolved: with --nemo-url (or NEMO_ENTITY_STORE_URL) "
+            "the local backend reads it from NeMo's Entity Store, --backend nemo lets NeMo resolve it; "
+            "or give {'api_endpoint': {'url': ..., 'model_id': ...}}",
         )
     ep = model.api_endpoint
     if ep is None:
@@ -129,6 +136,11 @@ def judge_spec(
     inference = prompt.inference_params.to_dict() if prompt and prompt.inference_params else {}
     # Call settings for our client, not fields of the request body.
     timeout, retries = inference.pop("request_timeout", None), inference.pop("max_retries", None)
+    reasoning = prompt.reasoning_params if prompt else None
+    if reasoning is not None and reasoning.effort:
+        # NeMo's reasoning_params.effort ("low" | "medium" | "high" for OpenAI reasoning models) goes to the
+        # judge as OpenAI's chat-completions field; an inference param of the same name wins.
+        inference.setdefault("reasoning_effort", reasoning.effort)
     template = request_template(p.template, f"{mpath}.params.template", "a judge template")
     return JudgeSpec(
         endpoint=ep,
@@ -140,6 +152,7 @@ def judge_spec(
         timeout=float(timeout) if timeout is not None else None,
         max_retries=int(retries) if retries is not None else None,
         kind=kind_for(ep.url, template),
+        include_if_not_finished=reasoning.include_if_not_finished if reasoning else None,
     )
 
 
@@ -155,9 +168,48 @@ def metric_plan(tpath: str, name: str, metric: Metric, resolve_secrets: bool) ->
             ScoreSpec(sname, s.type or "float", s.parser.to_dict())
             for sname, s in metric.params.scores.items()
         ]
+    elif isinstance(metric, ToolCallingMetric):
+        tool_calling_plan(plan, metric)
     else:
         check_syntax(plan.params, f"{mpath}.params")
     return plan
+
+
+# Metrics that score the target's output (``sample.output_text``) unless ``params.candidate`` says otherwise.
+CANDIDATE_METRICS = ("bleu", "rouge", "em", "f1")
+
+
+def check_candidates(task_type: str, has_output: bool, metrics: list[MetricPlan]) -> None:
+    """A ``data`` task has no target output: a BLEU/ROUGE/EM/F1 metric without ``params.candidate``
+    would be NaN on every row, a run that measured nothing. Refuse it at plan time, naming the metric."""
+    if task_type != "data" or has_output:
+        return
+    for m in metrics:
+        if m.type in CANDIDATE_METRICS and not isinstance(m.params.get("candidate"), str):
+            raise ConfigError(
+                f"{m.path}.params.candidate",
+                f"a 'data' task makes no model call, so a {m.type!r} metric has no target output to "
+                'score: give the text to score, e.g. candidate: "{{ item.output }}" (or use a '
+                "cached_outputs target)",
+            )
+
+
+def tool_calling_plan(plan: MetricPlan, metric: ToolCallingMetric) -> None:
+    """Only the ground truth is a template; a judge ``model`` (the data-flywheel blueprint passes one)
+    is never called: both scores are computed (``scoring.tool_calling``), so it is dropped with a warning
+    rather than asked for an API key it would not use."""
+    import warnings
+
+    if "model" in plan.params:
+        warnings.warn(
+            ConfigWarning(
+                f"{plan.path}.params.model: ignored by the local backend: tool-calling scores are "
+                "computed, not judged (NeMo documents no judge for this metric)"
+            ),
+            stacklevel=2,
+        )
+    plan.params = {k: v for k, v in plan.params.items() if k != "model"}
+    check_syntax(plan.params, f"{plan.path}.params")
 
 
 def check_metric_keys(tname: str, metrics: list[MetricPlan]) -> None:

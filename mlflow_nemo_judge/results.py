@@ -15,9 +15,12 @@ import weakref
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlflow_nemo_judge.scoring.stats import Summary
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mlflow_nemo_judge.recomputed import Recomputed
 
 NAN = float("nan")
 
@@ -315,10 +318,15 @@ class EvalResult:
 
     tasks: MetricTree
     groups: MetricTree = field(default_factory=dict)
+    # nested groups by path (("outer", "inner") -> metric -> score -> Score); see group_tree.py
+    subgroups: dict[tuple[str, ...], dict[str, dict[str, Score]]] = field(default_factory=dict)
     usage: Usage = field(default_factory=Usage)
     samples_path: Path | None = None
     backend: str = "local"
     job: dict[str, Any] | None = None
+    # nemo runs with per-sample data: the package's own statistics of them, beside the service's
+    # numbers in tasks/groups (which are never replaced; see recomputed.py). None otherwise.
+    recomputed: Recomputed | None = None
     _cleanup: Any = field(default=None, init=False, repr=False, compare=False)
 
     def own(self, directory: Path) -> None:
@@ -341,32 +349,29 @@ class EvalResult:
     def to_nemo_dict(self) -> dict[str, Any]:
         """The results document in NeMo Evaluator's ``EvaluationResult`` shape (tasks/groups)."""
 
-        def tree(t: MetricTree) -> dict[str, Any]:
+        from mlflow_nemo_judge.group_tree import nest
+
+        def render(metrics: dict[str, dict[str, Score]]) -> dict[str, Any]:
             return {
-                name: {
-                    "metrics": {
-                        m: {"scores": {s: sc.to_dict() for s, sc in scores.items()}}
-                        for m, scores in metrics.items()
-                    }
-                }
-                for name, metrics in t.items()
+                m: {"scores": {s: sc.to_dict() for s, sc in scores.items()}} for m, scores in metrics.items()
             }
 
-        return {"tasks": tree(self.tasks), "groups": tree(self.groups)}
+        tasks = {name: {"metrics": render(metrics)} for name, metrics in self.tasks.items()}
+        return {"tasks": tasks, "groups": nest(self.groups, self.subgroups, render)}
 
     @classmethod
     def from_nemo_dict(cls, d: dict[str, Any], **kw: Any) -> EvalResult:
-        def tree(t: dict[str, Any] | None) -> MetricTree:
-            out: MetricTree = {}
-            for name, node in (t or {}).items():
-                metrics = (node or {}).get("metrics") or {}
-                out[name] = {
-                    m: {s: Score.from_dict(sc) for s, sc in ((mv or {}).get("scores") or {}).items()}
-                    for m, mv in metrics.items()
-                }
-            return out
+        from mlflow_nemo_judge.group_tree import unnest
 
-        return cls(tasks=tree(d.get("tasks")), groups=tree(d.get("groups")), **kw)
+        def parse(metrics: Any) -> dict[str, dict[str, Score]]:
+            return {
+                m: {s: Score.from_dict(sc) for s, sc in ((mv or {}).get("scores") or {}).items()}
+                for m, mv in (metrics or {}).items()
+            }
+
+        tasks = {name: parse((node or {}).get("metrics")) for name, node in (d.get("tasks") or {}).items()}
+        groups, subgroups = unnest(d.get("groups"), parse)  # group results may nest (GroupResult.groups)
+        return cls(tasks=tasks, groups=groups, subgroups=subgroups, **kw)
 
     def scores(self) -> Iterator[tuple[str, str, str, Score]]:
         """Yield ``(task, metric, score_name, Score)`` for every task score."""

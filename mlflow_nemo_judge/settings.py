@@ -80,6 +80,15 @@ SETTINGS: tuple[Setting, ...] = (
         "NEMO_JUDGE_FAIL_MIN_CALLS calls exceeds this stops the run (1 = never)",
     ),
 )
+SETTINGS += (
+    Setting(
+        "NEMO_JUDGE_JOB_TIMEOUT",
+        float,
+        "14400",
+        "seconds --backend nemo waits for a job before giving up (the job keeps running; attach later); "
+        "0 = no limit",
+    ),
+)
 _BY_NAME = {s.name: s for s in SETTINGS}
 
 
@@ -102,3 +111,22 @@ def get_int(name: str, minimum: int = 0) -> int:
 
 def trace_samples_default() -> int:
     return get_int("NEMO_JUDGE_TRACE_SAMPLES")
+
+
+def get_seconds(name: str) -> float:
+    """A non-negative number of seconds; a malformed or negative value is a clear error naming it."""
+    raw = get(name)
+    try:
+        value = float(raw) if raw is not None else 0.0
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise ConfigError(name, f"environment variable {name} must be a number of seconds >= 0, got {raw!r}")
+    return value
+
+
+def job_timeout_default() -> float | None:
+    """``NEMO_JUDGE_JOB_TIMEOUT`` in seconds, None for 0 (no limit): how long a NeMo job is waited for
+    when the caller gave no timeout, so a job that never ends is not polled forever."""
+    value = get_seconds("NEMO_JUDGE_JOB_TIMEOUT")
+    return value if value > 0 else None

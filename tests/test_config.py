@@ -180,6 +180,7 @@ def test_json_parser_prompt_params_and_simple_metrics_are_typed():
         OtherMetric,
         ReferenceMetric,
     )
+    from mlflow_nemo_judge.config.metrics import ToolCallingMetric
 
     d = seed_config()
     judge = _seed_metric(d)["params"]
@@ -205,8 +206,12 @@ def test_json_parser_prompt_params_and_simple_metrics_are_typed():
     assert isinstance(m["sc"], CheckMetric) and m["sc"].params.check[1] == "equals"
     assert isinstance(m["b"], BleuMetric) and m["b"].params.candidate == "{{ item.b }}"
     assert isinstance(m["f"], ReferenceMetric) and m["f"].params.reference == "{{ item.a }}"
+    assert isinstance(m["tc"], ToolCallingMetric) and m["tc"].params_dict() == metrics["tc"]["params"]
     # A metric type NeMo has and we do not model loads, its params a plain dict.
-    assert isinstance(m["tc"], OtherMetric) and m["tc"].params == metrics["tc"]["params"]
+    metrics["ta"] = {"type": "topic-adherence", "params": {"metric_mode": "f1"}}
+    m = load_config(d).tasks["consult_summary_eval"].metrics
+    assert isinstance(m["ta"], OtherMetric) and m["ta"].params == metrics["ta"]["params"]
+    cfg = load_config(d)
     assert json.dumps(cfg.to_dict()) == json.dumps(d)
 
 

@@ -1,4 +1,4 @@
-"""``demo --reliability``: every reliability figure from the MOCK judges, honest about what is mocked.
+"""``demo`` (its judge-reliability part): every reliability figure from the MOCK judges, honest about what is mocked.
 
 The mock judges are unreliable on purpose (``testing/mock_llm/judges.py``), so the figures must find
 exactly that: the noisy judge flips and the deterministic one does not, the lenient judge scores higher,

@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from mlflow_nemo_judge.backends.nemo import NemoBackend
-from mlflow_nemo_judge.backends.nemo.client import NemoClient, error_detail, query_params
+from mlflow_nemo_judge.backends.nemo.client import NemoClient
+from mlflow_nemo_judge.backends.nemo.transport import error_detail, query_params
 from mlflow_nemo_judge.config import load_config, load_target
 from mlflow_nemo_judge.errors import ConfigError, NemoServiceError
 from tests.fixtures.seed_config import seed_config, seed_target

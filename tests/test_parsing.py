@@ -15,6 +15,7 @@ from mlflow_nemo_judge.scoring.parsing import (
     parse_json_path,
     parse_score,
     strip_reasoning,
+    strip_think,
     validate_parser,
 )
 
@@ -48,13 +49,12 @@ def test_strip_reasoning_custom_end_token_without_opening_tag() -> None:
 
 
 def test_strip_reasoning_unfinished_with_end_token() -> None:
-    text, err = strip_reasoning("<think>RATING: 2 is tempting but", "</think>")
-    assert text == ""
-    assert err == "reasoning not finished: no '</think>' in judge output"
-
-
-def test_strip_reasoning_unfinished_other_tag() -> None:
-    text, err = strip_reasoning("<reasoning>RATING: 2", "</reasoning>")
+    # NeMo's include_if_not_finished: unset/true keeps the reply, false makes the row NaN.
+    assert strip_reasoning("<think>RATING: 2 is tempting but", "</think>") == (
+        "<think>RATING: 2 is tempting but",
+        None,
+    )
+    text, err = strip_reasoning("<reasoning>RATING: 2", "</reasoning>", include_if_not_finished=False)
     assert text == ""
     assert err is not None and "'</reasoning>'" in err
 
@@ -64,22 +64,19 @@ def test_strip_reasoning_absent_end_token_and_no_opening_tag_is_unchanged() -> N
     assert strip_reasoning("RATING: 3", None) == ("RATING: 3", None)
 
 
-def test_strip_reasoning_strips_leading_think_without_end_token() -> None:
+def test_strip_reasoning_without_end_token_leaves_think_alone() -> None:
+    # As NeMo: reasoning is trimmed only with reasoning_params.end_token.
     text = "\n<think>I could give RATING: 1\nbut no.</think>\n\nRATING: 4"
-    assert strip_reasoning(text, None) == ("RATING: 4", None)
-    # Also when the configured end token is a different one.
-    assert strip_reasoning(text, "</reasoning>") == ("RATING: 4", None)
+    assert strip_reasoning(text, None) == (text, None)
 
 
-def test_strip_reasoning_unfinished_leading_think_without_end_token() -> None:
-    text, err = strip_reasoning("<think>RATING: 1 maybe", None)
-    assert text == ""
-    assert err is not None and err.startswith("reasoning not finished")
-
-
-def test_strip_reasoning_closing_tag_only_without_end_token() -> None:
+def test_strip_think_heuristic_for_pairwise() -> None:
+    text = "\n<think>I could give RATING: 1\nbut no.</think>\n\nRATING: 4"
+    assert strip_think(text) == ("RATING: 4", None)
+    body, err = strip_think("<think>RATING: 1 maybe")
+    assert body == "" and err is not None and err.startswith("reasoning not finished")
     # R1-style templates put "<think>" in the prompt, so the reply carries only the closing tag.
-    assert strip_reasoning("RATING: 1 perhaps</think>RATING: 5", None) == ("RATING: 5", None)
+    assert strip_think("RATING: 1 perhaps</think>RATING: 5") == ("RATING: 5", None)
 
 
 def test_strip_reasoning_none_text() -> None:
@@ -88,7 +85,7 @@ def test_strip_reasoning_none_text() -> None:
 
 def test_think_stripping_prevents_matching_considered_rating() -> None:
     raw = "<think>RATING: 1? No, it is complete.</think>RATING: 5"
-    text, err = strip_reasoning(raw, None)
+    text, err = strip_reasoning(raw, "</think>")
     assert err is None
     assert parse_score(text, RATING, "int") == Parsed(5.0, None)
 

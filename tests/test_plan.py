@@ -281,11 +281,13 @@ def test_local_plan_refuses_what_only_nemo_runs(data_file, target):
     d = _cfg(data_file, lambda d: _metric(d).update(model="ns/judge"))
     err = _err(d, target)
     assert err.path == f"{M}.params.model" and "--backend nemo" in err.message
-    tc = {"type": "tool-calling", "params": {"tool_calls_ground_truth": "{{ item.t }}"}}
+    # A metric type of NeMo's successor platform (tool-calling now runs locally: test_tool_calling).
+    tc = {"type": "topic-adherence", "params": {"metric_mode": "f1"}}
     d = _cfg(data_file, lambda d: d["tasks"]["consult_summary_eval"]["metrics"].update(tc=tc))
     load_config(d)  # NeMo's metric types load ...
     err = _err(d, target)  # ... and the local plan says it does not run them
-    assert err.path == f"{T}.metrics.tc.type" and "tool-calling" in err.message
+    assert err.path == f"{T}.metrics.tc.type" and "topic-adherence" in err.message
+    assert "tool-calling" in err.message  # listed among the supported types
 
 
 def test_simple_metric_params_are_checked_by_their_typed_model(data_file, target):

@@ -71,8 +71,9 @@ class Entry:
 
 def entries_from_runs(runs: Iterable[tracking.RunSummary]) -> list[Entry]:
     """Score keys are recognised structurally: every metric that is not ``usage/…``/``progress``, not a
-    figure about the judge (``reliability/…``, ``pairwise/…``) and not a ``<key>/<stat>`` of another
-    logged key."""
+    figure about the judge (``reliability/…``, ``pairwise/…``), not a nemo run's recomputation
+    (``recomputed/…``: the run's scores are NeMo's) and not a ``<key>/<stat>`` of another logged key."""
+    from mlflow_nemo_judge.tracking.recomputed import is_recomputed_key
     from mlflow_nemo_judge.tracking.reports import is_report_key
 
     out: list[Entry] = []
@@ -82,7 +83,7 @@ def entries_from_runs(runs: Iterable[tracking.RunSummary]) -> list[Entry]:
         keys = set(r.metrics)
         scores: dict[str, dict[str, float | None]] = {}
         for k in sorted(keys):
-            if k.startswith("usage/") or k == "progress" or is_report_key(k):
+            if k.startswith("usage/") or k == "progress" or is_report_key(k) or is_recomputed_key(k):
                 continue
             head, _, last = k.rpartition("/")
             if last in tracking.STATS and head in keys:

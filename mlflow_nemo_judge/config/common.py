@@ -56,6 +56,9 @@ class Open(BaseModel):
     passthrough: ClassVar[frozenset[str]] = frozenset()
     # The file this object was loaded from (relative dataset paths resolve against its folder).
     _source: Path | None = PrivateAttr(default=None)
+    # ``{config path: "namespace/name"}`` of the NeMo references this object was resolved from
+    # (``config.references``): recorded in the run's params and tags, submitted as such to NeMo.
+    _references: dict[str, str] = PrivateAttr(default_factory=dict)
     _order: tuple[str, ...] = PrivateAttr(default=())
 
     @model_validator(mode="wrap")

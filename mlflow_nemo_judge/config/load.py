@@ -25,7 +25,7 @@ from typing import Annotated, Any, TypeVar, Union
 
 from pydantic import BaseModel, Tag, ValidationError
 
-from mlflow_nemo_judge.config import reading
+from mlflow_nemo_judge.config import reading, references
 from mlflow_nemo_judge.config.models import EvalConfig, ModelSpec, Open, Target
 from mlflow_nemo_judge.errors import ConfigError, ConfigWarning
 
@@ -216,8 +216,15 @@ def _warn_near_misses(obj: BaseModel, prefix: str, path: Path | None) -> None:
         )
 
 
-def load_config(source: str | os.PathLike[str] | Mapping[str, Any] | EvalConfig) -> EvalConfig:
-    """Load and structurally validate a config from a YAML/JSON file or a dict.
+def load_config(
+    source: str | os.PathLike[str] | Mapping[str, Any] | EvalConfig,
+    *,
+    nemo: references.Resolver | Mapping[str, Any] | None = None,
+) -> EvalConfig:
+    """Load and structurally validate a config from a YAML/JSON file, a dict, or a NeMo reference.
+
+    A ``namespace/name`` that is no file is read from the NeMo Evaluator (``nemo``: a resolver or the
+    nemo backend's URL options, else the ``NEMO_*`` settings); see :mod:`.references`.
 
     Semantic checks that need the dataset or are specific to the local backend (template variables,
     regex capture groups, supported types) happen when the run is planned (``plan.build_plan``), still
@@ -225,7 +232,8 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any] | EvalConfig)
     """
     if isinstance(source, EvalConfig):
         return source
-    data, path = _read_mapping(source, "config")
+    found = references.stored("config", source, nemo)
+    data, path = _read_mapping(source, "config") if found is None else (found[0], None)
     if "tasks" not in data:
         raise _with_source(
             ConfigError("tasks", "required field is missing: a config needs at least one task"), path
@@ -236,14 +244,21 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any] | EvalConfig)
         raise _with_source(err, path) from None
     _warn_near_misses(cfg, "", path)
     cfg._source = path
+    if found is not None:
+        references.remember(cfg, {"config": found[1]})
     return cfg
 
 
-def load_target(source: str | os.PathLike[str] | Mapping[str, Any] | Target) -> Target:
-    """Load and validate a target from a YAML/JSON file or a dict."""
+def load_target(
+    source: str | os.PathLike[str] | Mapping[str, Any] | Target,
+    *,
+    nemo: references.Resolver | Mapping[str, Any] | None = None,
+) -> Target:
+    """Load and validate a target from a YAML/JSON file, a dict, or a NeMo reference (as ``load_config``)."""
     if isinstance(source, Target):
         return source
-    data, path = _read_mapping(source, "target", "target")
+    found = references.stored("target", source, nemo)
+    data, path = _read_mapping(source, "target", "target") if found is None else (found[0], None)
     try:
         target = validate_model(Target, data, "target")
     except ConfigError as err:
@@ -254,4 +269,6 @@ def load_target(source: str | os.PathLike[str] | Mapping[str, Any] | Target) -> 
         raise _with_source(ConfigError("target.model.api_endpoint", "required field is missing"), path)
     _warn_near_misses(target, "target", path)
     target._source = path
+    if found is not None:
+        references.remember(target, {"target": found[1]})
     return target

@@ -1,8 +1,8 @@
 """Typed metrics: ``llm-judge`` (judge model, template, scores with a regex/json parser) and the simple
-metrics (string-check, number-check, bleu, rouge, em, f1).
+metrics (string-check, number-check, bleu, rouge, em, f1, tool-calling).
 
 :data:`Metric` picks the model from ``type``. A type without a model here (NeMo has more, e.g.
-``tool-calling``) still loads, as :class:`OtherMetric` with its params kept as a plain dict; the local
+``agentic`` metrics) still loads, as :class:`OtherMetric` with its params kept as a plain dict; the local
 plan is what refuses it. Structure is checked at load; ``check_local`` checks what the *local* scorers
 need on top (a config NeMo accepts may still lack it, e.g. an ``em`` without a ``reference``).
 """
@@ -72,6 +72,14 @@ class CheckParams(Open):
 class BleuParams(Open):
     references: list[str] | None = None
     candidate: str | None = None  # default: sample.output_text
+
+
+class ToolCallingParams(Open):
+    """``tool-calling``: the ground-truth calls template (``"{{ item.tool_calls | tojson }}"``); the
+    data-flywheel blueprint also passes a judge ``model``, which NeMo's docs give no use (kept as written)."""
+
+    tool_calls_ground_truth: Any = None
+    model: Any = None
 
 
 class ReferenceParams(Open):
@@ -177,6 +185,20 @@ class ReferenceMetric(MetricConfig):
             builtin.require_optional("rouge")
 
 
+class ToolCallingMetric(MetricConfig):
+    type: Literal["tool-calling"]
+    params: ToolCallingParams | None = None
+
+    def check_local(self, path: str) -> None:
+        gt = self.params.tool_calls_ground_truth if self.params else None
+        if not isinstance(gt, (str, list)) or not gt:
+            raise ConfigError(
+                f"{path}.params.tool_calls_ground_truth",
+                "required: a template rendering to the expected tool calls as JSON, "
+                "e.g. '{{ item.tool_calls | tojson }}'",
+            )
+
+
 class OtherMetric(MetricConfig):
     """A metric type without a typed model here (NeMo has more): params stay a plain dict."""
 
@@ -191,6 +213,7 @@ _METRIC_TAGS = {
     "rouge": "reference",
     "em": "reference",
     "f1": "reference",
+    "tool-calling": "tool-calling",
 }
 
 
@@ -203,6 +226,7 @@ Metric = Annotated[
     | Annotated[CheckMetric, Tag("check")]
     | Annotated[BleuMetric, Tag("bleu")]
     | Annotated[ReferenceMetric, Tag("reference")]
+    | Annotated[ToolCallingMetric, Tag("tool-calling")]
     | Annotated[OtherMetric, Tag("other")],
     Discriminator(_metric_tag),
 ]

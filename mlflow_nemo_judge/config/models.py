@@ -35,6 +35,7 @@ from mlflow_nemo_judge.config.common import (
     sha256_json,
 )
 from mlflow_nemo_judge.config.extension import Extension, check_references, parse_extension
+from mlflow_nemo_judge.config.groups import check_groups
 from mlflow_nemo_judge.config.metrics import (
     BleuMetric,
     BleuParams,
@@ -97,7 +98,16 @@ __all__ = [
 ]
 
 TASK_TYPES_LOCAL = ("chat-completion", "completion", "data")
-METRIC_TYPES_LOCAL = ("llm-judge", "string-check", "number-check", "em", "f1", "bleu", "rouge")
+METRIC_TYPES_LOCAL = (
+    "llm-judge",
+    "string-check",
+    "number-check",
+    "em",
+    "f1",
+    "bleu",
+    "rouge",
+    "tool-calling",
+)
 TARGET_TYPES_LOCAL = ("model", "cached_outputs", "rows", "dataset")
 
 
@@ -112,9 +122,12 @@ class TaskConfig(Open):
 
 
 class GroupConfig(Open):
+    """A NeMo group: member ``tasks``, nested ``groups`` (inline, or ``null`` naming a top-level group)
+    and group-level ``metrics`` (kept as written: only NeMo computes them). See ``config.groups``."""
+
     tasks: list[str] | None = None
     metrics: dict[str, Any] | None = None
-    groups: dict[str, Any] | None = None
+    groups: dict[str, GroupConfig | None] | None = None
 
 
 class EvalConfig(Open):
@@ -143,6 +156,7 @@ class EvalConfig(Open):
     @model_validator(mode="after")
     def _extension_refers_to_config(self) -> EvalConfig:
         check_references(self)  # raises ConfigError: pydantic lets a non-ValueError through as is
+        check_groups(self)  # unknown tasks/groups, reference cycles, empty groups: with their paths
         return self
 
     def extension(self) -> Extension | None:

@@ -38,15 +38,22 @@ def hf_endpoint(source: DatasetSource) -> str | None:
     """The HF-compatible endpoint for ``hf://`` URLs, or None for huggingface_hub's default.
 
     Order: ``source.hf_endpoint``; env ``HF_ENDPOINT`` (it names the HF API root exactly, and is what
-    huggingface_hub itself honours); env ``NEMO_DATASTORE_URL`` + ``/v1/hf`` (NeMo's Data Store serves the
-    HF API there; a URL already ending in ``/v1/hf`` is used as is).
+    huggingface_hub itself honours); the configured NeMo Data Store + ``/v1/hf`` (NeMo's Data Store serves
+    the HF API there): ``NEMO_DATASTORE_URL``, else ``NEMO_EVALUATOR_URL``, which is the Data Store's
+    default for the nemo backend too. NeMo resolves ``hf://`` against its Data Store by default, so with
+    NeMo URLs set both backends read the same data; with none set, huggingface_hub's default (the
+    public Hub) is the only place left to look.
     """
     for value in (source.hf_endpoint, os.environ.get("HF_ENDPOINT")):
         if value and value.strip():
             return value.strip().rstrip("/")
-    datastore = (settings.get("NEMO_DATASTORE_URL") or "").strip().rstrip("/")
-    if datastore:
-        return datastore if datastore.endswith("/v1/hf") else f"{datastore}/v1/hf"
+    for name in ("NEMO_DATASTORE_URL", "NEMO_EVALUATOR_URL"):
+        base = (settings.get(name) or "").strip().rstrip("/")
+        if base:
+            # ".../v1/hf" is used as is; a base given with its "/v1" (as the nemo client accepts) is not
+            # doubled into ".../v1/v1/hf".
+            base = base.removesuffix("/v1/hf").removesuffix("/v1")
+            return f"{base}/v1/hf"
     return None
 
 

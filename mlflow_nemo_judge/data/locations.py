@@ -119,8 +119,9 @@ def _plan_local(source: DatasetSource, raw: str, *, plain: bool) -> list[DataFil
     ):
         raise DatasetError(
             f"dataset not found: {path}; {raw!r} looks like a NeMo Entity Store dataset reference "
-            f"(namespace/name), which is only supported with the nemo backend; locally use a path, "
-            f"a file:// URL or hf://datasets/{stripped}"
+            f"(namespace/name): give it as the task's dataset: {stripped} (the nemo backend passes it "
+            f"to NeMo; the local backend reads it through the Entity Store when --nemo-url or "
+            f"NEMO_EVALUATOR_URL is set), or use a path, a file:// URL or hf://datasets/{stripped}"
         )
     raise DatasetError(f"dataset not found: {path}")
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlflow_nemo_judge.config import EvalConfig, Target, sha256_json
+from mlflow_nemo_judge.config import EvalConfig, Target, sha256_json, source_path
 from mlflow_nemo_judge.errors import ConfigError, DatasetError
-from mlflow_nemo_judge.scoring.templating import build_context, render_value
+from mlflow_nemo_judge.scoring.templating import build_context, placeholder_sample, render_value
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow_nemo_judge.plan import Plan, TaskPlan
@@ -106,34 +106,45 @@ RowCheck = Callable[[str, int, Mapping[str, Any]], None]
 def row_checker(tp: TaskPlan) -> RowCheck:
     """A check of one row against everything the task needs from it: the cached output field, and every
     template the task renders (target request, each judge template, each simple metric's params),
-    rendered as the engine will (``sample.*`` as empty placeholders). Errors name the row and the
+    rendered as the engine will (``sample`` as a placeholder OpenAI response with empty values, see
+    ``placeholder_sample``; a tool-calling ground truth must be a list of calls). Errors name the row and the
     template's config path. Templates are compiled once (cached); each row only renders them."""
     from mlflow_nemo_judge.plan import OUTPUT_FIELDS, cached_output_text
 
-    sample: dict[str, Any] | None = (
-        {"output_text": "", "response": {}} if tp.calls_target or tp.cached_output else None
-    )
+    # A model call gives the judges a real response (validated against its full OpenAI shape); cached
+    # outputs have text and no response, exactly as the engine builds them; a data task has no sample.
+    sample: dict[str, Any] | None = None
+    if tp.calls_target:
+        sample = placeholder_sample(tp.kind)
+    elif tp.cached_output:
+        sample = {"output_text": "", "response": {}}
     templates: list[tuple[str, Any]] = []
     if tp.calls_target and tp.template is not None:
         templates.append((f"{tp.path}.params.template", tp.template))
+    ground_truths: list[str] = []  # tool-calling metrics' paths: their ground truth must be a call list
     for m in tp.metrics:
         if m.judge is not None:
             templates.append((f"{m.path}.params.template", m.judge.template))
         else:
             templates.append((f"{m.path}.params", m.params))
+        if m.type == "tool-calling":
+            ground_truths.append(f"{m.path}.params")
 
     def check(where: str, n: int, row: Mapping[str, Any]) -> None:
         if tp.cached_output and cached_output_text(row) is None:
             fields = ", ".join(sorted(str(k) for k in row)[:20]) or "(none)"
+            note = " ('answer' is read as a reference, never as the output)" if "answer" in row else ""
             raise ConfigError(
                 f"{tp.path}.dataset",
                 f"{where} (row {n}): cached outputs need an output field in each row (one of "
-                f"{', '.join(OUTPUT_FIELDS)}); this row has: {fields}",
+                f"{', '.join(OUTPUT_FIELDS)}){note}; this row has: {fields}",
             )
         ctx = build_context(row, sample)
         for path, template in templates:
             try:
-                render_value(template, ctx, path)
+                rendered = render_value(template, ctx, path)
+                if path in ground_truths:
+                    _check_ground_truth(rendered, path)
             except ConfigError as exc:
                 hint = ""
                 if sample is None and ("output_text" in exc.message or "response" in exc.message):
@@ -141,9 +152,24 @@ def row_checker(tp: TaskPlan) -> RowCheck:
                         " (a 'data' task makes no model call, so there is no sample.*: judge a row "
                         "field such as item.<field> instead)"
                     )
+                elif tp.cached_output and "'choices'" in exc.message:
+                    hint = (
+                        " (cached outputs are text: there is no sample.response without a model call; "
+                        "read the row's own field, e.g. item.response, instead)"
+                    )
                 raise ConfigError(exc.path, f"{where} (row {n}): {exc.message}{hint}") from None
 
     return check
+
+
+def _check_ground_truth(params: Any, path: str) -> None:
+    """A tool-calling ground truth that is not a list of calls would make that row NaN: refuse it now."""
+    from mlflow_nemo_judge.scoring.tool_calling import GROUND_TRUTH, ToolCallError, ground_truth_calls
+
+    try:
+        ground_truth_calls(params[GROUND_TRUTH])
+    except ToolCallError as exc:
+        raise ConfigError(f"{path}.{GROUND_TRUTH}", str(exc)) from None
 
 
 def _scan(plan: Plan, tasks: list[TaskPlan], max_rows: int) -> DatasetInfo:
@@ -210,7 +236,14 @@ def describe_remote(config: EvalConfig, target: Target, *, limit: int | None) ->
         ds_limit = getattr(ref, "limit", None)
         lims = [x for x in (ds_limit, limit) if x is not None]
         lim = min(lims) if lims else None
-        digest = sha256_json({"url": url, "limit": lim, "rows": target.rows})[:DIGEST_CHARS]
+        base = source_path(config if task.dataset is not None else target)
+        local = _content_digest(url, target.rows, base.parent if base else None, lim)
+        num_rows: int | None
+        if local is not None:
+            digest, num_rows = local
+        else:  # a remote location: its rows live on the service, so its identity is the location
+            digest = sha256_json({"url": url, "limit": lim, "rows": target.rows})[:DIGEST_CHARS]
+            num_rows = len(target.rows) if target.rows is not None else None
         infos.append(
             DatasetInfo(
                 task=tname,
@@ -218,11 +251,40 @@ def describe_remote(config: EvalConfig, target: Target, *, limit: int | None) ->
                 files_url=url,
                 source=url if url and "://" in url else None,
                 digest=digest,
-                num_rows=len(target.rows) if target.rows is not None else None,
+                num_rows=num_rows,
                 limit=lim,
             )
         )
     return infos
+
+
+def _content_digest(
+    url: str | None, rows: list[dict[str, Any]] | None, base_dir: Path | None, limit: int | None
+) -> tuple[str, int] | None:
+    """The digest (and row count) of data this machine holds — inline rows or a local file, which the
+    nemo backend uploads — computed exactly as the local scan does, so one dataset has one digest on
+    both backends and an edited file makes a new run; None for a remote location or unreadable data
+    (staging reports the real error)."""
+    h = hashlib.sha256()
+    n = 0
+    if url is None:
+        if rows is None:
+            return None
+        for row in rows if limit is None else rows[:limit]:
+            _row_digest(h, row)
+            n += 1
+        return h.hexdigest()[:DIGEST_CHARS], n
+    if "://" in url and not url.startswith("file://"):
+        return None
+    from mlflow_nemo_judge.data import DatasetSource, iter_rows
+
+    try:
+        for row in iter_rows(DatasetSource(url=url, base_dir=base_dir), limit=limit):
+            _row_digest(h, row)
+            n += 1
+    except (DatasetError, OSError):
+        return None
+    return h.hexdigest()[:DIGEST_CHARS], n
 
 
 def combined_digest(datasets: Sequence[DatasetInfo]) -> str:

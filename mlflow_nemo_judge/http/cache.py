@@ -8,7 +8,8 @@ one) are never part of a key and never stored, so a cache directory can be share
 leaking secrets, and a key rotation does not invalidate it.
 
 Only answers worth replaying are kept: a reply whose first choice has no text (``content: null``, ``""``
-or whitespace) is not cached, and such a reply stored by an older version reads as a miss.
+or whitespace) and no tool calls is not cached, and such a reply stored by an older version reads as a
+miss. A tool-calling reply (``tool_calls`` with empty content) is an answer, and is kept.
 
 Every put is committed at once (autocommit; WAL journaling with ``synchronous=NORMAL``): a commit
 then writes to the WAL without an fsync, so it survives a killed process (``kill -9``; not a power cut),
@@ -106,7 +107,12 @@ def cache_key(url: str, model: str, body: dict[str, Any], headers: Mapping[str, 
 
 def has_text(response: Any) -> bool:
     """Whether a response's first choice holds non-blank text (chat ``message.content`` as a string or
-    a list of text parts, or completions ``text``): the only answers worth caching or replaying."""
+    a list of text parts, or completions ``text``) or tool calls: the only answers worth caching or
+    replaying."""
+    from mlflow_nemo_judge.http.wire import has_tool_calls
+
+    if has_tool_calls(response):
+        return True
     choices = response.get("choices") if isinstance(response, dict) else None
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         return False

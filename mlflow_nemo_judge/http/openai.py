@@ -45,6 +45,7 @@ from mlflow_nemo_judge.http.wire import (
     dumps,
     endpoint_secrets,
     extract,
+    has_tool_calls,
     hide,
     http_timeout,
     illegal_header,
@@ -232,7 +233,7 @@ class OpenAIClient:
         # Output-quality counters describe the answers the run used, cached or not.
         if finish == "length":
             self.usage.truncated_outputs += 1
-        if text is None or not text.strip():
+        if (text is None or not text.strip()) and not has_tool_calls(data):
             self.usage.empty_outputs += 1
         return CallResult(
             text=text,

@@ -189,6 +189,17 @@ def extract(data: dict[str, Any]) -> tuple[str | None, str | None, int, int]:
     )
 
 
+def has_tool_calls(data: Any) -> bool:
+    """Whether the first choice's message holds tool calls: an answer (for the tool-calling metric)
+    even when its ``content`` is null or empty, as a tool-calling reply's usually is."""
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return False
+    message = choices[0].get("message")
+    calls = message.get("tool_calls") if isinstance(message, dict) else None
+    return isinstance(calls, list) and len(calls) > 0
+
+
 def well_formed(data: Any) -> bool:
     choices = data.get("choices") if isinstance(data, dict) else None
     return isinstance(choices, list) and len(choices) > 0

@@ -105,9 +105,17 @@ def parse_verdict(text: str | None, spec: PairwiseSpec) -> tuple[str | None, str
     """``("A" | "B" | "TIE", None)`` or ``(None, reason)``: the block's regex, first capture group, its
     value compared case-insensitively (the pattern itself applies as written; add ``(?i)`` to it for a
     case-insensitive match)."""
-    from mlflow_nemo_judge.scoring.parsing import REGEX_TIMEOUT_S, _excerpt, compile_regex, strip_reasoning
+    from mlflow_nemo_judge.scoring.parsing import (
+        REGEX_TIMEOUT_S,
+        _excerpt,
+        compile_regex,
+        strip_reasoning,
+        strip_think,
+    )
 
-    body, err = strip_reasoning(text, spec.end_token)
+    # Pairwise judging is this package's own (NeMo has none): it keeps stripping a leading <think> block
+    # when no end_token is configured, where llm-judge metrics follow NeMo and leave the text alone.
+    body, err = strip_reasoning(text, spec.end_token) if spec.end_token else strip_think(text or "")
     if err:
         return None, err
     if not body.strip():

@@ -113,7 +113,9 @@ async def run_judge(
             scores={s.name: NAN for s in metric.scores}, raw=None, error=f"judge call failed: {exc}"
         )
     raw = result.text
-    text, reason_err = strip_reasoning(raw, judge.end_token)
+    text, reason_err = strip_reasoning(
+        raw, judge.end_token, include_if_not_finished=judge.include_if_not_finished
+    )
     scores: dict[str, float] = {}
     errors: list[str] = []
     if reason_err:
@@ -138,10 +140,15 @@ async def run_judge(
 
 
 def run_simple(metric: MetricPlan, ctx: Mapping[str, Any], output_text: str | None) -> MetricOutcome:
-    """string-check, number-check, em, f1, bleu (sentence; corpus is aggregated later), rouge."""
+    """string-check, number-check, em, f1, bleu (sentence; corpus is aggregated later), rouge,
+    tool-calling (reads ``sample.response``, not the output text)."""
     from mlflow_nemo_judge.scoring import builtin as scorers
 
     mtype, params, path = metric.type, metric.params, f"{metric.path}.params"
+    if mtype == "tool-calling":
+        from mlflow_nemo_judge.scoring.tool_calling import score
+
+        return score(params, ctx, path)
     try:
         if mtype == "string-check":
             left, op, right = render_value(params["check"], ctx, f"{path}.check")

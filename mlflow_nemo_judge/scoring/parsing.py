@@ -8,9 +8,13 @@ NeMo semantics followed here (reference §8.1, §8.2):
 * Anything that cannot be parsed becomes **NaN** with a reason, never 0: NaN rows are excluded from the
   aggregate and counted in ``nan_count``, whereas a 0 would silently drag the mean down.
 
-Reasoning judges prepend a ``<think>...</think>`` block; :func:`strip_reasoning` removes it first,
-because a pattern such as ``RATING:\\s*(\\d+)`` would otherwise match a rating the model merely
-considered while thinking.
+Reasoning judges prepend a ``<think>...</think>`` block. :func:`strip_reasoning` removes it the way
+NeMo's ``reasoning_params`` do: only when an ``end_token`` is configured (everything up to its last
+occurrence), and a reply without the token is kept whole or dropped (NaN) by ``include_if_not_finished``
+(default: kept, as NeMo's reasoning interceptor). Without an ``end_token`` the reply is parsed as is,
+like NeMo, so ``RATING:\\s*(\\d+)`` can match a rating the model only considered: configure the token.
+:func:`strip_think` is the older heuristic (a leading ``<think>`` block removed with no token configured),
+kept for this package's own pairwise judge, which NeMo does not have.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ __all__ = [
     "parse_json_path",
     "parse_score",
     "strip_reasoning",
+    "strip_think",
     "validate_parser",
     "validate_score_type",
 ]
@@ -107,50 +112,49 @@ def _excerpt(text: str) -> str:
     return repr(flat)
 
 
-def _opening_tag(end_token: str) -> str | None:
-    """``"</x>"`` → ``"<x>"``; other end tokens (``"[/THINK]"``, ``"<|end|>"``) have no derivable opener."""
-    m = re.fullmatch(r"</([^<>/\s]+)>", end_token)
-    return f"<{m.group(1)}>" if m else None
+def strip_think(text: str) -> tuple[str, str | None]:
+    """Remove ``<think>…</think>`` reasoning with no ``end_token`` configured (package-only heuristic).
 
-
-def _strip_default_think(text: str) -> tuple[str, str | None]:
-    """Remove ``<think>…</think>`` reasoning even when no ``end_token`` was configured."""
+    A complete leading block is removed; an unfinished leading ``<think>`` is an error (every number after
+    it is one the judge only considered); a reply holding only a closing ``</think>`` (R1-style chat
+    templates put the opening tag in the prompt) is cut after it; any other text is unchanged.
+    """
     m = _LEADING_THINK_RE.match(text)
     if m:
         return text[m.end() :].strip(), None
     stripped = text.lstrip()
     if stripped.startswith(_DEFAULT_OPEN_TAG):
-        # The judge started reasoning and never finished (typically cut off by max_tokens): every number in
-        # the text is one it only considered, so parsing it would report a score the judge never gave.
         return "", f"reasoning not finished: no '{_DEFAULT_CLOSE_TAG}' in judge output"
     if _DEFAULT_CLOSE_TAG in text and _DEFAULT_OPEN_TAG not in text:
-        # DeepSeek-R1-style chat templates put "<think>" in the prompt, so the reply holds only the closing
-        # tag; what precedes it is still reasoning.
         return text[text.rindex(_DEFAULT_CLOSE_TAG) + len(_DEFAULT_CLOSE_TAG) :].strip(), None
     return text, None
 
 
-def strip_reasoning(text: str | None, end_token: str | None) -> tuple[str, str | None]:
-    """Return ``(answer_text, error)`` with the judge's reasoning removed.
+def strip_reasoning(
+    text: str | None, end_token: str | None, *, include_if_not_finished: bool | None = None
+) -> tuple[str, str | None]:
+    """Return ``(answer_text, error)`` with the judge's reasoning removed, as NeMo's ``reasoning_params``.
 
-    * ``end_token`` present in the text: the text after its **last** occurrence, stripped (NeMo's
-      ``reasoning_params.end_token``; the last one because reasoning may mention the token itself).
-    * ``end_token`` absent but its opening tag (``"</x>"`` → ``"<x>"``) present: reasoning never finished;
-      returns ``("", "reasoning not finished: …")`` so the row becomes NaN rather than a guess.
-    * Otherwise, and also when ``end_token`` is None: a complete leading ``<think>…</think>`` block is
-      removed (an unfinished leading ``<think>`` is reported as unfinished reasoning, and a reply holding
-      only a closing ``</think>`` is cut after it); any other text is returned unchanged.
+    * No ``end_token``: the text unchanged (NeMo trims reasoning only with an end token).
+    * ``end_token`` in the text: the text after its **last** occurrence, stripped (reasoning may mention
+      the token itself; NeMo's interceptor also removes everything up to the last one).
+    * ``end_token`` not in the text (the model has not finished reasoning, typically cut off by
+      ``max_tokens``): ``include_if_not_finished`` true or unset (NeMo's default) keeps the whole text;
+      false gives ``("", "reasoning not finished: …")``, so the row is NaN rather than a guess.
     """
     if text is None:
         return "", None
-    if end_token:
-        idx = text.rfind(end_token)
-        if idx >= 0:
-            return text[idx + len(end_token) :].strip(), None
-        opener = _opening_tag(end_token)
-        if opener is not None and opener in text:
-            return "", f"reasoning not finished: no {end_token!r} in judge output"
-    return _strip_default_think(text)
+    if not end_token:
+        return text, None
+    idx = text.rfind(end_token)
+    if idx >= 0:
+        return text[idx + len(end_token) :].strip(), None
+    if include_if_not_finished is False:
+        return "", (
+            f"reasoning not finished: no {end_token!r} in judge output "
+            "(reasoning_params.include_if_not_finished is false)"
+        )
+    return text, None
 
 
 def compile_regex(pattern: str) -> Any:

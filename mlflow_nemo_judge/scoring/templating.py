@@ -147,6 +147,33 @@ def build_context(row: Mapping[str, Any], sample: Mapping[str, Any] | None = Non
     return ctx
 
 
+def placeholder_sample(kind: str) -> dict[str, Any]:
+    """A stand-in ``sample`` for checking templates before any model call: the full shape of an
+    OpenAI response of ``kind`` ("chat" or "completions"), so a judge reading
+    ``sample.response.choices[0].message.tool_calls`` (the data-flywheel blueprint's) or
+    ``…usage.total_tokens`` validates as it will render. Values are empty, and the chat message
+    carries one tool call, so ``tool_calls[0].function.name`` validates too; what depends on the real
+    reply (a template indexing a call the model did not make) fails at run time as that row's error."""
+    choice: dict[str, Any]
+    if kind == "completions":
+        choice = {"index": 0, "text": "", "logprobs": None, "finish_reason": "stop"}
+        obj = "text_completion"
+    else:
+        call = {"id": "call_0", "type": "function", "function": {"name": "", "arguments": "{}"}}
+        message = {"role": "assistant", "content": "", "tool_calls": [call]}
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
+        obj = "chat.completion"
+    response = {
+        "id": "placeholder",
+        "object": obj,
+        "created": 0,
+        "model": "",
+        "choices": [choice],
+        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+    }
+    return {"output_text": "", "response": response}
+
+
 def _guarded(path: str, evaluate: Callable[[], T]) -> T:
     """Run one template evaluation; any failure becomes a ``TemplateError`` naming the config path."""
     try:

@@ -18,9 +18,12 @@ which re-exports the names below:
 - ``documents``: the prompt documents and run descriptions in markdown (no mlflow)
 - ``store``: tracking URI and client, experiments, run search and read-back, the model registry
 - ``runs``: ``RunTracker``, one run's lifecycle from RUNNING to FINISHED / FAILED / KILLED
+- ``run_outputs``: how a run uploads files and tables, and a finished run's metrics and result files
 - ``progress``, ``inputs``, ``traces``: the ``progress`` metric writer, dataset inputs, per-sample traces
 - ``reports``: the reliability and pairwise reports on runs, and read back (``load_reliability``,
   ``load_pairwise``)
+- ``recomputed``: a nemo run's recomputation from its per-sample data, beside NeMo's numbers
+  (``recomputed/…`` metrics, ``recomputed.json``, the ``nemo_judge.recomputed_differs`` tag; no mlflow)
 
 Names with a leading underscore are private to this package (shared between its modules only).
 """

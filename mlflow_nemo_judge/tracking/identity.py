@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mlflow_nemo_judge.config import EvalConfig, Target, sha256_json, source_path
+from mlflow_nemo_judge.config.references import references_of
 from mlflow_nemo_judge.data.scan import DatasetInfo, combined_digest
 from mlflow_nemo_judge.errors import TrackingError
 from mlflow_nemo_judge.results import EvalResult
@@ -83,6 +84,9 @@ def resume_tags(
         tags[n.TAG_TARGET_PATH] = portable_path(Path(tgt_src), cfg_dir)
     if cache_dir is not None:
         tags[n.TAG_CACHE_DIR] = portable_path(Path(cache_dir), cfg_dir)
+    refs = {**references_of(config), **(references_of(target) if target is not None else {})}
+    if refs:
+        tags[n.TAG_REFERENCES] = ",".join(f"{path}={ref}" for path, ref in refs.items())
     return tags
 
 

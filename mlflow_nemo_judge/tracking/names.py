@@ -38,6 +38,11 @@ TAG_REGISTERED = "nemo_judge.registered_model"
 TAG_PROMPTS = "nemo_judge.prompts"  # the registered prompt URIs of the run, comma-separated
 TAG_PROMPT_SHA = "nemo_judge.prompt_sha256"  # on a prompt version: the content it was registered for
 TAG_PARTIAL_TRACKING = "nemo_judge.allow_partial_tracking"
+# The NeMo references a config/target was resolved from: "path=ns/name" pairs, comma-separated.
+TAG_REFERENCES = "nemo_judge.references"
+# nemo runs: the metric keys whose NeMo value differs from the recomputation from its per-sample data
+# (comma-separated; "none" when they all agree; absent without per-sample data). See recomputed.py.
+TAG_RECOMPUTED_DIFFERS = "nemo_judge.recomputed_differs"
 
 ART_DIR = "nemo_judge"
 ART_CONFIG = f"{ART_DIR}/config.json"
@@ -54,6 +59,9 @@ ART_COMPARISON = f"{ART_DIR}/comparison.json"
 ART_PAIRED = f"{ART_DIR}/paired.json"
 ART_SOURCES = f"{ART_DIR}/sources.json"  # absolute source paths, for resume (the tags hold portable ones)
 ART_PAIRED_TABLE = f"{ART_DIR}/paired_table.json"
+ART_RECOMPUTED = f"{ART_DIR}/recomputed.json"
+# The recomputation's metrics: recomputed/<task>/<metric>/<score>[/<stat>], never read as scores.
+RECOMPUTED_PREFIX = "recomputed/"
 
 STATS = ("count", "nan_count", "stddev", "stderr", "ci95_low", "ci95_high", "min", "max")
 MAX_PARAM_VALUE = 6000  # MLflow's MAX_PARAM_VAL_LENGTH

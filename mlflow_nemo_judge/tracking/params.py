@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlflow_nemo_judge.config import EvalConfig, Target, sha256_json
+from mlflow_nemo_judge.config.references import references_of
 from mlflow_nemo_judge.config.secrets import MASK, SECRET_KEYS, redact_url
 from mlflow_nemo_judge.data.scan import DatasetInfo
 from mlflow_nemo_judge.results import EvalResult, SampleRecord, Usage
@@ -98,6 +99,9 @@ def build_params(
         p["target/model"] = target.model
     if target.rows is not None:
         p["target/rows"] = str(len(target.rows))
+    # What was given as a NeMo "namespace/name" (the content above is what it resolved to).
+    for path, ref in {**references_of(config), **references_of(target)}.items():
+        p[f"reference/{path}"] = ref
     for tname, task in (cfg.get("tasks") or {}).items():
         tp = f"task/{tname}"
         p[f"{tp}/type"] = str(task.get("type"))
@@ -189,7 +193,8 @@ class ScoreMetric:
 
 def score_metrics(result: EvalResult) -> list[ScoreMetric]:
     """``<task>/<metric>/<score>`` = mean (NaN when every sample was NaN) plus the stats keys; group
-    scores go under ``groups/<group>/…`` so they cannot collide with a task of the same name."""
+    scores go under ``groups/<group>/…`` so they cannot collide with a task of the same name, nested
+    groups under ``groups/<outer>/groups/<inner>/…``."""
     out: list[ScoreMetric] = []
 
     def emit(prefix: str, tree: Mapping[str, Any], is_task: bool) -> None:
@@ -215,7 +220,12 @@ def score_metrics(result: EvalResult) -> list[ScoreMetric]:
                             )
 
     emit("", result.tasks, True)
-    emit("groups/", result.groups, False)
+    from mlflow_nemo_judge.group_tree import walk
+
+    # Nested groups repeat the segment: groups/<outer>/groups/<inner>/<metric>/<score>[/<stat>]. A
+    # group's own keys have 2-3 segments after its name, a subgroup's at least 4, so none can collide.
+    nested = {"/groups/".join(path): metrics for path, metrics in walk(result.groups, result.subgroups)}
+    emit("groups/", nested, False)
     return out
 
 

@@ -3,7 +3,8 @@ config, prompts, params, inputs and the LoggedModel, finished with metrics, arti
 table and traces, or ended FAILED / KILLED.
 
 Everything goes through ``MlflowClient`` with batched calls (see the package docstring); mlflow is
-imported only inside the methods.
+imported only inside the methods. How files, tables and a finished run's metrics and result files are
+uploaded is ``run_outputs.py``; this module decides when, and what the run's tags and state say.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,16 +23,9 @@ from mlflow_nemo_judge.config.secrets import redact, redact_text
 from mlflow_nemo_judge.data.scan import DatasetInfo
 from mlflow_nemo_judge.results import EvalResult
 from mlflow_nemo_judge.tracking.documents import prompt_documents
-from mlflow_nemo_judge.tracking.inputs import (
-    MAX_DATASET_DIGEST,
-    MAX_DATASET_NAME,
-    log_inputs,
-    logged_model,
-)
+from mlflow_nemo_judge.tracking.inputs import log_inputs, logged_model
 from mlflow_nemo_judge.tracking.names import (
     ART_COMPARISON,
-    ART_DIR,
-    ART_TABLE,
     ART_TRACEBACK,
     MAX_PARAM_VALUE,
     MAX_TAG_VALUE,
@@ -45,15 +37,10 @@ from mlflow_nemo_judge.tracking.names import (
     TAG_SETUP,
     TAG_SKIPPED_PARAMS,
     TAG_STATE,
-    _safe_name,
 )
-from mlflow_nemo_judge.tracking.params import (
-    ModelSpec,
-    score_metrics,
-    split_long_params,
-    usage_metrics,
-)
-from mlflow_nemo_judge.tracking.progress import _now_ms, _ProgressLogger
+from mlflow_nemo_judge.tracking.params import ModelSpec, split_long_params
+from mlflow_nemo_judge.tracking.progress import _ProgressLogger
+from mlflow_nemo_judge.tracking.run_outputs import final_metrics, log_files, log_result_files, log_table
 from mlflow_nemo_judge.tracking.trace_outcome import (
     add_description_line,
     describe_missing,
@@ -132,19 +119,7 @@ class RunTracker:
 
     def log_files(self, files: Mapping[str, str | bytes | Path]) -> None:
         """Stage ``{relative path: content}`` in a temp dir and upload it under ``nemo_judge/`` in one go."""
-        if not files:
-            return
-        with tempfile.TemporaryDirectory(prefix="nemo-judge-art-") as tmp:
-            for rel, content in files.items():
-                dst = Path(tmp) / rel
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                if isinstance(content, Path):
-                    shutil.copyfile(content, dst)
-                elif isinstance(content, bytes):
-                    dst.write_bytes(content)
-                else:
-                    dst.write_text(redact_text(content, self.secrets), encoding="utf-8")
-            self.cl.log_artifacts(self.run_id, tmp, ART_DIR)
+        log_files(self.cl, self.run_id, files, self.secrets)
 
     def log_params(self, params: Mapping[str, str], existing: Mapping[str, str] | None = None) -> list[str]:
         """Log ``params``; with ``existing`` (a resumed run) only the missing ones, since MLflow refuses to
@@ -246,66 +221,24 @@ class RunTracker:
         caller ends the run FAILED) unless ``allow_partial_tracking``; see ``trace_outcome.py``.
         ``reliability``: its figures go in the scores' batch, its files under ``nemo_judge/reliability/``
         (``tracking.reports``)."""
-        from mlflow.entities import Metric
-
-        from mlflow_nemo_judge.tracking.reports import RELIABILITY_DIR, report_files, report_metrics
+        from mlflow_nemo_judge.tracking import recomputed as rcp
 
         step = self._stop_progress()
-        ts = _now_ms()
-        by_task = {d.task: d for d in datasets}
-        metrics = []
-        for sm in score_metrics(result):
-            d = by_task.get(sm.task) if sm.task else None
-            link = sm.headline and self.model_id is not None
-            metrics.append(
-                Metric(
-                    sm.key,
-                    sm.value,
-                    ts,
-                    0,
-                    model_id=self.model_id if link else None,
-                    # cut as the dataset input is (inputs.py), so the two still match
-                    dataset_name=d.name[:MAX_DATASET_NAME] if link and d else None,
-                    dataset_digest=d.digest[:MAX_DATASET_DIGEST] if link and d else None,
-                )
-            )
-        metrics += [Metric(k, v, ts, 0) for k, v in usage_metrics(result.usage).items()]
-        metrics += [Metric(k, v, ts, 0) for k, v in report_metrics(reliability).items()]
-        metrics.append(Metric("progress", 100.0, ts, step))
+        metrics = final_metrics(
+            result, datasets=datasets, model_id=self.model_id, reliability=reliability, step=step
+        )
         self.cl.log_batch(self.run_id, metrics=metrics)
-
-        files: dict[str, str | bytes | Path] = {
-            "results.json": json.dumps(result.to_nemo_dict(), indent=2, ensure_ascii=False)
-        }
-        if result.job:
-            files["job.json"] = json.dumps(redact(result.job), indent=2, default=str)
-        rows, n = collected.rows, collected.count
-        with tempfile.TemporaryDirectory(prefix="nemo-judge-plots-") as tmp:
-            if result.samples_path is not None and Path(result.samples_path).exists():
-                files["samples.jsonl"] = self._redacted_copy(
-                    Path(result.samples_path), Path(tmp) / "samples.jsonl"
-                )
-            if reliability is not None:
-                files.update(report_files(reliability, Path(tmp) / RELIABILITY_DIR, RELIABILITY_DIR))
-            if plots and collected.values:
-                from mlflow_nemo_judge.compare import plots as plt
-
-                for (task, mname), per in collected.values.items():
-                    rel = f"plots/{_safe_name(task)}/{_safe_name(mname)}.png"
-                    files[rel] = plt.score_distribution(
-                        f"{task} / {mname}", per, Path(tmp) / rel, model=model
-                    )
-            self.log_files(files)
-        samples_kind = "none"
-        if rows:
-            import pandas as pd
-
-            df = pd.DataFrame(rows)
-            self._log_table(df, ART_TABLE)
-            samples_kind = "table"
-        elif n:
-            samples_kind = "jsonl"
-        tags = {TAG_SAMPLES: samples_kind}
+        samples_kind = log_result_files(
+            self.cl,
+            self.run_id,
+            result,
+            collected,
+            secrets=self.secrets,
+            plots=plots,
+            model=model,
+            reliability=reliability,
+        )
+        tags = {TAG_SAMPLES: samples_kind, **rcp.recomputed_tags(result)}
         if traces is not None and traces.wanted:
             tags |= trace_tags(traces, allow_partial=allow_partial_tracking)
             if not traces.complete:
@@ -332,26 +265,9 @@ class RunTracker:
         finally:
             os.environ.pop(var, None)
 
-    def _redacted_copy(self, src: Path, dst: Path) -> Path:
-        """The samples file as uploaded: a failed call's error text could quote a key back; mask it."""
-        if not self.secrets:
-            return src
-        with open(src, encoding="utf-8") as fin, open(dst, "w", encoding="utf-8") as fout:
-            for line in fin:
-                fout.write(redact_text(line, self.secrets))
-        return dst
-
     def _log_table(self, df: pd.DataFrame, path: str) -> None:
-        """``log_table`` appends when the file exists (a resume after a crash during finish); the table
-        must be replaced instead, so then the file is overwritten in the same format."""
-        existing = {f.path for f in self.cl.list_artifacts(self.run_id, ART_DIR)}
-        if path not in existing:
-            self.cl.log_table(self.run_id, df, path)
-            return
-        with tempfile.TemporaryDirectory() as tmp:
-            local = Path(tmp) / Path(path).name
-            df.to_json(local, orient="split", index=False, date_format="iso")
-            self.cl.log_artifact(self.run_id, str(local), str(Path(path).parent))
+        """Replace the table at ``path`` (``run_outputs.log_table``: never appended to on a resume)."""
+        log_table(self.cl, self.run_id, df, path)
 
     def log_parent_setup(
         self, config: EvalConfig, targets: Sequence[Target], params: Mapping[str, str]

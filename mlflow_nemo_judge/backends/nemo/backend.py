@@ -3,8 +3,9 @@
 Steps of ``run``: stage local datasets (upload to the Data Store, register in the Entity Store, point the
 task at ``hf://datasets/<ns>/<name>``) in a *copy* of the config; resolve ``api_key_env`` into ``api_key``
 just before submission (NeMo does not know ``api_key_env``); create the job; call ``on_job`` so tracking
-can record the job id before the wait; poll with a growing interval; fetch the aggregate results and
-the per-sample ZIP; map them (``nemo_results``). ``attach`` does the last three for an existing job.
+can record the job id before the wait; poll with a growing interval (``polling``); fetch the aggregate
+results and the per-sample ZIP and map them (``finish``, ``results``). ``attach`` does the last three for
+an existing job. With ``live=True`` a small run is one synchronous live evaluation instead (``live``).
 
 Secrets resolved here live only in the request body sent to NeMo: they are never logged, and the job
 record handed to callers is redacted (NeMo itself echoes keys back as ``"******"``).
@@ -15,10 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import datetime
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -27,9 +26,15 @@ from typing import Any
 
 import httpx
 
+from mlflow_nemo_judge import settings
 from mlflow_nemo_judge.backends.base import Prepared, ProgressCallback, RunEvents
 from mlflow_nemo_judge.backends.nemo.client import NemoClient
-from mlflow_nemo_judge.backends.nemo.results import build_result, read_results_zip
+from mlflow_nemo_judge.backends.nemo.divergence import warn_divergences
+from mlflow_nemo_judge.backends.nemo.finish import finish_job
+from mlflow_nemo_judge.backends.nemo.jobapi import job_api
+from mlflow_nemo_judge.backends.nemo.live import live_body, live_result, submit_live
+from mlflow_nemo_judge.backends.nemo.polling import wait_for_job
+from mlflow_nemo_judge.backends.nemo.references import by_reference
 from mlflow_nemo_judge.backends.nemo.staging import dataset_files, local_datasets, stage
 from mlflow_nemo_judge.config import EvalConfig, Target, source_path
 from mlflow_nemo_judge.config.extension import BLOCK
@@ -37,18 +42,11 @@ from mlflow_nemo_judge.config.keys import resolve_env
 from mlflow_nemo_judge.config.reliability_settings import local_only
 from mlflow_nemo_judge.config.secrets import redact
 from mlflow_nemo_judge.data.scan import describe_remote
-from mlflow_nemo_judge.errors import (
-    ConfigError,
-    NemoJobError,
-    NemoJobTimeout,
-    NemoServiceError,
-)
+from mlflow_nemo_judge.errors import ConfigError
 from mlflow_nemo_judge.results import EvalResult
 
 log = logging.getLogger(__name__)
 
-ACTIVE = frozenset({"created", "pending", "running", "cancelling"})
-TERMINAL = frozenset({"completed", "failed", "cancelled"})
 DEFAULT_NAMESPACE = "default"
 
 JobCallback = Callable[[dict[str, Any]], None]
@@ -61,22 +59,16 @@ def nemo_config(config: EvalConfig) -> dict[str, Any]:
     return cfg
 
 
-def _parse_time(value: Any) -> datetime.datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        t = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return t if t.tzinfo else t.replace(tzinfo=datetime.timezone.utc)
-
-
 class NemoBackend:
     """Runs evaluations on a NeMo Evaluator deployment (see the module docstring).
 
     ``poll_interval`` is the first wait between polls; it grows by half each poll without news up to
-    ``max_poll_interval``. ``timeout`` (seconds, None = no limit) bounds the whole wait. ``limit`` caps the
+    ``max_poll_interval``. ``timeout`` (seconds; None = ``NEMO_JUDGE_JOB_TIMEOUT``) bounds the whole wait. ``limit`` caps the
     samples of every task in the submitted copy of the config. ``http`` injects an ``httpx.Client``.
+    ``api`` picks the Evaluator job API (``"v1"``, or ``"v2"``: ``/v2/evaluation/jobs``, see ``v2``);
+    ``live=True`` answers small runs (at most 10 rows, data-source targets) with one synchronous live
+    evaluation instead of a job (see ``live``). A job whose status this client does not know is an
+    error once it has kept that status for ``unknown_status_timeout`` seconds.
     """
 
     name = "nemo"
@@ -99,6 +91,9 @@ class NemoBackend:
         max_retries: int = 4,
         client: NemoClient | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        api: str = "v1",
+        live: bool = False,
+        unknown_status_timeout: float = 60.0,
     ) -> None:
         self.client = client or NemoClient(
             evaluator_url,
@@ -111,13 +106,20 @@ class NemoBackend:
             sleep=sleep,
         )
         self.namespace = namespace
+        self.jobs = job_api(self.client, api)
+        self.api = api
+        self.live = live
+        if unknown_status_timeout < 0:
+            raise ConfigError("nemo.unknown_status_timeout", "must be zero or positive")
+        self.unknown_status_timeout = unknown_status_timeout
         if poll_interval <= 0 or max_poll_interval <= 0:
             raise ConfigError("nemo.poll_interval", "poll intervals must be positive")
         if limit is not None and limit <= 0:
             raise ConfigError("--limit", f"must be a positive number, got {limit!r}")
         self.poll_interval = poll_interval
         self.max_poll_interval = max(max_poll_interval, poll_interval)
-        self.timeout = timeout
+        # No timeout given: NEMO_JUDGE_JOB_TIMEOUT (default 4 h), so a stuck job is never polled forever.
+        self.timeout = timeout if timeout is not None else settings.job_timeout_default()
         self.limit = limit
         self.work_dir = Path(work_dir) if work_dir is not None else None
         self._sleep = sleep
@@ -162,6 +164,7 @@ class NemoBackend:
     def prepare(self, config: EvalConfig, target: Target) -> Prepared:
         """Validate without contacting the service and describe the data (their location and limits)."""
         self.validate(config, target)
+        warn_divergences(nemo_config(config), target.to_dict())  # package-only extensions: warned, sent
         return Prepared(config, target, describe_remote(config, target, limit=self.limit), None)
 
     async def run(self, prepared: Prepared, events: RunEvents) -> EvalResult:
@@ -182,7 +185,7 @@ class NemoBackend:
     async def _in_thread(self, work: Callable[[], EvalResult]) -> EvalResult:
         """Run the blocking job lifecycle off the event loop. Cancelling the awaiting task (Ctrl-C under
         ``asyncio.run``, a cancelled notebook cell, SIGTERM) interrupts the poll loop at its next sleep,
-        which cancels the remote job (``_finish``) before the cancellation propagates."""
+        which cancels the remote job (``finish.finish_job``) before the cancellation propagates."""
         cancelled = threading.Event()
         injected = self._sleep
 
@@ -207,8 +210,11 @@ class NemoBackend:
         finally:
             self._sleep = injected
 
-    def submission(self, config: EvalConfig, target: Target) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The config and target bodies to submit: staged, limited, secrets resolved. Contains keys."""
+    def submission(
+        self, config: EvalConfig, target: Target
+    ) -> tuple[dict[str, Any] | str, dict[str, Any] | str]:
+        """The config and target bodies to submit: staged, limited, secrets resolved. Contains keys.
+        A config or target loaded from a NeMo reference is submitted as that reference when unchanged."""
         self.validate(config, target)
         cfg, tgt = copy.deepcopy(nemo_config(config)), copy.deepcopy(target.to_dict())
         skipped = local_only(config)
@@ -222,7 +228,10 @@ class NemoBackend:
             )
         stage(self.client, self._namespace(config), config, target, cfg, tgt)
         self._apply_limit(cfg)
-        return resolve_env(cfg), resolve_env(tgt, "target")
+        return (
+            by_reference(config, "config", nemo_config(config), resolve_env(cfg)),
+            by_reference(target, "target", target.to_dict(), resolve_env(tgt, "target")),
+        )
 
     # ------------------------------------------------------------------------------------------- run
 
@@ -235,10 +244,12 @@ class NemoBackend:
         on_job: JobCallback | None = None,
     ) -> EvalResult:
         start = time.monotonic()
+        if self.live:
+            return self._run_live(config, target, start)
         cfg, tgt = self.submission(config, target)
-        job = self.client.create_job(cfg, tgt, namespace=self.namespace)
+        job = self.jobs.create(cfg, tgt, self.namespace)
         job_id = str(job.get("id"))
-        log.info("created NeMo evaluation job %s at %s", job_id, self.client.evaluator_url)
+        log.info("created NeMo evaluation job %s (%s API) at %s", job_id, self.api, self.client.evaluator_url)
         if on_job is not None:
             on_job(redact(job))
         return self._finish(job_id, job, progress, start, server_time=False)
@@ -246,11 +257,39 @@ class NemoBackend:
     def attach_blocking(self, job_id: str, progress: ProgressCallback | None = None) -> EvalResult:
         """Wait for an existing job (running or finished) and return its results."""
         start = time.monotonic()
-        job = self.client.get_job(job_id)
+        job = self.jobs.get(job_id)
         return self._finish(job_id, job, progress, start, server_time=True)
 
     def logs(self, job_id: str) -> str:
-        return self.client.job_logs(job_id)
+        return self.jobs.logs(job_id)
+
+    # ------------------------------------------------------------------------------------------ live
+
+    def _live_submission(
+        self, config: EvalConfig, target: Target, *, dry_run: bool
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        cfg, tgt = self.submission(config, target)
+        if not isinstance(cfg, dict) or not isinstance(tgt, dict):
+            # Stored entities come back with their keys masked, so they cannot be re-sent inline.
+            raise ConfigError(
+                "config" if not isinstance(cfg, dict) else "target",
+                "live evaluation needs the config and target inline (the service creates nothing "
+                "live); give the file, not a stored NeMo reference",
+            )
+        return live_body(cfg, tgt, dry_run=dry_run, limit=self.limit)
+
+    def live_check(self, config: EvalConfig, target: Target) -> dict[str, Any]:
+        """A real dry run: the first rows (at most 10) evaluated live by the service; its (redacted)
+        ``LiveEvaluation``. The service's refusal is raised as ``NemoServiceError``/``NemoJobError``."""
+        cfg, tgt = self._live_submission(config, target, dry_run=True)
+        return submit_live(self.client, cfg, tgt, self.namespace)
+
+    def _run_live(self, config: EvalConfig, target: Target, start: float) -> EvalResult:
+        cfg, tgt = self._live_submission(config, target, dry_run=False)
+        answer = submit_live(self.client, cfg, tgt, self.namespace)
+        return live_result(answer, cfg, wall_seconds=time.monotonic() - start)
+
+    # ------------------------------------------------------------------------------ wait and fetch
 
     def _finish(
         self,
@@ -260,131 +299,29 @@ class NemoBackend:
         start: float,
         server_time: bool,
     ) -> EvalResult:
-        try:
-            job = self._wait(job_id, job, progress)
-        except KeyboardInterrupt:
-            self._cancel_quietly(job_id)
-            raise
-        status = job.get("status")
-        if status != "completed":
-            message = (job.get("status_details") or {}).get("message") or "no message from the service"
-            logs = self._logs_quietly(job_id)
-            what = "was cancelled" if status == "cancelled" else "failed"
-            raise NemoJobError(
-                f"NeMo job {job_id} {what}: {message}", job_id=job_id, job=redact(job), logs=logs
-            )
-        results = self.client.job_results(job_id)
-        samples = None
-        try:
-            samples, _ = read_results_zip(self.client.download_results(job_id))
-        except (NemoServiceError, ValueError) as exc:  # ValueError: zipfile.BadZipFile
-            log.warning(
-                "per-sample results of job %s are unavailable (%s); statistics come from the "
-                "service's aggregates",
-                job_id,
-                exc,
-            )
-        wall = time.monotonic() - start
-        if server_time:
-            t0, t1 = _parse_time(job.get("created_at")), _parse_time(job.get("updated_at"))
-            if t0 is not None and t1 is not None and t1 >= t0:
-                wall = (t1 - t0).total_seconds()
-        own_dir = self.work_dir is None
-        work_dir = (
-            Path(tempfile.mkdtemp(prefix=f"nemo-judge-{job_id}-"))
-            if self.work_dir is None
-            else self.work_dir / job_id
+        return finish_job(
+            self.jobs,
+            job_id,
+            job,
+            lambda jid, j: self._wait(jid, j, progress),
+            start=start,
+            server_time=server_time,
+            work_dir=self.work_dir,
         )
-        # Group scores are pooled from their tasks' samples, as locally; the job's config names the members.
-        config = job.get("config")
-        config = config if isinstance(config, Mapping) else {}
-        groups = {g: list((v or {}).get("tasks") or []) for g, v in (config.get("groups") or {}).items()}
-        sd = job.get("status_details") or {}
-        result = build_result(
-            results,
-            samples,
-            work_dir=work_dir,
-            job=redact(job),
-            group_tasks=groups,
-            samples_processed=sd.get("samples_processed"),
-            wall_seconds=wall,
-        )
-        if own_dir:
-            result.own(work_dir)  # removed with the result, so no run leaves a temp folder behind
-        return result
-
-    def _cancel_quietly(self, job_id: str) -> None:
-        try:
-            self.client.cancel_job(job_id, timeout=5.0)
-            log.warning("interrupted: asked NeMo to cancel job %s", job_id)
-        except (NemoServiceError, httpx.HTTPError) as exc:
-            # Cancel is unimplemented on some versions (reference §4.5); the interrupt still wins.
-            log.warning(
-                "interrupted: could not cancel NeMo job %s (%s); it may still be running", job_id, exc
-            )
-
-    def _logs_quietly(self, job_id: str) -> str | None:
-        try:
-            return self.client.job_logs(job_id)
-        except NemoServiceError as exc:
-            log.warning("could not fetch the logs of job %s: %s", job_id, exc)
-            return None
 
     def _wait(self, job_id: str, job: dict[str, Any], progress: ProgressCallback | None) -> dict[str, Any]:
-        """Poll until a terminal status. Unknown statuses are not errors (the enum has grown before):
-        they are polled through, with one warning each, up to the timeout."""
-        deadline = None if self.timeout is None else time.monotonic() + self.timeout
-        interval = self.poll_interval
-        tasks = (job.get("config") or {}).get("tasks") if isinstance(job.get("config"), Mapping) else None
-        label = next(iter(tasks)) if isinstance(tasks, Mapping) and len(tasks) == 1 else "job"
-        warned: set[str] = set()
-        last: tuple[int, int | None] | None = None
-        last_status = None
-        while True:
-            status = str(job.get("status"))
-            if status != last_status:
-                log.info("NeMo job %s: %s", job_id, status)
-            report = self._progress(job, status)
-            moved = report is not None and report != last
-            changed = moved or status != last_status
-            if moved and progress is not None and report is not None:
-                progress(label, report[0], report[1])
-            last = report if report is not None else last
-            last_status = status
-            if status in TERMINAL:
-                return job
-            if status not in ACTIVE and status not in warned:
-                warned.add(status)
-                log.warning(
-                    "NeMo job %s reports status %r, which this client does not know; still polling",
-                    job_id,
-                    status,
-                )
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                raise NemoJobTimeout(
-                    f"NeMo job {job_id} did not finish within {self.timeout:g}s (status {status}); "
-                    f"it is still on the service: attach to it later with its id",
-                    job_id=job_id,
-                    job=redact(job),
-                )
-            self._sleep(interval if deadline is None else max(0.0, min(interval, deadline - now)))
-            # Grow the interval only while nothing moves, so a busy job is followed closely.
-            interval = interval if changed else min(interval * 1.5, self.max_poll_interval)
-            job = self.client.get_job(job_id)
-
-    @staticmethod
-    def _progress(job: Mapping[str, Any], status: str) -> tuple[int, int | None] | None:
-        sd = job.get("status_details") or {}
-        pct, done = sd.get("progress"), sd.get("samples_processed")
-        if isinstance(done, int):
-            total = round(done * 100.0 / pct) if isinstance(pct, (int, float)) and pct > 0 else None
-            return done, total
-        if isinstance(pct, (int, float)):
-            return int(round(pct)), 100
-        if status == "completed":
-            return 100, 100
-        return None
+        # self._sleep is looked up per sleep, not bound once: ``_in_thread`` swaps it for a cancellable one.
+        return wait_for_job(
+            self.jobs,
+            job_id,
+            job,
+            progress,
+            poll_interval=self.poll_interval,
+            max_poll_interval=self.max_poll_interval,
+            timeout=self.timeout,
+            unknown_status_timeout=self.unknown_status_timeout,
+            sleep=lambda seconds: self._sleep(seconds),
+        )
 
 
 def _stream_records(result: EvalResult, events: RunEvents) -> None:

@@ -4,10 +4,12 @@ Two inputs (NeMo reference §7): the aggregate tree from ``GET /jobs/{id}/result
 hold only ``count/sum/mean`` on older servers) and the per-sample ``results.json`` inside the
 ``download-results`` ZIP (``{task: [{item, sample: {output_text, response}, metrics, requests}]}``).
 
-So that a run compares like for like with a local one, whenever per-sample values exist the statistics
-are recomputed from them with the same ``stats.summarize`` the local engine uses (NaN excluded and
-counted, population stddev, t-interval CI). Without per-sample values the service's stats are kept and
-the CI is derived from ``count/mean/stddev`` (``stats.ci_from_stats``).
+The service's ``value``/``stats`` are the run's scores, as NeMo's own API and UI show them; statistics it
+did not return are derived from those it did (stddev from ``variance``/``sum_squared``, the CI from
+``count/mean/stddev`` or ``stderr``: ``stats.ci_from_stats``), never taken from elsewhere. Whenever
+per-sample values exist, the package's own recomputation from them (``recompute.py``, the local engine's
+``stats.summarize``) is kept beside them in ``EvalResult.recomputed``, and a value that differs is
+flagged with a WARNING.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from mlflow_nemo_judge.backends.nemo.recompute import recompute, warn_differences
 from mlflow_nemo_judge.plan import item_id
-from mlflow_nemo_judge.results import NAN, EvalResult, MetricOutcome, SampleRecord, Score, ScoreStats, Usage
-from mlflow_nemo_judge.scoring.stats import ci_from_stats, summarize
+from mlflow_nemo_judge.results import NAN, EvalResult, MetricOutcome, SampleRecord, Score, Usage
+from mlflow_nemo_judge.scoring.stats import ci_from_stats
 
 log = logging.getLogger(__name__)
 
@@ -121,23 +124,6 @@ def _count_usage(usage: Usage, rec: Mapping[str, Any]) -> None:
         usage.completion_tokens += int(tokens.get("completion_tokens") or 0)
 
 
-def _recomputed(values: list[float], service: Score, where: str) -> Score:
-    s = summarize(values)
-    if (
-        service.value is not None
-        and s.mean is not None
-        and not math.isclose(service.value, s.mean, rel_tol=1e-6, abs_tol=1e-9)
-    ):
-        log.warning(
-            "%s: the service reports %s but its per-sample values average %s; using the per-sample "
-            "figure so local and NeMo runs are computed alike",
-            where,
-            service.value,
-            s.mean,
-        )
-    return Score(value=s.mean, stats=ScoreStats.from_summary(s))
-
-
 def _fill_ci(score: Score) -> None:
     """Add a CI (and stddev from ``sum_squared`` when that is all there is) to service-only stats."""
     st = score.stats
@@ -182,26 +168,15 @@ def build_result(
                     values[(task, m, s)] = [
                         sr.metrics[m].scores.get(s, NAN) if m in sr.metrics else NAN for sr in records
                     ]
-    for task, metrics in res.tasks.items():
-        for metric, scores in metrics.items():
-            for name, score in scores.items():
-                vals = values.get((task, metric, name))
-                # Scores without stats are corpus-level (bleu 'corpus'): per-sample values cannot rebuild them.
-                if vals is not None and score.stats is not None:
-                    scores[name] = _recomputed(vals, score, f"{task}/{metric}/{name}")
-                else:
+    # The service's numbers are kept as reported; only the stats it left out are derived from them.
+    for tree in (res.tasks, res.groups, res.subgroups):  # subgroups: nested group results, by path
+        for metrics in tree.values():
+            for scores in metrics.values():
+                for score in scores.values():
                     _fill_ci(score)
-    for group, metrics in res.groups.items():
-        members = list((group_tasks or {}).get(group) or [])
-        for metric, scores in metrics.items():
-            for name, score in scores.items():
-                pooled = [values.get((t, metric, name)) for t in members]
-                if members and score.stats is not None and all(p is not None for p in pooled):
-                    scores[name] = _recomputed(
-                        [v for p in pooled for v in p or []], score, f"{group}/{metric}/{name}"
-                    )
-                else:
-                    _fill_ci(score)
+    if samples:
+        res.recomputed = recompute(res, values, group_tasks)
+        warn_differences(res, f"NeMo job {job.get('id')}" if job and job.get("id") else "NeMo results")
     if not samples:
         per_task = [
             max(

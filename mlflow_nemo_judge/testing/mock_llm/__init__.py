@@ -11,6 +11,9 @@ Mock model ids:
 * ``mock/faithful-summarizer`` copies the most informative sentences of the document verbatim.
 * ``mock/poor-summarizer`` answers with a short, generic and partly wrong summary.
 * ``mock/echo`` returns the last user message unchanged.
+* ``mock/tool-caller`` answers a request with ``tools`` by ``tool_calls`` (tools named in the message,
+  else the best word match; arguments written ``name=value`` in it), for the tool-calling metric
+  (``tools`` says exactly how); without tools it answers ``No tool to call: <message>``.
 * ``mock/judge`` rates a labelled candidate (``Summary:``/``Answer:``...) against a labelled source
   (``Full Consult:``/``Document:``...) by word overlap, in the answer format and scale the prompt asks
   for (``RATING: <number>``, ``{"score": <n>}``, ``1 to 5``, ``0-10``...).
@@ -33,7 +36,7 @@ thread (``MockLLMServer``) or as a process (``python -m mlflow_nemo_judge.testin
 
 Modules: ``server`` (HTTP/1.1 and lifecycle), ``routes`` (endpoints, request log, admin), ``shapes``
 (OpenAI request/response shapes), ``faults``, ``models`` (the text models), ``judges`` (the judge
-variants), ``process`` (subprocess mode).
+variants), ``tools`` (the tool-calling model), ``process`` (subprocess mode).
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ import re
 import zlib
 from typing import NamedTuple
 
+from mlflow_nemo_judge.testing.mock_llm.tools import TOOL_CALLER, text_answer
+
 __all__ = [
     "JUDGE_VARIANTS",
     "MOCK_MODELS",
@@ -31,6 +33,7 @@ MOCK_MODELS: tuple[str, ...] = (
     "mock/faithful-summarizer",
     "mock/poor-summarizer",
     "mock/echo",
+    "mock/tool-caller",  # tools.py: answers with tool_calls from the request's tools
     "mock/judge",
     "mock/judge-think",
     "mock/judge-malformed",
@@ -365,6 +368,8 @@ def _generate(model: str, system: str, user: str, seed: int | None, temperature:
     """Cached, since benchmarks replay the same prompts many times."""
     if model == "mock/echo":
         return user
+    if model == TOOL_CALLER:  # its text reply, when the request has no tools (tools.py)
+        return text_answer(user)
     if model == "mock/faithful-summarizer":
         return _faithful_summary(system, user)
     if model == "mock/poor-summarizer":

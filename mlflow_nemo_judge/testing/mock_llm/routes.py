@@ -33,6 +33,7 @@ from mlflow_nemo_judge.testing.mock_llm.shapes import (
     stream_reply,
     unknown_model,
 )
+from mlflow_nemo_judge.testing.mock_llm.tools import assistant_message
 
 __all__ = ["MockRoutes", "RequestLogEntry", "Sleep"]
 
@@ -260,15 +261,17 @@ class MockRoutes:
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             return stream_reply(envelope, choices, chat, usage if include_usage else None)
         if chat:
-            out = [
-                {
-                    "index": i,
-                    "message": {"role": "assistant", "content": c["text"]},
-                    "logprobs": None,
-                    "finish_reason": c["finish_reason"],
-                }
-                for i, c in enumerate(choices)
-            ]
+            out: list[dict[str, Any]] = []
+            for i, c in enumerate(choices):
+                message, tool_finish = assistant_message(resolved, body, prompts[0], c["text"], request_id)
+                out.append(
+                    {
+                        "index": i,
+                        "message": message,
+                        "logprobs": None,
+                        "finish_reason": tool_finish or c["finish_reason"],
+                    }
+                )
             return json_reply(200, {**envelope, "object": "chat.completion", "choices": out, "usage": usage})
         out = [
             {"index": i, "text": c["text"], "logprobs": None, "finish_reason": c["finish_reason"]}
