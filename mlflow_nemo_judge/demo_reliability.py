@@ -134,9 +134,8 @@ def _score_rows(s: str, metrics: Mapping[str, float]) -> list[tuple[str, str, st
     add("Krippendorff α", f"{s}/alpha", "agreement of the panel (ordinal), 1 = perfect", True)
     # Dict order, not sorted: the report lists judges in panel order.
     for key in [k for k in metrics if k.startswith(f"{s}/kappa/") and k.count("/") == s.count("/") + 2]:
-        add(
-            f"κ {key.rsplit('/', 1)[1].replace('__', ' vs ')}", key, "quadratic-weighted κ between two judges"
-        )
+        pair = key.rsplit("/", 1)[1].replace("__", " vs ")
+        add(f"κ {pair}", key, "quadratic-weighted κ between two judges", True)
     for key in [k for k in metrics if k.startswith(f"{s}/judge/") and k.endswith("/mean")]:
         judge = key[len(f"{s}/judge/") : -len("/mean")]
         add(f"mean {judge}", key, "this judge's mean score")
