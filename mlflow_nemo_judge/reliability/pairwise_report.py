@@ -341,7 +341,7 @@ def win_matrix_png(t: TaskPairwise, path: Path) -> Path:
             if r != c:
                 ax.text(c, r, _fmt(matrix[r][c], 2), ha="center", va="center", fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="win rate (ties count half)")
-    ax.set_title(f"{t.task}: win rate, row over column")
+    ax.set_title(f"{t.task}\nwin rate of the row over the column", fontsize=10)  # two lines: never clipped
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
