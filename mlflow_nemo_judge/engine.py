@@ -2,7 +2,8 @@
 
 Shape of the work: one coroutine per sample; the target call, then that sample's judge calls at once
 (so judging starts the moment its output exists, not after a whole batch). HTTP concurrency is bounded
-by the client's semaphore (``params.parallelism``). The samples in flight are bounded by a window of
+by the client's per-endpoint adaptive limits (``params.parallelism``, or a model's
+``api_endpoint.max_concurrency``; see ``http.limits``). The samples in flight are bounded by a window of
 ``4 × parallelism`` whose slots are released when a record is *written* (in item order, to a JSONL spill
 file), not when its sample finishes: one stalled sample holds new samples back instead of letting
 finished records pile up, so memory is bounded by the window whatever the dataset size or the stalls.
@@ -130,10 +131,21 @@ class LocalEngine:
         self.secrets = collect(plan.config, plan.target)
         ep = plan.target_endpoint
         self.target = (
-            Endpoint(url=ep.url, model_id=ep.model_id, api_key=plan.target_api_key, headers=ep.headers)
+            Endpoint(
+                url=ep.url,
+                model_id=ep.model_id,
+                api_key=plan.target_api_key,
+                headers=ep.headers,
+                max_concurrency=ep.max_concurrency,
+            )
             if ep is not None
             else None
         )
+
+    def _endpoints(self, tp: TaskPlan) -> list[Any]:
+        """The task's target and judge endpoints (``Endpoint`` / ``APIEndpoint``)."""
+        judges = [m.judge.endpoint for m in tp.metrics if m.judge is not None]
+        return [self.target, *judges] if self.target is not None and tp.calls_target else judges
 
     async def sample(self, tp: TaskPlan, index: int, row: dict[str, Any]) -> SampleRecord:
         """One row: render, call the target, judge. A failure of this row alone (a template that does not
@@ -227,7 +239,9 @@ class LocalEngine:
             if opts.on_progress is not None:
                 opts.on_progress(tp.name, done, total)
 
-        window = asyncio.Semaphore(max(1, self.plan.parallelism * _INFLIGHT_FACTOR))
+        # A model's own max_concurrency above parallelism needs samples in flight to match.
+        widest = max([self.plan.parallelism, *(ep.max_concurrency or 0 for ep in self._endpoints(tp))])
+        window = asyncio.Semaphore(max(1, widest * _INFLIGHT_FACTOR))
         writer = _OrderedWriter(fh, agg, window, self.secrets, on_record)
         inflight: set[asyncio.Task[SampleRecord]] = set()
         fatal: list[BaseException] = []

@@ -89,6 +89,24 @@ SETTINGS += (
         "0 = no limit",
     ),
 )
+# Adaptive per-endpoint concurrency (mlflow_nemo_judge.http.limits): each endpoint (origin + model id)
+# starts at its maximum (api_endpoint.max_concurrency, else parallelism) and moves by AIMD on 429s.
+SETTINGS += (
+    Setting(
+        "NEMO_JUDGE_AIMD_DECREASE",
+        float,
+        "0.75",
+        "on a 429 an endpoint's concurrency limit is multiplied by this (once per round of calls, never "
+        "below 1; 1 = fixed limits), and no request to it starts before its Retry-After",
+    ),
+    Setting(
+        "NEMO_JUDGE_AIMD_INCREASE",
+        float,
+        "1",
+        "slots an endpoint's limit grows back by per limit's worth of successful calls (about one per "
+        "round trip), never above its maximum",
+    ),
+)
 _BY_NAME = {s.name: s for s in SETTINGS}
 
 

@@ -149,7 +149,8 @@ def check_endpoint_url(url: str) -> str:
 
 
 class APIEndpoint(Open):
-    """NeMo ``APIEndpointData`` plus ``api_key_env`` and ``headers`` for gateways.
+    """NeMo ``APIEndpointData`` plus ``api_key_env`` and ``headers`` for gateways, and
+    ``max_concurrency`` (the local engine's in-flight maximum for this model; see ``http.limits``).
 
     Checked when loaded (so ``validate`` catches it): the URL is http(s) with a host and a valid port,
     ``model_id`` is not blank, header names are tokens and values have no control characters. Errors
@@ -162,8 +163,13 @@ class APIEndpoint(Open):
     api_key_env: str | None = None
     format: str | None = None
     headers: dict[str, str] | None = None
+    # Per model, beside the URL and model id it limits: the rate limit belongs to that provider's
+    # model, and the same setting then serves the target and every judge alike. Package-only: the nemo
+    # backend warns about it (backends/nemo/divergence.py). Default: the run's parallelism.
+    max_concurrency: int | None = None
 
     _url_ok = field_validator("url")(check_endpoint_url)
+    _max_concurrency_ok = field_validator("max_concurrency")(_positive)
 
     @field_validator("model_id")
     @classmethod

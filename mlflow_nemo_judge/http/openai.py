@@ -10,6 +10,9 @@ The hot path builds an ``httpx.Request`` and awaits the transport's public
 ``handle_async_request`` directly (see :mod:`mlflow_nemo_judge.http.transport` for why); tests pass
 ``httpx.MockTransport`` and run exactly that code.
 
+The concurrency bound is per endpoint (origin + model id) and adapts to 429s (AIMD):
+:mod:`mlflow_nemo_judge.http.limits`.
+
 Retry timing (jittered exponential backoff, ``Retry-After``/``retry-after-ms``) is
 :mod:`mlflow_nemo_judge.http.retry`, shared with the NeMo client; endpoint health (when to stop calling
 an endpoint that keeps failing) is :mod:`mlflow_nemo_judge.http.health`; the pure wire format (URLs,
@@ -32,6 +35,7 @@ from mlflow_nemo_judge.config.secrets import redact_url
 from mlflow_nemo_judge.errors import EndpointError
 from mlflow_nemo_judge.http.cache import ResponseCache
 from mlflow_nemo_judge.http.health import FATAL_STATUSES, EndpointHealth, EndpointUnhealthy, HealthPolicy
+from mlflow_nemo_judge.http.limits import AdaptiveLimit, AimdPolicy, EndpointKey, EndpointLimits
 from mlflow_nemo_judge.http.retry import (
     RETRYABLE_STATUSES,
     backoff_delay,
@@ -128,6 +132,7 @@ class OpenAIClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         health: HealthPolicy | None = None,
         second_round: bool = True,
+        aimd: AimdPolicy | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1")
@@ -152,24 +157,24 @@ class OpenAIClient:
         self.second_round = second_round
         self.usage = usage
         self.cache = cache
-        self.max_concurrency = max_concurrency
+        self.max_concurrency = max_concurrency  # each endpoint's default maximum (see .limits)
+        self.aimd = aimd if aimd is not None else AimdPolicy.from_settings()
         self.max_retries = max_retries
         self.timeout = timeout
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self._rng = random.Random(rng_seed)
         self._sleep = sleep
-        # The semaphore is made per event loop: asyncio primitives bind to the loop that first waits on
-        # them, and a client may be reused across separate asyncio.run() calls.
-        self._sem: asyncio.Semaphore | None = None
-        self._sem_loop: asyncio.AbstractEventLoop | None = None
+        self._limits = EndpointLimits(max_concurrency, self.aimd, sleep=sleep, pause_cap=backoff_max)
 
-    def _semaphore(self) -> asyncio.Semaphore:
-        loop = asyncio.get_running_loop()
-        if self._sem is None or self._sem_loop is not loop:
-            self._sem = asyncio.Semaphore(self.max_concurrency)
-            self._sem_loop = loop
-        return self._sem
+    def limit(self, url: httpx.URL, endpoint: Endpoint) -> AdaptiveLimit:
+        """The adaptive concurrency limit of ``endpoint`` (``url`` as resolved for the request)."""
+        return self._limits.get(url, endpoint.model_id, endpoint.max_concurrency)
+
+    @property
+    def limits(self) -> dict[EndpointKey, AdaptiveLimit]:
+        """The endpoints' limits on the current event loop, for reports and tests."""
+        return self._limits.current()
 
     def _prepare(self, url: httpx.URL, endpoint: Endpoint) -> _Prepared:
         key = _headers_key(url, endpoint)
@@ -291,11 +296,13 @@ class OpenAIClient:
             raise health.condemn(f"header {bad_header!r} holds a CR, LF or NUL character and cannot be sent")
         prepared = self._prepare(target_url, endpoint)
         shown, secrets = prepared.shown_url, prepared.secrets
+        limit = self.limit(target_url, endpoint)
         content = dumps(payload)  # once, not per attempt
 
         attempts = 0
         round_attempts = 0  # attempts in the current round (the main one, then the second)
         second = False
+        waited_until: float | None = None  # loop time the last Retry-After sleep lasted until
         while True:
             health.check()  # another call may have condemned the endpoint meanwhile
             attempts += 1
@@ -306,13 +313,16 @@ class OpenAIClient:
             last_exc: BaseException | None = None
             try:
                 # The slot is held only for the request itself, never during backoff sleeps.
-                async with self._semaphore():
+                epoch = await limit.acquire(waited_until=waited_until)
+                try:
                     # Checked again with the slot: calls queued behind the slot while another call
                     # condemned the endpoint must not send.
                     health.check()
                     status, response_headers, response_body = await self._post(
                         target_url, content, prepared.headers, secs
                     )
+                finally:
+                    limit.release()
             except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
                 # A bad scheme or a request that cannot be framed will not fix itself: retrying (or
                 # scoring every sample NaN) only delays the error.
@@ -342,6 +352,7 @@ class OpenAIClient:
                     if well_formed(data):
                         if key is not None and cache is not None:
                             cache.put(key, data)  # a reply without text is not stored (see cache)
+                        limit.succeeded()
                         health.call_done(failed=False)
                         return self._result(data, cached=False, attempts=attempts)
                 # Failures only: a response object gives the provider's text with httpx's decoding.
@@ -360,6 +371,8 @@ class OpenAIClient:
                         health.call_done(failed=True, failure=failure, status=status)
                         raise EndpointError(url, failure, status)
                     retry_after = retry_after_seconds(response_headers)
+                    if status == 429:
+                        limit.rate_limited(epoch, retry_after)
                 # A 429 is the endpoint pacing us, not failing: it does not count towards "never worked".
                 health.attempt_failed(failure, status, hard=status != 429)
 
@@ -369,7 +382,7 @@ class OpenAIClient:
                     # The second pass: a call whose retries ran out on transient failures waits one
                     # backoff step longer than its last retry, then gets one more round. It holds no
                     # HTTP slot meanwhile, and it is this call's own wait, so nothing else waits on it.
-                    second, round_attempts = True, 0
+                    second, round_attempts, waited_until = True, 0, None
                     delay = self.backoff_delay(retries_allowed)
                     self.usage.second_rounds += 1
                     log.debug(
@@ -390,6 +403,7 @@ class OpenAIClient:
                     raise error from last_exc
                 raise error
             delay = self.backoff_delay(retry_index, retry_after)
+            waited_until = asyncio.get_running_loop().time() + delay if retry_after is not None else None
             self.usage.retries += 1
             log.debug(
                 "retrying %s model=%s in %.2fs (retry %d/%d)",

@@ -39,6 +39,8 @@ class Endpoint:
     # repr=False keeps secrets out of logs and tracebacks that print the endpoint.
     api_key: str | None = field(default=None, repr=False)
     headers: Mapping[str, str] | None = field(default=None, repr=False)
+    # This model's concurrency maximum (``api_endpoint.max_concurrency``); None: the run's parallelism.
+    max_concurrency: int | None = None
 
 
 @dataclass

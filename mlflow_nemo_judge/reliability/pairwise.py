@@ -86,7 +86,13 @@ def pairwise_specs(config: EvalConfig) -> list[PairwiseSpec]:
             PairwiseSpec(
                 task=task,
                 path=path,
-                endpoint=Endpoint(url=ep.url, model_id=ep.model_id, api_key=key, headers=ep.headers),
+                endpoint=Endpoint(
+                    url=ep.url,
+                    model_id=ep.model_id,
+                    api_key=key,
+                    headers=ep.headers,
+                    max_concurrency=ep.max_concurrency,
+                ),
                 template=template,
                 inference=inference,
                 system_prompt=prompt.system_prompt if prompt else None,

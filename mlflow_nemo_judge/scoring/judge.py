@@ -100,6 +100,7 @@ async def run_judge(
         model_id=judge.endpoint.model_id,
         api_key=judge.api_key,
         headers=judge.endpoint.headers,
+        max_concurrency=judge.endpoint.max_concurrency,
     )
     started = time.time_ns()
     try:

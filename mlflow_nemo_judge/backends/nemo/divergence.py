@@ -9,6 +9,8 @@ What is checked (anything else NeMo documents is not mentioned):
 
 * ``api_endpoint.headers`` on any model: v1 ``APIEndpointData`` has ``url``, ``model_id``, ``api_key``
   and ``format`` only, so gateway headers are not sent by NeMo.
+* ``api_endpoint.max_concurrency`` on any model: the local engine's per-model in-flight maximum
+  (``http.limits``); NeMo paces its own calls, so it has no effect there.
 * ``llm-judge`` ``scores.<s>.parser.type: json``: v1 documents the ``regex`` parser only.
 * ``llm-judge`` ``scores.<s>.type: bool``: v1 examples use ``int``; booleans are a package extension.
 * ``params.reference`` of ``rouge``/``em``/``f1`` and ``params.candidate`` of
@@ -44,6 +46,12 @@ def _endpoint_headers(obj: Any, path: str) -> Iterator[tuple[str, str]]:
                     f"{sub}.headers",
                     "NeMo v1's api_endpoint has no headers field: the service calls this endpoint "
                     "without them (a gateway that needs them will refuse NeMo's calls)",
+                )
+            if key == "api_endpoint" and isinstance(value, Mapping) and "max_concurrency" in value:
+                yield (
+                    f"{sub}.max_concurrency",
+                    "NeMo v1's api_endpoint has no max_concurrency field: the service decides its own "
+                    "concurrency for this model (the limit applies to --backend local only)",
                 )
             yield from _endpoint_headers(value, sub)
     elif isinstance(obj, list):

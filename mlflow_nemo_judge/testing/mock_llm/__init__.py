@@ -27,15 +27,17 @@ Mock model ids:
 
 Endpoints: ``POST /v1/chat/completions``, ``POST /v1/completions`` (both also with ``stream``),
 ``GET /v1/models[/{id}]``, ``GET /health``; admin: ``GET|DELETE /mock/requests`` (the request log),
-``GET|POST /mock/config`` (``{"latency": s, "faults": {...}}``). Token counts are whitespace words.
+``GET|POST /mock/config`` (``{"latency": s, "faults": {...}, "rate_limits": {"models": {id: rps}}}``). Token counts are whitespace words.
 
 The server is pure-stdlib asyncio HTTP/1.1 with keep-alive, run on its own event loop in a daemon
 thread (``MockLLMServer``) or as a process (``python -m mlflow_nemo_judge.testing.mock_llm``,
 ``start_subprocess``); the process keeps the server off the caller's GIL for benchmarks.
-``FaultConfig`` injects seeded, per-request transient faults.
+``FaultConfig`` injects seeded, per-request transient faults; ``RateLimitConfig`` caps each listed model's
+requests per second like a provider (a 429 with ``Retry-After`` above it) and counts its requests in
+flight.
 
 Modules: ``server`` (HTTP/1.1 and lifecycle), ``routes`` (endpoints, request log, admin), ``shapes``
-(OpenAI request/response shapes), ``faults``, ``models`` (the text models), ``judges`` (the judge
+(OpenAI request/response shapes), ``faults``, ``rate_limits``, ``models`` (the text models), ``judges`` (the judge
 variants), ``tools`` (the tool-calling model), ``process`` (subprocess mode).
 """
 
@@ -44,6 +46,7 @@ from __future__ import annotations
 from mlflow_nemo_judge.testing.mock_llm.faults import FaultConfig
 from mlflow_nemo_judge.testing.mock_llm.models import MOCK_MODELS
 from mlflow_nemo_judge.testing.mock_llm.process import main, start_subprocess
+from mlflow_nemo_judge.testing.mock_llm.rate_limits import RateLimitConfig
 from mlflow_nemo_judge.testing.mock_llm.routes import RequestLogEntry
 from mlflow_nemo_judge.testing.mock_llm.server import STARTUP_LINE, MockLLMServer
 from mlflow_nemo_judge.testing.mock_llm.shapes import OWNED_BY, SYSTEM_FINGERPRINT
@@ -55,6 +58,7 @@ __all__ = [
     "SYSTEM_FINGERPRINT",
     "FaultConfig",
     "MockLLMServer",
+    "RateLimitConfig",
     "RequestLogEntry",
     "main",
     "start_subprocess",

@@ -20,6 +20,7 @@ from typing import Any
 
 from mlflow_nemo_judge.testing.mock_llm.faults import FaultConfig
 from mlflow_nemo_judge.testing.mock_llm.models import MOCK_MODELS
+from mlflow_nemo_judge.testing.mock_llm.rate_limits import RateLimitConfig
 from mlflow_nemo_judge.testing.mock_llm.server import STARTUP_LINE, MockLLMServer
 
 __all__ = ["main", "start_subprocess"]
@@ -48,6 +49,17 @@ def _alias_arg(text: str) -> tuple[str, str]:
     return name, target
 
 
+def _rate_arg(text: str) -> tuple[str, float]:
+    name, sep, rate = text.rpartition("=")
+    try:
+        value = float(rate)
+    except ValueError:
+        value = 0.0
+    if not sep or not name or not value > 0:
+        raise argparse.ArgumentTypeError("expected MODEL=REQUESTS_PER_SECOND with a rate > 0")
+    return name, value
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m mlflow_nemo_judge.testing.mock_llm",
@@ -71,6 +83,15 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="NAME=MOCK_ID",
         help="serve NAME as a mock model",
     )
+    parser.add_argument(
+        "--model-rps",
+        action="append",
+        default=[],
+        type=_rate_arg,
+        metavar="MODEL=RPS",
+        help="admit at most RPS requests per second of MODEL (429 with Retry-After above it)",
+    )
+    parser.add_argument("--rps-burst", type=float, default=None, help="seconds of the rate a bucket holds")
     parser.add_argument("--log-limit", type=int, default=100_000, help="request log entries kept in memory")
     return parser.parse_args(argv)
 
@@ -81,6 +102,13 @@ def _faults_from_args(args: argparse.Namespace) -> FaultConfig | None:
     if args.only_models is not None:
         values["only_models"] = args.only_models
     return FaultConfig.from_dict(values) if values else None
+
+
+def _rate_limits_from_args(args: argparse.Namespace) -> RateLimitConfig | None:
+    if not args.model_rps:
+        return None
+    burst = {} if args.rps_burst is None else {"burst": args.rps_burst}
+    return RateLimitConfig(models=dict(args.model_rps), **burst)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -95,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         port=args.port,
         aliases=aliases,
         log_limit=args.log_limit,
+        rate_limits=_rate_limits_from_args(args),
     )
     stop = threading.Event()
 
@@ -117,12 +146,13 @@ def start_subprocess(
     port: int = 0,
     aliases: Mapping[str, str] | None = None,
     startup_timeout: float = 30.0,
+    rate_limits: RateLimitConfig | None = None,
     **faults: Any,
 ) -> tuple[subprocess.Popen[str], str]:
     """Launch the mock server as a child process -> (process, base_url); the caller terminates it.
 
     ``faults`` are FaultConfig fields (``rate_limit=0.1``, ``only_models=[...]``) or ``fault_rate`` for
-    ``FaultConfig.transient``. A separate process keeps the server off the caller's GIL, which matters
+    ``FaultConfig.transient``; ``rate_limits`` caps models' requests per second. A separate process keeps the server off the caller's GIL, which matters
     for benchmarks that drive it at high request rates.
     """
     command = [
@@ -148,6 +178,10 @@ def start_subprocess(
             raise TypeError(f"start_subprocess() got an unknown fault {name!r}")
     for alias, target in (aliases or {}).items():
         command += ["--alias", f"{alias}={target}"]
+    if rate_limits is not None:
+        for model, rps in rate_limits.models.items():
+            command += ["--model-rps", f"{model}={rps!r}"]
+        command += ["--rps-burst", repr(rate_limits.burst)]
     # The child must import this package even when it is run from a source checkout, not installed.
     env = dict(os.environ)
     package_root = str(Path(__file__).resolve().parents[3])

@@ -20,6 +20,7 @@ from typing import Any
 
 from mlflow_nemo_judge.testing.mock_llm.faults import CONTENT_FAULTS, THINK_TEXT, FaultConfig, FaultInjector
 from mlflow_nemo_judge.testing.mock_llm.models import MOCK_MODELS, generate, word_count
+from mlflow_nemo_judge.testing.mock_llm.rate_limits import RateLimitConfig, RateLimiter, rate_limited_reply
 from mlflow_nemo_judge.testing.mock_llm.shapes import (
     OWNED_BY,
     SYSTEM_FINGERPRINT,
@@ -74,7 +75,9 @@ class MockRoutes:
         log_limit: int | None,
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.time,
+        rate_limits: RateLimiter | None = None,
     ) -> None:
+        self.rate_limits = rate_limits if rate_limits is not None else RateLimiter(None)
         self.aliases: dict[str, str] = dict(aliases)
         for alias, target in self.aliases.items():
             if target not in MOCK_MODELS:
@@ -216,68 +219,80 @@ class MockRoutes:
             self._record(path, model, body, exc.status, None, received)
             return error_reply(exc.status, str(exc), exc.kind)
 
-        current = self.faults.config
-        key = json.dumps(body, sort_keys=True) if current is not None and current.per_request else None
-        fault, faults = self.faults.draw(model, resolved, key)
-        if self._latency > 0:
-            await self.sleep(self._latency)
-        if fault is not None and fault not in CONTENT_FAULTS:
-            early = await self._fault_reply(fault, faults, path, model, body, received)
-            if early is not None and faults.echo_request and early.status >= 400:
-                early = _echo(early, headers, target)
-            if fault != "timeout":
-                return early
+        limited, wait = self.rate_limits.admit(model, resolved)
+        if wait is not None:  # refused at once, before the latency: a provider's limiter answers first
+            self._record(path, model, body, 429, "rate_limited", received)
+            return rate_limited_reply(model, wait, "mock rate limit")
+        try:
+            current = self.faults.config
+            key = json.dumps(body, sort_keys=True) if current is not None and current.per_request else None
+            fault, faults = self.faults.draw(model, resolved, key)
+            if self._latency > 0:
+                await self.sleep(self._latency)
+            if fault is not None and fault not in CONTENT_FAULTS:
+                early = await self._fault_reply(fault, faults, path, model, body, received)
+                if early is not None and faults.echo_request and early.status >= 400:
+                    early = _echo(early, headers, target)
+                if fault != "timeout":
+                    return early
 
-        request_id = next(self._ids)
-        choices: list[dict[str, Any]] = []
-        completion_tokens = 0
-        for prompt in prompts:
-            content = generate(resolved, system, prompt, *_sampling(body))
-            if fault == "think":
-                content = f"<think>{THINK_TEXT}</think>\n{content}"
-            text: str | None
-            text, finish = apply_limits(content, stop, max_tokens)
-            if fault == "null_content":
-                text, finish = None, "length"
-            elif fault == "empty_content":
-                text = ""
-            completion_tokens += word_count(text or "") * n
-            for _ in range(n):
-                choices.append({"text": text, "finish_reason": finish})
-        if fault != "timeout":
-            self._record(path, model, body, 200, fault, received)
-        usage = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        }
-        envelope = {
-            "id": f"{'chatcmpl' if chat else 'cmpl'}-mock-{request_id}",
-            "created": int(self.clock()),
-            "model": model,
-            "system_fingerprint": SYSTEM_FINGERPRINT,
-        }
-        if body.get("stream"):
-            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return stream_reply(envelope, choices, chat, usage if include_usage else None)
-        if chat:
-            out: list[dict[str, Any]] = []
-            for i, c in enumerate(choices):
-                message, tool_finish = assistant_message(resolved, body, prompts[0], c["text"], request_id)
-                out.append(
-                    {
-                        "index": i,
-                        "message": message,
-                        "logprobs": None,
-                        "finish_reason": tool_finish or c["finish_reason"],
-                    }
+            request_id = next(self._ids)
+            choices: list[dict[str, Any]] = []
+            completion_tokens = 0
+            for prompt in prompts:
+                content = generate(resolved, system, prompt, *_sampling(body))
+                if fault == "think":
+                    content = f"<think>{THINK_TEXT}</think>\n{content}"
+                text: str | None
+                text, finish = apply_limits(content, stop, max_tokens)
+                if fault == "null_content":
+                    text, finish = None, "length"
+                elif fault == "empty_content":
+                    text = ""
+                completion_tokens += word_count(text or "") * n
+                for _ in range(n):
+                    choices.append({"text": text, "finish_reason": finish})
+            if fault != "timeout":
+                self._record(path, model, body, 200, fault, received)
+            usage = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            }
+            envelope = {
+                "id": f"{'chatcmpl' if chat else 'cmpl'}-mock-{request_id}",
+                "created": int(self.clock()),
+                "model": model,
+                "system_fingerprint": SYSTEM_FINGERPRINT,
+            }
+            if body.get("stream"):
+                include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+                return stream_reply(envelope, choices, chat, usage if include_usage else None)
+            if chat:
+                out: list[dict[str, Any]] = []
+                for i, c in enumerate(choices):
+                    message, tool_finish = assistant_message(
+                        resolved, body, prompts[0], c["text"], request_id
+                    )
+                    out.append(
+                        {
+                            "index": i,
+                            "message": message,
+                            "logprobs": None,
+                            "finish_reason": tool_finish or c["finish_reason"],
+                        }
+                    )
+                return json_reply(
+                    200, {**envelope, "object": "chat.completion", "choices": out, "usage": usage}
                 )
-            return json_reply(200, {**envelope, "object": "chat.completion", "choices": out, "usage": usage})
-        out = [
-            {"index": i, "text": c["text"], "logprobs": None, "finish_reason": c["finish_reason"]}
-            for i, c in enumerate(choices)
-        ]
-        return json_reply(200, {**envelope, "object": "text_completion", "choices": out, "usage": usage})
+            out = [
+                {"index": i, "text": c["text"], "logprobs": None, "finish_reason": c["finish_reason"]}
+                for i, c in enumerate(choices)
+            ]
+            return json_reply(200, {**envelope, "object": "text_completion", "choices": out, "usage": usage})
+        finally:
+            if limited is not None:
+                self.rate_limits.done(limited)
 
     async def _fault_reply(
         self, fault: str, faults: FaultConfig, path: str, model: str, body: dict[str, Any], received: float
@@ -293,19 +308,7 @@ class MockRoutes:
             )
         if fault == "rate_limit":
             self._record(path, model, body, 429, fault, received)
-            wait = faults.retry_after
-            return json_reply(
-                429,
-                {
-                    "error": {
-                        "message": f"Rate limit reached for {model} (mock fault injection); retry after {wait:g}s.",
-                        "type": "requests",
-                        "param": None,
-                        "code": "rate_limit_exceeded",
-                    }
-                },
-                headers=(("Retry-After", f"{wait:g}"), ("retry-after-ms", str(round(wait * 1000)))),
-            )
+            return rate_limited_reply(model, faults.retry_after, "mock fault injection")
         if fault == "server_error":
             self._record(path, model, body, 500, fault, received)
             return error_reply(
@@ -345,6 +348,8 @@ class MockRoutes:
                 "latency": self.latency,
                 "faults": faults.to_dict() if faults else None,
                 "seed": self.faults.seed,
+                "rate_limits": limits.to_dict() if (limits := self.rate_limits.config) else None,
+                "rate_limit_stats": self.rate_limits.stats(),
             },
         )
 
@@ -353,9 +358,11 @@ class MockRoutes:
             data = json.loads(raw or b"{}")
             if not isinstance(data, dict):
                 raise ValueError("the config must be a JSON object")
-            unknown = sorted(set(data) - {"latency", "faults"})
+            unknown = sorted(set(data) - {"latency", "faults", "rate_limits"})
             if unknown:
-                raise ValueError(f"unknown config key(s) {unknown}; known: ['faults', 'latency']")
+                raise ValueError(
+                    f"unknown config key(s) {unknown}; known: ['faults', 'latency', 'rate_limits']"
+                )
             faults = self.faults.config
             if "faults" in data:
                 spec = data["faults"]
@@ -367,8 +374,16 @@ class MockRoutes:
                 if isinstance(latency, bool) or not isinstance(latency, (int, float)):
                     raise ValueError("`latency` must be a number of seconds")
                 self.set_latency(float(latency))
+            limits = self.rate_limits.config
+            if "rate_limits" in data:
+                spec = data["rate_limits"]
+                if spec is not None and not isinstance(spec, dict):
+                    raise ValueError("`rate_limits` must be an object or null")
+                limits = RateLimitConfig.from_dict(spec) if spec is not None else None
             if "faults" in data:
                 self.faults.set(faults)
+            if "rate_limits" in data:
+                self.rate_limits.set(limits)
         except (ValueError, TypeError) as exc:
             return error_reply(400, f"invalid mock config: {exc}", "invalid_request_error")
         return self._get_config(b"")

@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any
 
 from mlflow_nemo_judge.testing.mock_llm.faults import FaultConfig, FaultInjector
+from mlflow_nemo_judge.testing.mock_llm.rate_limits import RateLimitConfig, RateLimiter
 from mlflow_nemo_judge.testing.mock_llm.routes import MockRoutes, RequestLogEntry, Sleep
 from mlflow_nemo_judge.testing.mock_llm.shapes import OWNED_BY, BadRequest, Reply, error_reply
 
@@ -37,6 +38,7 @@ class MockLLMServer:
     ``log_limit`` bounds the request log so a 100k-request benchmark does not hold every body.
     ``sleep`` (an awaitable, default ``asyncio.sleep``) serves the latency and the ``timeout`` fault and
     ``clock`` (default ``time.time``) stamps the log, so tests can observe waits rather than time them.
+    ``rate_limits`` caps each listed model's requests per second (429 with ``Retry-After`` above it).
     """
 
     def __init__(
@@ -51,6 +53,7 @@ class MockLLMServer:
         log_limit: int | None = 100_000,
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.time,
+        rate_limits: RateLimitConfig | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -62,6 +65,7 @@ class MockLLMServer:
             log_limit=log_limit,
             sleep=sleep,
             clock=clock,
+            rate_limits=RateLimiter(rate_limits),
         )
         self.aliases = self._routes.aliases
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -159,6 +163,19 @@ class MockLLMServer:
     def set_faults(self, faults: FaultConfig | None) -> None:
         """Replace the fault config; the RNG is reseeded so the same config gives the same fault count."""
         self._routes.faults.set(faults)
+
+    @property
+    def rate_limits(self) -> RateLimitConfig | None:
+        return self._routes.rate_limits.config
+
+    def set_rate_limits(self, limits: RateLimitConfig | None) -> None:
+        """Replace the per-model rate limits; buckets start full and the counters from zero."""
+        self._routes.rate_limits.set(limits)
+
+    @property
+    def rate_limiter(self) -> RateLimiter:
+        """The limiter, whose counters (admitted, refused, in flight and its peak per model) tests read."""
+        return self._routes.rate_limits
 
     @property
     def requests(self) -> list[RequestLogEntry]:
