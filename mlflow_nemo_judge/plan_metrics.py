@@ -119,8 +119,18 @@ def judge_spec(
     model_path: str | None = None,
 ) -> JudgeSpec:
     """The judge of ``p`` (or ``model`` at ``model_path`` instead of ``p.model``: a panel member)."""
-    model = p.model if model is None else model
-    model_path = model_path or f"{mpath}.params.model"
+    template = request_template(p.template, f"{mpath}.params.template", "a judge template")
+    return model_judge(
+        p.model if model is None else model, model_path or f"{mpath}.params.model", template, resolve_secrets
+    )
+
+
+def model_judge(
+    model: ModelRef, model_path: str, template: dict[str, Any], resolve_secrets: bool
+) -> JudgeSpec:
+    """A judge model (``{api_endpoint, prompt}`` at ``model_path``) with its request ``template``: the one
+    builder for llm-judge metrics, panel members and the pairwise judge, so every judge gets the same
+    endpoint checks, key resolution, call settings and ``reasoning_params``."""
     if isinstance(model, str):
         raise ConfigError(
             model_path,
@@ -141,7 +151,6 @@ def judge_spec(
         # NeMo's reasoning_params.effort ("low" | "medium" | "high" for OpenAI reasoning models) goes to the
         # judge as OpenAI's chat-completions field; an inference param of the same name wins.
         inference.setdefault("reasoning_effort", reasoning.effort)
-    template = request_template(p.template, f"{mpath}.params.template", "a judge template")
     return JudgeSpec(
         endpoint=ep,
         api_key=key,

@@ -98,3 +98,26 @@ def seed_eval(mock_llm: Any, consults_path: Path) -> dict[str, Any]:
         "poor": mock_target(mock_llm, "mock/poor-summarizer"),
         "server": mock_llm,
     }
+
+
+def isolate_nemo_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No NeMo URL, HF token/endpoint/offline mode or proxy from the developer's shell may leak into a
+    test that talks to the loopback fake NeMo service; the response and Hub caches are the test's own."""
+    for name in (
+        "HF_TOKEN",
+        "HF_ENDPOINT",
+        "HF_HUB_OFFLINE",
+        "NEMO_EVALUATOR_URL",
+        "NEMO_DATASTORE_URL",
+        "NEMO_ENTITY_STORE_URL",
+        "NEMO_API_TOKEN",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("NEMO_JUDGE_CACHE_DIR", str(tmp_path / "cache"))
+    from huggingface_hub import constants
+
+    # huggingface_hub reads its env once at import: patch the constants it consults at call time.
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)

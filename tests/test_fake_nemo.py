@@ -27,6 +27,7 @@ from mlflow_nemo_judge.backends.nemo.client import NemoClient
 from mlflow_nemo_judge.errors import NemoServiceError
 from mlflow_nemo_judge.testing.fake_nemo import FakeNemoService
 from mlflow_nemo_judge.testing.mock_llm import MockLLMServer
+from tests.conftest import isolate_nemo_env
 from tests.fixtures.seed_config import seed_config
 
 ID_RE = re.compile(r"^eval-[1-9A-HJ-NP-Za-km-z]{20,22}$")
@@ -39,23 +40,7 @@ ROWS = [
 @pytest.fixture()
 def hf_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No ambient HF token/endpoint/offline mode and no NeMo URLs from the developer's shell."""
-    for name in (
-        "HF_TOKEN",
-        "HF_ENDPOINT",
-        "HF_HUB_OFFLINE",
-        "NEMO_EVALUATOR_URL",
-        "NEMO_DATASTORE_URL",
-        "NEMO_ENTITY_STORE_URL",
-        "NEMO_API_TOKEN",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    from huggingface_hub import constants
-
-    # huggingface_hub reads its env once at import: patch the constants it consults at call time.
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
+    isolate_nemo_env(monkeypatch, tmp_path)
     return tmp_path
 
 

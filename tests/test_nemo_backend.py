@@ -25,6 +25,7 @@ from mlflow_nemo_judge.engine import run_local
 from mlflow_nemo_judge.errors import EvaluationError, SecretError
 from mlflow_nemo_judge.testing.fake_nemo import FakeNemoService
 from mlflow_nemo_judge.testing.mock_llm import MockLLMServer
+from tests.conftest import isolate_nemo_env
 from tests.fixtures.paths import shared_data
 from tests.fixtures.seed_config import seed_config
 
@@ -35,22 +36,7 @@ TASK = "consult_summary_eval"
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in (
-        "HF_TOKEN",
-        "HF_ENDPOINT",
-        "HF_HUB_OFFLINE",
-        "NEMO_EVALUATOR_URL",
-        "NEMO_DATASTORE_URL",
-        "NEMO_ENTITY_STORE_URL",
-        "NEMO_API_TOKEN",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
+    isolate_nemo_env(monkeypatch, tmp_path)
 
 
 def _job(status: str, **details: Any) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from mlflow_nemo_judge.cli import main
 from mlflow_nemo_judge.errors import ConfigWarning
 from mlflow_nemo_judge.testing.fake_nemo import FakeNemoService
 from mlflow_nemo_judge.testing.mock_llm import MockLLMServer
-from tests.conftest import mock_target
+from tests.conftest import isolate_nemo_env, mock_target
 from tests.fixtures.live_consults import (
     FAITHFUL_ROWS,
     LIVE_ROWS,
@@ -42,21 +42,7 @@ LIVE = "consult-check"
 
 @pytest.fixture(autouse=True)
 def _loopback_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    # No NeMo URL, proxy or Hub setting of the developer's may leak in: everything here is loopback.
-    for name in (
-        "HF_TOKEN",
-        "HF_ENDPOINT",
-        "NEMO_EVALUATOR_URL",
-        "NEMO_DATASTORE_URL",
-        "NEMO_ENTITY_STORE_URL",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("NEMO_JUDGE_CACHE_DIR", str(tmp_path / "cache"))
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    isolate_nemo_env(monkeypatch, tmp_path)
 
 
 @pytest.fixture()

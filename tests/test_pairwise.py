@@ -310,3 +310,41 @@ def test_verdict_parsing_is_case_insensitive_on_the_captured_value(tmp_path):
     assert parse_verdict("WINNER: **b**", spec_starred) == ("B", None)  # markdown around it is dropped
     verdict, reason = parse_verdict("", spec)
     assert verdict is None and reason == "empty judge output"
+
+
+def test_the_pairwise_judge_honours_the_models_reasoning_params_like_any_judge(tmp_path):
+    """The pairwise judge is built by the same builder as llm-judge metrics: ``effort`` is sent as
+    ``reasoning_effort`` and ``include_if_not_finished: false`` makes an unfinished reply unjudged."""
+
+    def spec_with(include: bool) -> Any:
+        model = {
+            "api_endpoint": {"url": PW_URL, "model_id": "mock/judge-pairwise", "api_key": PW_KEY},
+            "prompt": {
+                "reasoning_params": {
+                    "end_token": "</think>",
+                    "effort": "low",
+                    "include_if_not_finished": include,
+                },
+                "inference_params": {"temperature": 0.5, "max_retries": 2},
+            },
+        }
+        (spec,) = pairwise_specs(_config(model=model, inference_params={"temperature": 0}))
+        return spec
+
+    strict, lenient = spec_with(False), spec_with(True)
+    assert strict.inference == {"temperature": 0, "reasoning_effort": "low"}  # the block's params win
+    assert strict.max_retries == 2
+    assert parse_verdict("<think>hmm</think>WINNER: A", strict) == ("A", None)
+    verdict, reason = parse_verdict("<think>WINNER: B, still thinking", strict)
+    assert verdict is None and reason
+    assert parse_verdict("<think>WINNER: B, still thinking", lenient) == ("B", None)
+
+
+def test_a_judge_that_never_gives_a_verdict_fails_the_stage(tmp_path):
+    """Every item unjudged (a format the judge never follows) measured nothing: an error with the first
+    reason, not a report of unjudged counts."""
+    res = [_result(tmp_path, "x", ["x0", "x1"]), _result(tmp_path, "y", ["y0", "y1"])]
+    with pytest.raises(
+        EvaluationError, match=r"measured nothing: no verdict for any of the 2 item.*no match"
+    ):
+        _run(_config(), res, ["x", "y"], _judge(lambda c, a, b: "I cannot decide.", []))

@@ -22,6 +22,7 @@ from mlflow_nemo_judge.testing.fake_nemo import FakeNemoService
 from mlflow_nemo_judge.testing.mock_llm import MockLLMServer
 from mlflow_nemo_judge.tracking.identity import resume_tags
 from mlflow_nemo_judge.tracking.params import build_params
+from tests.conftest import isolate_nemo_env
 from tests.fixtures.paths import shared_data
 from tests.fixtures.seed_config import seed_config
 
@@ -32,20 +33,7 @@ ROWS = 6
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in (
-        "HF_TOKEN",
-        "HF_ENDPOINT",
-        "NEMO_EVALUATOR_URL",
-        "NEMO_DATASTORE_URL",
-        "NEMO_ENTITY_STORE_URL",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("NEMO_JUDGE_CACHE_DIR", str(tmp_path / "cache"))
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    isolate_nemo_env(monkeypatch, tmp_path)
 
 
 @pytest.fixture()

@@ -60,28 +60,20 @@ class PairwiseSpec:
     kind: Kind
     pattern: str
     ties: frozenset[str]
+    include_if_not_finished: bool | None = None  # reasoning_params, as for llm-judge metrics
 
 
 def pairwise_specs(config: EvalConfig) -> list[PairwiseSpec]:
     """The config's pairwise judges, with API keys resolved (``SecretError`` when an env var is unset)."""
     from mlflow_nemo_judge.config.extension import BLOCK, pairwise_tasks
-    from mlflow_nemo_judge.plan_metrics import kind_for
-    from mlflow_nemo_judge.scoring.templating import check_syntax
+    from mlflow_nemo_judge.plan_metrics import model_judge, request_template
 
     out: list[PairwiseSpec] = []
     for task, pw in pairwise_tasks(config).items():
         path = f"{BLOCK}.pairwise.{task}"
-        ep = pw.model.api_endpoint
-        if ep is None:  # check_references refuses this at load; kept for a block built in code
-            raise NemoJudgeError(f"{path}.model.api_endpoint: required field is missing")
-        key = ep.resolve_api_key(f"{path}.model.api_endpoint")
-        prompt = pw.model.prompt
-        inference = prompt.inference_params.to_dict() if prompt and prompt.inference_params else {}
-        inference.update(pw.inference_params.to_dict() if pw.inference_params else {})
-        timeout, retries = inference.pop("request_timeout", None), inference.pop("max_retries", None)
-        template = pw.template.to_dict()
-        check_syntax(template, f"{path}.template")
-        reasoning = prompt.reasoning_params if prompt else None
+        template = request_template(pw.template, f"{path}.template", "a pairwise judge template")
+        judge = model_judge(pw.model, f"{path}.model", template, resolve_secrets=True)
+        ep = judge.endpoint
         out.append(
             PairwiseSpec(
                 task=task,
@@ -89,22 +81,42 @@ def pairwise_specs(config: EvalConfig) -> list[PairwiseSpec]:
                 endpoint=Endpoint(
                     url=ep.url,
                     model_id=ep.model_id,
-                    api_key=key,
+                    api_key=judge.api_key,
                     headers=ep.headers,
                     max_concurrency=ep.max_concurrency,
                 ),
-                template=template,
-                inference=inference,
-                system_prompt=prompt.system_prompt if prompt else None,
-                end_token=reasoning.end_token if reasoning else None,
-                timeout=float(timeout) if timeout is not None else None,
-                max_retries=int(retries) if retries is not None else None,
-                kind=kind_for(ep.url, template),
+                template=judge.template,
+                # the block's own inference_params win over the model's prompt.inference_params
+                inference={
+                    **judge.inference,
+                    **(pw.inference_params.to_dict() if pw.inference_params else {}),
+                },
+                system_prompt=judge.system_prompt,
+                end_token=judge.end_token,
+                timeout=judge.timeout,
+                max_retries=judge.max_retries,
+                kind=judge.kind,
                 pattern=pw.parser.pattern,
                 ties=frozenset(pw.ties),
+                include_if_not_finished=judge.include_if_not_finished,
             )
         )
     return out
+
+
+def _require_a_verdict(tally: Tally) -> None:
+    """A pairwise stage whose judge never gave a usable verdict (a format it never follows, a template
+    that fails on every item) measured nothing: it fails like an evaluation that did, rather than
+    leaving a parent run with nothing but ``unjudged`` counts. Some unjudged items are results; all is
+    not."""
+    asked = sum(p.unjudged for p in tally.pairs.values())
+    if tally.outcomes or asked == 0:
+        return
+    reasons = [r for p in tally.pairs.values() for r in p.reasons]
+    raise EvaluationError(
+        f"pairwise judging measured nothing: no verdict for any of the {asked} item(s) of task "
+        f"{tally.task!r}; the first reason: {reasons[0] if reasons else 'unknown'}"
+    )
 
 
 def parse_verdict(text: str | None, spec: PairwiseSpec) -> tuple[str | None, str | None]:
@@ -121,7 +133,11 @@ def parse_verdict(text: str | None, spec: PairwiseSpec) -> tuple[str | None, str
 
     # Pairwise judging is this package's own (NeMo has none): it keeps stripping a leading <think> block
     # when no end_token is configured, where llm-judge metrics follow NeMo and leave the text alone.
-    body, err = strip_reasoning(text, spec.end_token) if spec.end_token else strip_think(text or "")
+    body, err = (
+        strip_reasoning(text, spec.end_token, include_if_not_finished=spec.include_if_not_finished)
+        if spec.end_token
+        else strip_think(text or "")
+    )
     if err:
         return None, err
     if not body.strip():
@@ -349,6 +365,7 @@ async def judge_pairwise(
             path = work / f"{len(report.tasks)}-judgments.jsonl"
             with open(path, "w", encoding="utf-8") as fh:
                 tally = await _run_task(spec, labels, outputs, client, fh, secrets, parallelism, on_progress)
+            _require_a_verdict(tally)
             report.tasks.append(finish(tally, path, bootstrap_reps, seed))
     except EndpointUnhealthy as exc:
         raise EvaluationError(f"pairwise judging stopped: {exc}") from None

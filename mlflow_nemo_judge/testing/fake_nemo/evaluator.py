@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlflow_nemo_judge.config.secrets import redact
 from mlflow_nemo_judge.testing.fake_nemo.entities import expand_config, expand_target
-from mlflow_nemo_judge.testing.fake_nemo.jobs import FakeJob, logs_zip, request_cancel, start_job
+from mlflow_nemo_judge.testing.fake_nemo.jobs import FakeJob, job_record, logs_zip, request_cancel, start_job
 from mlflow_nemo_judge.testing.fake_nemo.wire import (
     Reply,
     Request,
@@ -20,7 +20,6 @@ from mlflow_nemo_judge.testing.fake_nemo.wire import (
     ServiceError,
     deleted,
     json_reply,
-    new_id,
     now,
     page,
     required,
@@ -102,28 +101,7 @@ class Evaluator:
                 tgt_rec = self._resolve_ref(self.targets, tgt, "target")
             else:
                 tgt_rec = expand_target(required(tgt, "type", where=("body", "target")), ns)
-            ts = now()
-            record: dict[str, Any] = {
-                "created_at": ts,
-                "updated_at": ts,
-                "id": new_id("eval"),
-                "namespace": ns,
-                "description": body.get("description"),
-                "target": tgt_rec,
-                "config": cfg_rec,
-                "result": None,
-                "output_files_url": body.get("output_files_url"),
-                "status_details": {
-                    "message": None,
-                    "task_status": {},
-                    "progress": None,
-                    "samples_processed": None,
-                },
-                "status": "created",
-                "project": body.get("project"),
-                "custom_fields": body.get("custom_fields") or {},
-                "ownership": body.get("ownership"),
-            }
+            record = job_record(body, ns, tgt_rec, cfg_rec, output_files_url=body.get("output_files_url"))
             job = FakeJob(record)
             job.log("INFO", f"Job {job.id} created (FAKE NeMo service, a test double)")
             self.jobs[job.id] = job

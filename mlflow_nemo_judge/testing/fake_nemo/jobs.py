@@ -262,6 +262,35 @@ class JobRunner:
         return buf.getvalue()
 
 
+def job_record(
+    body: Mapping[str, Any],
+    namespace: str,
+    target: dict[str, Any],
+    config: dict[str, Any],
+    *,
+    output_files_url: str | None = None,
+) -> dict[str, Any]:
+    """A new job's record as the Evaluator returns it (status ``created``): the one shape the v1, v2 and
+    live routes all store and serve."""
+    ts = now()
+    return {
+        "created_at": ts,
+        "updated_at": ts,
+        "id": new_id("eval"),
+        "namespace": namespace,
+        "description": body.get("description"),
+        "target": target,
+        "config": config,
+        "result": None,
+        "output_files_url": output_files_url,
+        "status_details": {"message": None, "task_status": {}, "progress": None, "samples_processed": None},
+        "status": "created",
+        "project": body.get("project"),
+        "custom_fields": body.get("custom_fields") or {},
+        "ownership": body.get("ownership"),
+    }
+
+
 def start_job(store: FakeNemoService, job: FakeJob, on_done: Callable[[], None] | None = None) -> None:
     def target() -> None:
         JobRunner(store, job).run()

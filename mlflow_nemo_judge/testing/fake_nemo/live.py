@@ -12,15 +12,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from mlflow_nemo_judge.testing.fake_nemo.entities import expand_config, expand_target
-from mlflow_nemo_judge.testing.fake_nemo.jobs import FakeJob, start_job
+from mlflow_nemo_judge.testing.fake_nemo.jobs import FakeJob, job_record, start_job
 from mlflow_nemo_judge.testing.fake_nemo.wire import (
     Reply,
     Request,
     RouteSpec,
     ServiceError,
     json_reply,
-    new_id,
-    now,
     required,
 )
 
@@ -74,28 +72,7 @@ class LiveEvaluator:
                 ["target", "rows"], f"live evaluation takes at most {LIVE_MAX_ROWS} rows, got {len(rows)}"
             )
         ns = body.get("namespace") or "default"
-        ts = now()
-        record: dict[str, Any] = {
-            "created_at": ts,
-            "updated_at": ts,
-            "id": new_id("eval"),
-            "namespace": ns,
-            "description": body.get("description"),
-            "target": expand_target(tgt, ns),
-            "config": expand_config(cfg, ns),
-            "result": None,
-            "output_files_url": None,
-            "status_details": {
-                "message": None,
-                "task_status": {},
-                "progress": None,
-                "samples_processed": None,
-            },
-            "status": "created",
-            "project": body.get("project"),
-            "custom_fields": body.get("custom_fields") or {},
-            "ownership": body.get("ownership"),
-        }
+        record = job_record(body, ns, expand_target(tgt, ns), expand_config(cfg, ns))
         job = FakeJob(record)
         start_job(self.service, job)
         assert job.thread is not None

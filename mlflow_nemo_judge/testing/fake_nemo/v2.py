@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlflow_nemo_judge.config.secrets import redact
 from mlflow_nemo_judge.testing.fake_nemo.entities import expand_config, expand_target
-from mlflow_nemo_judge.testing.fake_nemo.jobs import FakeJob, request_cancel, start_job
+from mlflow_nemo_judge.testing.fake_nemo.jobs import FakeJob, job_record, request_cancel, start_job
 from mlflow_nemo_judge.testing.fake_nemo.wire import (
     Reply,
     Request,
@@ -27,8 +27,6 @@ from mlflow_nemo_judge.testing.fake_nemo.wire import (
     ServiceError,
     deleted,
     json_reply,
-    new_id,
-    now,
     page,
     required,
 )
@@ -147,28 +145,7 @@ class V2Jobs:
                 if isinstance(tgt, str)
                 else expand_target(required(tgt, "type", where=("body", "spec", "target")), ns)
             )
-            ts = now()
-            record: dict[str, Any] = {
-                "created_at": ts,
-                "updated_at": ts,
-                "id": new_id("eval"),
-                "namespace": ns,
-                "description": body.get("description"),
-                "target": tgt_rec,
-                "config": cfg_rec,
-                "result": None,
-                "output_files_url": None,
-                "status_details": {
-                    "message": None,
-                    "task_status": {},
-                    "progress": None,
-                    "samples_processed": None,
-                },
-                "status": "created",
-                "project": body.get("project"),
-                "custom_fields": body.get("custom_fields") or {},
-                "ownership": body.get("ownership"),
-            }
+            record = job_record(body, ns, tgt_rec, cfg_rec)
             job = FakeJob(record)
             job.log("INFO", f"Job {job.id} created through the v2 API (FAKE NeMo service, a test double)")
             self.names[job.id] = str(body.get("name") or f"eval-job-{job.id.split('-', 1)[1][:8].lower()}")
