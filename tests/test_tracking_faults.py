@@ -159,6 +159,10 @@ def _finish(procs: list[subprocess.Popen[str]], timeout: float) -> list[tuple[in
 def test_four_identical_first_runs_into_a_new_sqlite_store_make_one_run(seed_eval, tmp_path):
     from mlflow.tracking import MlflowClient
 
+    # Slow model calls: the first run must still be running when the other three, started at once,
+    # reach the identity lock (their start-up on 2 shared cores can differ by a second or two; with
+    # instant calls a late one sometimes found the run already finished and reused it silently).
+    seed_eval["server"].set_latency(1.5)
     uri = f"sqlite:///{tmp_path / 'new.db'}"
     cfg, (tgt,) = _files(tmp_path, seed_eval, "faithful")
     results = _finish(_start_runs(tmp_path, uri, cfg, [tgt] * 4), timeout=200)
