@@ -210,6 +210,22 @@ async def evaluate_async(
 
     exp_name = experiment or _default_experiment(cfg)
     health.check_names(exp_name, run_name)  # bad names are bad input: refused before anything exists
+    from mlflow_nemo_judge.tracking import early
+
+    if early.applies(backend, len(prepared), tracking_uri) is not None:  # calls start while MLflow opens
+        reg = None
+        if register_model:
+            model_name = register_model
+
+            def reg(cl: Any, outs: list[Any]) -> None:
+                register_outcomes(cl, outs, model_name, alias, policy=policy, config=cfg)
+
+        outcome, exp_id = await early.track_single(
+            tracking_uri, exp_name, s, prepared[0], run_name=run_name, force=force, register=reg
+        )
+        return Evaluation(
+            [outcome.result], [outcome.run_id], None, exp_id, [outcome.reused], [report_of(outcome)], None
+        )
     with _tracking(tracking_uri) as cl:
         exp_id = trk.resolve_experiment(cl, exp_name)
         pw = None

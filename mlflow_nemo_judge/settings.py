@@ -93,6 +93,13 @@ SETTINGS += (
 # starts at its maximum (api_endpoint.max_concurrency, else parallelism) and moves by AIMD on 429s.
 SETTINGS += (
     Setting(
+        "NEMO_JUDGE_EARLY_START",
+        str,
+        "1",
+        "1: a tracked single-target local run starts its model calls while MLflow is opened (when the "
+        "store is a writable sqlite file or a server whose /health answers); 0: only after its run exists",
+    ),
+    Setting(
         "NEMO_JUDGE_AIMD_DECREASE",
         float,
         "0.75",

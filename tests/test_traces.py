@@ -192,7 +192,8 @@ def test_traces_are_written_while_the_model_calls_go_on(mlflow_uri):
     async def handler(req: httpx.Request) -> httpx.Response:
         nonlocal calls
         calls += 1
-        await asyncio.sleep(0.03)
+        # Long enough for the run's setup (written beside the first calls) to land well before the end.
+        await asyncio.sleep(0.1)
         if calls >= 60:  # the last of 20 samples × 3 calls
             with sqlite3.connect(db) as con:
                 seen_in_store.append(con.execute("select count(*) from trace_info").fetchone()[0])

@@ -7,6 +7,7 @@ import copy
 import json
 import math
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -387,7 +388,10 @@ def test_backend_failure_marks_the_run_failed_with_a_redacted_traceback(
     assert job["auth"]["api_key"] == MASK
 
 
-def test_keyboard_interrupt_marks_the_run_killed(fake_backend, mlflow_uri, consults_path):
+def test_keyboard_interrupt_marks_the_run_killed(fake_backend, mlflow_uri, consults_path, monkeypatch):
+    """On the sequential path the run exists before the backend starts (an interrupt during an early
+    start, after the run exists, is ``test_tracking_overlap``'s)."""
+    monkeypatch.setenv("NEMO_JUDGE_EARLY_START", "0")
     fake_backend("interrupt")
     with pytest.raises(KeyboardInterrupt):
         evaluate(
@@ -403,8 +407,11 @@ def test_keyboard_interrupt_marks_the_run_killed(fake_backend, mlflow_uri, consu
 
 
 def test_run_is_created_running_before_the_first_model_call(seed_eval, mlflow_uri, monkeypatch):
-    """The backend sees a RUNNING run that already has its params, artifacts, input and model."""
+    """Without early start the backend sees a RUNNING run before any model call; its setup (params,
+    artifacts, inputs, the LoggedModel) is all there once the run finished."""
     from mlflow_nemo_judge.backends.local import LocalBackend
+
+    monkeypatch.setenv("NEMO_JUDGE_EARLY_START", "0")
 
     seen: dict[str, Any] = {}
     real_run = LocalBackend.run
@@ -412,18 +419,11 @@ def test_run_is_created_running_before_the_first_model_call(seed_eval, mlflow_ur
     def spy(self: Any, config: Any, target: Any, **kw: Any) -> EvalResult:
         cl = _client(mlflow_uri)
         (found,) = cl.search_runs([cl.get_experiment_by_name("order").experiment_id])
-        run = cl.get_run(found.info.run_id)  # search results carry no model inputs
-        seen.update(
-            status=run.info.status,
-            params=len(run.data.params),
-            inputs=run.inputs,
-            requests=seed_eval["server"].request_count,
-            artifacts={f.path for f in cl.list_artifacts(run.info.run_id, "nemo_judge")},
-        )
+        seen.update(status=found.info.status, requests=seed_eval["server"].request_count)
         return real_run(self, config, target, **kw)
 
     monkeypatch.setattr(LocalBackend, "run", spy)
-    evaluate(
+    ev = evaluate(
         seed_eval["config"],
         seed_eval["faithful"],
         experiment="order",
@@ -431,9 +431,45 @@ def test_run_is_created_running_before_the_first_model_call(seed_eval, mlflow_ur
         limit=2,
         progress_bar=False,
     )
-    assert seen["status"] == "RUNNING" and seen["requests"] == 0 and seen["params"] > 20
-    assert {"nemo_judge/config.json", "nemo_judge/target.json", "nemo_judge/prompts"} <= seen["artifacts"]
-    assert len(seen["inputs"].dataset_inputs) == 1 and len(seen["inputs"].model_inputs) == 1
+    assert seen["status"] == "RUNNING" and seen["requests"] == 0
+    cl = _client(mlflow_uri)
+    run = cl.get_run(ev.run_ids[0])
+    assert len(run.data.params) > 20
+    artifacts = {f.path for f in cl.list_artifacts(run.info.run_id, "nemo_judge")}
+    assert {"nemo_judge/config.json", "nemo_judge/target.json", "nemo_judge/prompts"} <= artifacts
+    assert len(run.inputs.dataset_inputs) == 1 and len(run.inputs.model_inputs) == 1
+
+
+def test_the_setup_is_written_beside_the_first_model_calls(seed_eval, mlflow_uri, monkeypatch):
+    """A slow setup write (here: the prompt registry) does not hold back the model calls: the first
+    request reaches the endpoint while it is still being written, and the run still gets all of it."""
+    from mlflow_nemo_judge.tracking import prompts
+
+    server = seed_eval["server"]
+    real = prompts.register_and_link
+    during: list[int] = []
+
+    def slow(*a: Any, **kw: Any) -> Any:
+        deadline = time.monotonic() + 20
+        while server.request_count == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)  # finishes only once the evaluation's calls have started
+        during.append(server.request_count)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(prompts, "register_and_link", slow)
+    ev = evaluate(
+        seed_eval["config"],
+        seed_eval["faithful"],
+        experiment="overlap",
+        tracking_uri=mlflow_uri,
+        limit=3,
+        progress_bar=False,
+    )
+    assert during and during[0] > 0
+    run = _client(mlflow_uri).get_run(ev.run_ids[0])
+    assert run.info.status == "FINISHED" and run.data.tags.get(tracking.TAG_SETUP) == "true"
+    linked = json.loads(run.data.tags.get("mlflow.linkedPrompts", "[]"))
+    assert len(linked) == 3  # the slow step's own work reached the run: target + 2 judge prompts
 
 
 # ------------------------------------------------------------------------------------ secret scan

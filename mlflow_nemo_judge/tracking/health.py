@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -258,9 +258,13 @@ def identity_key(uri: str, experiment_id: str, tags: Mapping[str, str]) -> str:
 
 
 @contextlib.asynccontextmanager
-async def identity_lock(lock_dir: Path, key: str, what: str) -> AsyncIterator[None]:
+async def identity_lock(
+    lock_dir: Path, key: str, what: str, on_wait: Callable[[], Awaitable[None]] | None = None
+) -> AsyncIterator[None]:
     """Held from the "is there a finished run?" check until the run ends, so identical evaluations started
     at once make one run: the others wait here (saying so once), then find it FINISHED and reuse it.
+    ``on_wait`` runs once when this process has to wait (an early-started evaluation stops its calls:
+    it will most likely reuse the other's run).
 
     The wait polls without blocking the event loop, so Ctrl-C/SIGTERM still cancel a waiting process.
     """
@@ -279,6 +283,8 @@ async def identity_lock(lock_dir: Path, key: str, what: str) -> AsyncIterator[No
                     "an identical evaluation (%s) is running in another process; waiting for it to end", what
                 )
                 said = True
+                if on_wait is not None:
+                    await on_wait()
             await asyncio.sleep(_LOCK_POLL)
     try:
         yield

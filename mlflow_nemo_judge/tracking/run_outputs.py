@@ -12,6 +12,7 @@ mlflow (and pandas) are imported only inside the functions, as everywhere in ``t
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -34,7 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from mlflow_nemo_judge.reliability.report import ReliabilityReport
     from mlflow_nemo_judge.tracking.mlflow_sink import Collected
 
-__all__ = ["final_metrics", "log_files", "log_result_files", "log_table"]
+__all__ = ["final_metrics", "log_files", "log_result_files", "log_table", "samples_kind", "stage", "upload"]
 
 
 def log_files(cl: Any, run_id: str, files: Mapping[str, str | bytes | Path], secrets: Sequence[str]) -> None:
@@ -43,16 +44,27 @@ def log_files(cl: Any, run_id: str, files: Mapping[str, str | bytes | Path], sec
     if not files:
         return
     with tempfile.TemporaryDirectory(prefix="nemo-judge-art-") as tmp:
-        for rel, content in files.items():
-            dst = Path(tmp) / rel
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(content, Path):
-                shutil.copyfile(content, dst)
-            elif isinstance(content, bytes):
-                dst.write_bytes(content)
-            else:
-                dst.write_text(redact_text(content, secrets), encoding="utf-8")
+        stage(Path(tmp), files, secrets)
         cl.log_artifacts(run_id, tmp, ART_DIR)
+
+
+def stage(root: Path, files: Mapping[str, str | bytes | Path], secrets: Sequence[str]) -> None:
+    """Write ``files`` under ``root`` (text redacted); a file already at its place stays as it is, and
+    one on the same file system is hard-linked rather than copied (the samples file can be GBs)."""
+    for rel, content in files.items():
+        dst = root / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, Path):
+            if content.resolve() == dst.resolve():
+                continue
+            try:
+                os.link(content, dst)
+            except OSError:
+                shutil.copyfile(content, dst)
+        elif isinstance(content, bytes):
+            dst.write_bytes(content)
+        else:
+            dst.write_text(redact_text(content, secrets), encoding="utf-8")
 
 
 def log_table(cl: Any, run_id: str, df: pd.DataFrame, path: str) -> None:
@@ -116,6 +128,14 @@ def final_metrics(
     return metrics
 
 
+def samples_kind(collected: Collected) -> str:
+    """How a finished run logs its samples (the ``TAG_SAMPLES`` value): a UI ``table`` (and the JSONL
+    file), the ``jsonl`` file only (past the table's row cap), or ``none``."""
+    if collected.table.rows:
+        return "table"
+    return "jsonl" if collected.count else "none"
+
+
 def log_result_files(
     cl: Any,
     run_id: str,
@@ -126,9 +146,11 @@ def log_result_files(
     plots: bool,
     model: str | None,
     reliability: ReliabilityReport | None,
-) -> str:
-    """Upload a finished run's files and per-sample table; returns how the samples were logged
-    (``table``, ``jsonl`` or ``none``: the ``TAG_SAMPLES`` value)."""
+) -> None:
+    """Upload a finished run's files, charts and per-sample table together. The charts are drawn by
+    the plot worker (``compare/plot_worker.py``) while this stages the rest; the table's
+    ``mlflow.loggedArtifacts`` entry is the caller's, in its tag batch."""
+    from mlflow_nemo_judge.tracking.background import in_thread
     from mlflow_nemo_judge.tracking.reports import RELIABILITY_DIR, report_files
 
     files: dict[str, str | bytes | Path] = {
@@ -137,24 +159,53 @@ def log_result_files(
     if result.job:
         files["job.json"] = json.dumps(redact(result.job), indent=2, default=str)
     files.update(rcp.recomputed_files(result))
-    rows, n = collected.rows, collected.count
-    with tempfile.TemporaryDirectory(prefix="nemo-judge-plots-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="nemo-judge-art-") as tmp:
+        root = Path(tmp) / "upload"
+        root.mkdir()
+        drawn = (
+            in_thread(lambda: _draw_charts(collected, root, model), "nemo-judge-charts")
+            if plots and collected.values
+            else None
+        )
         if result.samples_path is not None and Path(result.samples_path).exists():
             files["samples.jsonl"] = _redacted_copy(
-                Path(result.samples_path), Path(tmp) / "samples.jsonl", secrets
+                Path(result.samples_path), root / "samples.jsonl", secrets
             )
         if reliability is not None:
-            files.update(report_files(reliability, Path(tmp) / RELIABILITY_DIR, RELIABILITY_DIR))
-        if plots and collected.values:
-            from mlflow_nemo_judge.compare import plots as plt
+            files.update(report_files(reliability, Path(tmp) / "reliability", RELIABILITY_DIR))
+        collected.table.write(root / Path(ART_TABLE).relative_to(ART_DIR))
+        if drawn is not None:
+            drawn.result()
+        stage(root, files, secrets)
+        upload(cl, run_id, root)
 
-            for (task, mname), per in collected.values.items():
-                rel = f"plots/{_safe_name(task)}/{_safe_name(mname)}.png"
-                files[rel] = plt.score_distribution(f"{task} / {mname}", per, Path(tmp) / rel, model=model)
-        log_files(cl, run_id, files, secrets)
-    if rows:
-        import pandas as pd
 
-        log_table(cl, run_id, pd.DataFrame(rows), ART_TABLE)
-        return "table"
-    return "jsonl" if n else "none"
+def _draw_charts(collected: Collected, root: Path, model: str | None) -> None:
+    from mlflow_nemo_judge.compare.plot_worker import Chart, shared
+
+    charts = [
+        Chart(f"{task} / {mname}", per, root / "plots" / _safe_name(task) / f"{_safe_name(mname)}.png", model)
+        for (task, mname), per in collected.values.items()
+    ]
+    shared().render(charts)
+
+
+UPLOADERS = 4  # files uploaded at once to a remote store
+
+
+def upload(cl: Any, run_id: str, root: Path) -> None:
+    """Everything under ``root`` to the run's ``nemo_judge/``. A remote store takes one request per file
+    and MLflow sends them one after another, so several go at once there; a local store copies."""
+    paths = [p for p in sorted(root.rglob("*")) if p.is_file()]
+    remote = str(getattr(cl, "tracking_uri", "") or "").startswith(("http://", "https://"))
+    if not remote or len(paths) < 2:
+        cl.log_artifacts(run_id, str(root), ART_DIR)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(p: Path) -> None:
+        parent = p.parent.relative_to(root).as_posix()
+        cl.log_artifact(run_id, str(p), ART_DIR if parent == "." else f"{ART_DIR}/{parent}")
+
+    with ThreadPoolExecutor(max_workers=UPLOADERS, thread_name_prefix="nemo-judge-upload") as pool:
+        list(pool.map(one, paths))  # the first failure is raised here

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,10 +31,10 @@ from mlflow_nemo_judge.tracking.identity import Outcome
 from mlflow_nemo_judge.tracking.mlflow_sink import MlflowSink
 from mlflow_nemo_judge.tracking.reports import Tracked, report_of, reused_with_report, sink_report
 from mlflow_nemo_judge.tracking.runs import RunTracker
-from mlflow_nemo_judge.tracking.sink import RunSink
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlflow_nemo_judge.reliability.pairwise_report import PairwiseReport
+    from mlflow_nemo_judge.tracking.early import EarlyStart
 
 
 @dataclass
@@ -53,7 +53,7 @@ class Settings:
 # ---------------------------------------------------------------------------------- one target
 
 
-def sink_for(tracker: RunTracker, s: Settings, config: EvalConfig, **kw: Any) -> RunSink:
+def sink_for(tracker: RunTracker, s: Settings, config: EvalConfig, **kw: Any) -> MlflowSink:
     """The MLflow sink of one run with the call's shared settings."""
     return MlflowSink(
         tracker,
@@ -78,12 +78,20 @@ async def track_one(
     force: bool,
     parent_run_id: str | None = None,
     default_name: str | None = None,
+    early: EarlyStart | None = None,
 ) -> Outcome:
     """One target's evaluation as one run: an identical FINISHED run is reused, else a new run is
-    created, its prompts registered and linked, and the evaluation streamed into it."""
+    created and the evaluation streamed into it, its setup (sources, prompts registered and linked,
+    params, inputs, LoggedModel) written beside the first model calls. With ``early`` the evaluation
+    is already running (``early.py``): a reused run stops it, a new run's sink takes it over."""
     tags = ident.identity(p.config, p.target, p.datasets, s.backend_name, s.options.limit)
-    async with _one_run_per_identity(cl, experiment_id, s, tags, p.target.display_name, force):
+    wait = early.cancel if early is not None else None
+    async with _one_run_per_identity(cl, experiment_id, s, tags, p.target.display_name, force, wait):
+        if early is not None and early.stopped:
+            early = None  # stopped while another process ran the same evaluation: run it here anew
         if not force and (found := ident.find_finished(cl, experiment_id, tags)) is not None:
+            if early is not None:
+                await early.cancel()
             backfill(cl, found.run_id, s.trace_samples, collect(p.config, p.target), s.allow_partial_tracking)
             return reused_with_report(cl, found)
         tags |= ident.resume_tags(p.config, p.target, p.parallelism, s.options.cache_dir)
@@ -100,11 +108,20 @@ async def track_one(
             secrets=collect(p.config, p.target),
             n_tasks=len(p.config.tasks or {}),
         )
+        sources = ident.source_paths(p.config, p.target, s.options.cache_dir)
         with health.translated(cl.tracking_uri, tracker.run_id):
-            _log_sources(tracker, ident.source_paths(p.config, p.target, s.options.cache_dir))
-            prompts.register_and_link(cl, tracker.run_id, p.config, tracker.secrets)
-            sink = sink_for(tracker, s, p.config)
-            result = await execute(s.backend, p, sink)
+            # Written by the sink's setup thread while the first model calls go out (issue 15).
+            sink = sink_for(
+                tracker,
+                s,
+                p.config,
+                pre_setup=[
+                    lambda: _log_sources(tracker, sources),
+                    lambda: prompts.register_and_link(cl, tracker.run_id, p.config, tracker.secrets),
+                ],
+                collected=early.collected if early is not None else None,
+            )
+            result = await (early.attach(sink) if early is not None else execute(s.backend, p, sink))
     return Tracked(result, tracker.run_id, False, tracker.model_id, sink_report(sink))
 
 
@@ -115,7 +132,13 @@ def _log_sources(tracker: RunTracker, paths: dict[str, str]) -> None:
 
 
 def _one_run_per_identity(
-    cl: Any, experiment_id: str, s: Settings, tags: dict[str, str], what: str, force: bool
+    cl: Any,
+    experiment_id: str,
+    s: Settings,
+    tags: dict[str, str],
+    what: str,
+    force: bool,
+    on_wait: Callable[[], Awaitable[None]] | None = None,
 ) -> contextlib.AbstractAsyncContextManager[None]:
     """The identity lock (see ``health.identity_lock``), in the cache folder's ``locks/``; ``force`` asks
     for a new run anyway, so it takes none."""
@@ -124,7 +147,8 @@ def _one_run_per_identity(
     from mlflow_nemo_judge.http.cache import default_cache_dir
 
     lock_dir = Path(s.options.cache_dir or default_cache_dir()) / "locks"
-    return health.identity_lock(lock_dir, health.identity_key(cl.tracking_uri, experiment_id, tags), what)
+    key = health.identity_key(cl.tracking_uri, experiment_id, tags)
+    return health.identity_lock(lock_dir, key, what, on_wait)
 
 
 async def track_many(

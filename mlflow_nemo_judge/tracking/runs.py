@@ -1,5 +1,6 @@
-"""One MLflow run's lifecycle (``RunTracker``): created RUNNING before the first model call, set up with
-config, prompts, params, inputs and the LoggedModel, finished with metrics, artifacts, the per-sample
+"""One MLflow run's lifecycle (``RunTracker``): created RUNNING (before the first model call, or with an
+early start while the first calls go on: ``early.py``), set up with config, prompts, params, inputs and
+the LoggedModel (on the sink's setup thread, beside the calls), finished with metrics, artifacts, the per-sample
 table and traces, or ended FAILED / KILLED.
 
 Everything goes through ``MlflowClient`` with batched calls (see the package docstring); mlflow is
@@ -13,7 +14,7 @@ import json
 import logging
 import os
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,10 +23,12 @@ from mlflow_nemo_judge.config import EvalConfig, Target
 from mlflow_nemo_judge.config.secrets import redact, redact_text
 from mlflow_nemo_judge.data.scan import DatasetInfo
 from mlflow_nemo_judge.results import EvalResult
+from mlflow_nemo_judge.tracking.background import in_thread
 from mlflow_nemo_judge.tracking.documents import prompt_documents
 from mlflow_nemo_judge.tracking.inputs import log_inputs, logged_model
 from mlflow_nemo_judge.tracking.names import (
     ART_COMPARISON,
+    ART_TABLE,
     ART_TRACEBACK,
     MAX_PARAM_VALUE,
     MAX_TAG_VALUE,
@@ -40,7 +43,14 @@ from mlflow_nemo_judge.tracking.names import (
 )
 from mlflow_nemo_judge.tracking.params import ModelSpec, split_long_params
 from mlflow_nemo_judge.tracking.progress import _ProgressLogger
-from mlflow_nemo_judge.tracking.run_outputs import final_metrics, log_files, log_result_files, log_table
+from mlflow_nemo_judge.tracking.run_outputs import (
+    final_metrics,
+    log_files,
+    log_result_files,
+    log_table,
+    samples_kind,
+)
+from mlflow_nemo_judge.tracking.table_spool import MLFLOW_LOGGED_ARTIFACTS, with_table
 from mlflow_nemo_judge.tracking.trace_outcome import (
     add_description_line,
     describe_missing,
@@ -62,7 +72,7 @@ logger = logging.getLogger(__package__)  # "mlflow_nemo_judge.tracking", the rec
 
 @dataclass
 class RunTracker:
-    """One MLflow run's lifecycle: created RUNNING before the first model call, ended FINISHED, FAILED
+    """One MLflow run's lifecycle: created RUNNING, ended FINISHED, FAILED
     (with a redacted traceback artifact) or KILLED."""
 
     cl: Any
@@ -72,6 +82,10 @@ class RunTracker:
     n_tasks: int = 1
     model_id: str | None = None
     _progress: _ProgressLogger | None = None
+    # What a new run has without asking the store: no progress steps yet, no logged tables. A
+    # reopened run reads them (None).
+    progress_steps: int | None = 0
+    logged_artifacts: str | None = None  # the run's ``mlflow.loggedArtifacts`` tag (a JSON list)
 
     # -- creation ------------------------------------------------------------------------------
 
@@ -100,6 +114,7 @@ class RunTracker:
         """Continue an interrupted run in place (MLflow allows RUNNING again on any run)."""
         tags = run.data.tags
         tr = cls(cl, run.info.run_id, run.info.experiment_id, list(secrets), n_tasks, tags.get(TAG_MODEL_ID))
+        tr.progress_steps, tr.logged_artifacts = None, tags.get(MLFLOW_LOGGED_ARTIFACTS)
         cl.update_run(tr.run_id, status="RUNNING")
         tr.set_tags({TAG_STATE: "running", TAG_RESUMES: str(int(tags.get(TAG_RESUMES, "0")) + 1)})
         tr.set_tags({TAG_ERROR: ""} if tags.get(TAG_ERROR) else {})
@@ -135,7 +150,7 @@ class RunTracker:
             )
         return differing
 
-    # -- setup (before the first model call) ------------------------------------------------------
+    # -- setup (on the sink's setup thread, beside the first model calls) ---------------------------
 
     def log_setup(
         self,
@@ -148,7 +163,7 @@ class RunTracker:
         existing_params: Mapping[str, str] | None = None,
         setup_done: bool = False,
     ) -> None:
-        """Config, target, prompts, params, dataset inputs and the LoggedModel, before any model call.
+        """Config, target, prompts, params, dataset inputs and the LoggedModel (the sink's setup thread).
 
         On a resumed run whose setup completed, only params missing from ``existing_params`` are logged:
         the artifacts are already there and inputs logged twice would show twice in the UI.
@@ -183,10 +198,14 @@ class RunTracker:
 
     # -- while running ----------------------------------------------------------------------------
 
+    def _progress_step0(self) -> int:
+        if self.progress_steps is None:
+            self.progress_steps = len(self.cl.get_metric_history(self.run_id, "progress"))
+        return self.progress_steps
+
     def progress_callback(self) -> _ProgressLogger:
         if self._progress is None:
-            step0 = len(self.cl.get_metric_history(self.run_id, "progress"))
-            self._progress = _ProgressLogger(self.cl, self.run_id, self.n_tasks, step0)
+            self._progress = _ProgressLogger(self.cl, self.run_id, self.n_tasks, self._progress_step0())
         return self._progress
 
     def on_job(self, job: Mapping[str, Any]) -> None:
@@ -198,7 +217,7 @@ class RunTracker:
 
     def _stop_progress(self) -> int:
         if self._progress is None:
-            return len(self.cl.get_metric_history(self.run_id, "progress"))
+            return self._progress_step0()
         self._progress.close()
         return self._progress.step
 
@@ -212,42 +231,57 @@ class RunTracker:
         datasets: Sequence[DatasetInfo],
         plots: bool = True,
         model: str | None = None,
-        traces: TraceReport | None = None,
+        traces: Callable[[], TraceReport | None] | None = None,
         allow_partial_tracking: bool = False,
         reliability: ReliabilityReport | None = None,
     ) -> None:
-        """Metrics, results, the samples file, plots and the UI table; then FINISHED. ``traces`` (already
-        written while the run went) decides the end too: missing traces raise ``TrackingError`` (the
-        caller ends the run FAILED) unless ``allow_partial_tracking``; see ``trace_outcome.py``.
-        ``reliability``: its figures go in the scores' batch, its files under ``nemo_judge/reliability/``
-        (``tracking.reports``)."""
+        """Results, the samples file, plots and the UI table in one upload; metrics and their tags in one
+        batch; then FINISHED. ``traces`` waits for the trace writer (told to flush before this is
+        called, so its last writes overlap the uploads) and its report decides the end too: missing
+        traces raise ``TrackingError`` (the caller ends the run FAILED) unless ``allow_partial_tracking``;
+        see ``trace_outcome.py``. ``reliability``: its figures go in the scores' batch, its files under
+        ``nemo_judge/reliability/`` (``tracking.reports``)."""
+        from mlflow.entities import RunTag
+
         from mlflow_nemo_judge.tracking import recomputed as rcp
 
         step = self._stop_progress()
+        kind = samples_kind(collected)
+        tags = {TAG_SAMPLES: kind, **rcp.recomputed_tags(result)}
+        if kind == "table":
+            tags[MLFLOW_LOGGED_ARTIFACTS] = with_table(self.logged_artifacts, ART_TABLE)
         metrics = final_metrics(
             result, datasets=datasets, model_id=self.model_id, reliability=reliability, step=step
         )
-        self.cl.log_batch(self.run_id, metrics=metrics)
-        samples_kind = log_result_files(
-            self.cl,
-            self.run_id,
-            result,
-            collected,
-            secrets=self.secrets,
-            plots=plots,
-            model=model,
-            reliability=reliability,
+        run_tags = [RunTag(k, redact_text(str(v), self.secrets)[:MAX_TAG_VALUE]) for k, v in tags.items()]
+        # The metric batch goes while the files are staged and uploaded (a round trip each to a server).
+        batch = in_thread(
+            lambda: self.cl.log_batch(self.run_id, metrics=metrics, tags=run_tags), "nemo-judge-metrics"
         )
-        tags = {TAG_SAMPLES: samples_kind, **rcp.recomputed_tags(result)}
-        if traces is not None and traces.wanted:
-            tags |= trace_tags(traces, allow_partial=allow_partial_tracking)
-            if not traces.complete:
+        try:
+            log_result_files(
+                self.cl,
+                self.run_id,
+                result,
+                collected,
+                secrets=self.secrets,
+                plots=plots,
+                model=model,
+                reliability=reliability,
+            )
+        finally:
+            batch.result()
+        report = traces() if traces is not None else None
+        tags = {}
+        if report is not None and report.wanted:
+            tags |= trace_tags(report, allow_partial=allow_partial_tracking)
+            if not report.complete:
                 # Said where people look (the description) and on the run; then FAILED by our caller,
                 # or FINISHED when partial tracking was asked for.
                 self.set_tags(tags)
-                add_description_line(self.cl, self.run_id, describe_missing(traces), self.secrets)
+                add_description_line(self.cl, self.run_id, describe_missing(report), self.secrets)
                 if not allow_partial_tracking:
-                    raise failure(self.run_id, traces)
+                    raise failure(self.run_id, report)
         tags[TAG_STATE] = "finished"
         self.set_tags(tags)
         self._terminate("FINISHED")

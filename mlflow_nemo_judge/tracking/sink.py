@@ -1,6 +1,6 @@
 """Where an evaluation's record goes while it runs: the ``RunSink`` protocol and an in-memory sink.
 
-The pipeline drives a sink through one evaluation: ``start`` before the first model call, ``sample``
+The pipeline drives a sink through one evaluation: ``start`` before the backend runs, ``sample``
 for every per-sample record as it is written (item order), ``progress`` and ``job`` while running, then
 exactly one of ``finish`` / ``fail`` / ``kill``. ``finish`` also gets the run's reliability report
 (``reliability.analyze``; None when the config asks for no repeats, panel or human labels): it travels

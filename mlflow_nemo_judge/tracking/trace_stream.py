@@ -18,7 +18,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,8 +78,12 @@ class TraceStream:
         queue_max: int | None = None,
         batch_max: int | None = None,
         batch_wait: float | None = None,
+        ready: Callable[[], str | None] | None = None,
     ) -> None:
         self.cl, self.experiment_id, self.run_id, self.model_id = cl, experiment_id, run_id, model_id
+        # The run's setup, written beside the first model calls: traces link its LoggedModel, so the
+        # writer waits for it (and takes its id) before the first write.
+        self._ready = ready
         self.judge_models, self.secrets = judge_models, list(secrets)
         self.references, self.render_judge = references, render_judge
         self.skip_existing = skip_existing
@@ -94,6 +98,7 @@ class TraceStream:
         self._failures = 0
         self._lock = threading.Lock()  # ``report.failed`` is counted from both threads
         self._existing: set[str] | None = None
+        self._stopped = False
 
     # -- producer side (the engine's event loop) -----------------------------------------------------
 
@@ -108,13 +113,23 @@ class TraceStream:
             self._thread.start()
         self._q.put((record, time.time_ns()))
 
+    def stop(self, *, abandon: bool = False) -> None:
+        """Ask the writer to flush (or, with ``abandon``, drop) what is queued and end, without waiting:
+        a finishing run does its other uploads while the last traces are written."""
+        if self._thread is None or self._stopped:
+            return
+        if abandon:
+            self._abandon.set()
+        self._stopped = True
+        self._q.put(_STOP)
+
     def close(self, *, abandon: bool = False, timeout: float = FLUSH_TIMEOUT) -> TraceReport:
         """Flush (or, with ``abandon``, drop) what is queued and stop the thread; the final report."""
         if self._thread is None:
             return self.report
         if abandon:
             self._abandon.set()
-        self._q.put(_STOP)
+        self.stop(abandon=abandon)
         self._thread.join(timeout)
         if self._thread.is_alive():
             self._count_failed(max(0, self.report.wanted - self.report.written - self.report.failed))
@@ -157,6 +172,8 @@ class TraceStream:
                 self._count_failed(len(batch))
                 continue
             if writer is False:
+                if not self._take_setup(len(batch)):
+                    continue
                 writer = self._writer()
             t0 = time.perf_counter()
             try:
@@ -169,6 +186,21 @@ class TraceStream:
                 self._failed(exc, len(batch))
             finally:
                 self.report.intervals.append((t0, time.perf_counter()))
+
+    def _take_setup(self, n: int) -> bool:
+        """Wait for the run's setup (its LoggedModel id); a failed setup fails the run, so then the
+        writer writes nothing more."""
+        if self._ready is None:
+            return True
+        try:
+            self.model_id = self._ready()
+            self._ready = None
+            return True
+        except BaseException as exc:
+            self._count_failed(n)
+            self.report.error = self.report.error or f"the run's setup failed: {type(exc).__name__}"
+            self._gave_up = True
+            return False
 
     def _writer(self) -> _BatchTraceWriter | None:
         try:
