@@ -1,5 +1,5 @@
 """``python -m mlflow_nemo_judge`` runs the CLI."""
 
-from mlflow_nemo_judge.cli import main
+from mlflow_nemo_judge.cli import entry
 
-raise SystemExit(main())
+entry()
