@@ -10,13 +10,10 @@ outside (nothing in the package knows about the probe), so the command runs its 
 - ``mlflow_import_start`` / ``mlflow_imported``: ``import mlflow`` began / finished (on whatever thread);
 - ``store_open``: the checked ``MlflowClient`` exists (the store opened, the preflight read done);
 - ``run_created``: ``RunTracker.create`` returned (experiment resolved, identity searched, run created);
-- ``setup_logged``: the sink's ``start`` returned (sources, prompts, params, inputs, LoggedModel).
+- ``setup_logged``: the run's setup was written (sources, prompts, params, inputs, LoggedModel), on the
+  sink's setup thread beside the model calls.
 
 The first model request's arrival is read from the mock server's log by the caller, not here.
-
-``NEMO_JUDGE_PROBE_BG_IMPORT=1`` starts ``import mlflow`` (and, for a sqlite URI, MLflow's SQLAlchemy
-store module) on a daemon thread right after the CLI is imported: the candidate overlap, measured from
-the outside before it is put in the package.
 """
 
 from __future__ import annotations
@@ -102,17 +99,6 @@ def main() -> int:
     from mlflow_nemo_judge import cli
 
     mark("cli_imported")
-    if os.environ.get("NEMO_JUDGE_PROBE_BG_IMPORT") == "1":
-        sqlite = any(a.startswith("sqlite:") for a in sys.argv)
-
-        def preload() -> None:
-            import mlflow  # noqa: F401
-            import mlflow.tracking  # noqa: F401
-
-            if sqlite:
-                import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
-
-        threading.Thread(target=preload, name="probe-preload", daemon=True).start()
     from mlflow_nemo_judge.backends.local import LocalBackend
     from mlflow_nemo_judge.tracking import health
     from mlflow_nemo_judge.tracking.mlflow_sink import MlflowSink
@@ -122,7 +108,7 @@ def main() -> int:
     _wrap(health, "open_client", "client_made")
     _wrap(health, "preflight", "store_open")
     _wrap(RunTracker, "create", "run_created")
-    _wrap(MlflowSink, "start", "setup_logged")
+    _wrap(MlflowSink, "_write_setup", "setup_logged")
     return cli.main(sys.argv[1:])
 
 

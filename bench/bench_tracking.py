@@ -102,6 +102,14 @@ def main() -> None:
     )
     ap.add_argument("--latency", type=float, default=0.2)
     ap.add_argument("--parallelism", type=int, default=8)
+    ap.add_argument("--name", help="results file name (default tracking / tracking_lat<latency>)")
+    ap.add_argument(
+        "--kinds",
+        nargs="+",
+        default=["traces", "traces-at-end", "no-traces"],
+        choices=["traces", "traces-at-end", "no-traces"],
+        help="tracked variants per store",
+    )
     a = ap.parse_args()
     facts = machine_facts()
     import logging
@@ -118,9 +126,9 @@ def main() -> None:
     reports: list[Any] = []
     finish = MlflowSink.finish
 
-    def spy_finish(self: MlflowSink, result: Any) -> None:
+    def spy_finish(self: MlflowSink, result: Any, reliability: Any = None) -> None:
         try:
-            finish(self, result)
+            finish(self, result, reliability)
         finally:
             reports.append(self.trace_report)
 
@@ -180,7 +188,7 @@ def main() -> None:
             }
 
         batch_max, batch_wait = trace_stream.BATCH_MAX, trace_stream.BATCH_WAIT
-        kinds = ("traces", "traces-at-end", "no-traces")
+        kinds = tuple(a.kinds)
         variants = ["off"] + [f"{s}/{t}" for s in stores for t in kinds]
         print("warm-up", flush=True)
         for v in variants:
@@ -229,7 +237,7 @@ def main() -> None:
         "runs": results,
         "table": table,
     }
-    path = save("tracking" if a.latency == 0 else f"tracking_lat{a.latency:g}", out)
+    path = save(a.name or ("tracking" if a.latency == 0 else f"tracking_lat{a.latency:g}"), out)
     print(f"\nfacts: {facts}\nsaved {path}\n")
     print(
         md_table(
