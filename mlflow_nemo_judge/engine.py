@@ -294,6 +294,28 @@ class LocalEngine:
         return agg
 
 
+def pool_size(plan: Plan) -> int:
+    """Connections the keep-alive pool may open: the sum of every endpoint's own limit (its
+    ``max_concurrency``, else ``parallelism``). The per-endpoint limits (``http.limits``) are the only
+    ceiling on calls in flight; a pool of ``parallelism`` would cap the target and the judges together
+    (8 in all at the default, where each endpoint may take 8)."""
+    limits: dict[tuple[str, str], int] = {}
+
+    def add(ep: Any) -> None:
+        if ep is not None:
+            limits[(str(ep.url), str(ep.model_id))] = int(ep.max_concurrency or plan.parallelism)
+
+    add(plan.target_endpoint)
+    for tp in plan.tasks:
+        for m in tp.metrics:
+            if m.judge is not None:
+                add(m.judge.endpoint)
+            rel = getattr(m, "reliability", None)
+            for _, member in getattr(rel, "judges", None) or []:
+                add(getattr(member, "endpoint", None))
+    return max(plan.parallelism, sum(limits.values()))
+
+
 async def run_plan_async(plan: Plan, options: RunOptions | None = None) -> EvalResult:
     """Execute a validated plan against the endpoints; returns NeMo-shaped results.
 
@@ -320,7 +342,7 @@ async def run_plan_async(plan: Plan, options: RunOptions | None = None) -> EvalR
             cache = ResponseCache(opts.cache_dir / "responses.sqlite" if opts.cache_dir else None)
         own_http = opts.http_client is None
         http: Any = opts.http_client or make_http_transport(
-            plan.parallelism, httpx.Timeout(plan.timeout, connect=min(10.0, plan.timeout))
+            pool_size(plan), httpx.Timeout(plan.timeout, connect=min(10.0, plan.timeout))
         )
         start = time.perf_counter()
         aggs: list[TaskAggregator] = []

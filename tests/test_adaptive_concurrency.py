@@ -230,3 +230,23 @@ def test_target_and_judge_limited_differently_lose_no_sample_and_keep_their_limi
     assert j_stats["admitted"]["mock/judge"] == 60
     assert 1 <= t_stats["peak_in_flight"]["mock/faithful-summarizer"] <= 4
     assert 1 <= j_stats["peak_in_flight"]["mock/judge"] <= 6
+
+
+def test_the_connection_pool_holds_every_endpoints_limit_at_once() -> None:
+    """The keep-alive pool is sized to the sum of the endpoints' own limits, so it never caps the
+    target and the judges together (a pool of ``parallelism`` did: 8 calls in all at the default)."""
+    from mlflow_nemo_judge.engine import pool_size
+
+    def plan_with(judge_max: int | None, parallelism: int) -> Any:
+        cfg = seed_config(
+            judge_url="http://judge.local/v1", judge_model="mock/judge", files_url=str(SEED_DATA)
+        )
+        for metric in cfg["tasks"]["consult_summary_eval"]["metrics"].values():  # two metrics, one judge
+            if judge_max is not None:
+                metric["params"]["model"]["api_endpoint"]["max_concurrency"] = judge_max
+        target = {"type": "model", "model": {"api_endpoint": {"url": "http://t.local/v1", "model_id": "t"}}}
+        return build_plan(load_config(cfg), load_target(target), parallelism=parallelism)
+
+    assert pool_size(plan_with(None, 4)) == 8  # target 4 + judge 4
+    assert pool_size(plan_with(6, 4)) == 10  # target 4 + judge's own 6
+    assert pool_size(plan_with(None, 16)) == 32
