@@ -382,7 +382,10 @@ def test_sigkilled_run_resumes_into_the_same_run_with_cached_calls(
     server = seed_eval["server"]
     monkeypatch.setenv("NJ_TEST_JUDGE_KEY", "judge-key-from-env-0001")
     cfg = _env_key_config(seed_eval["config"], "NJ_TEST_JUDGE_KEY")
-    server.set_latency(0.3)
+    # Slow enough that the child is still calling when its run exists: with early start the calls begin
+    # while MLflow is still being imported (2 calls per model at once, as the child sets).
+    latency = 0.6
+    server.set_latency(latency)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
         [sys.executable, "-c", _CHILD, json.dumps(cfg), json.dumps(seed_eval["faithful"]), mlflow_uri],
@@ -399,14 +402,14 @@ def test_sigkilled_run_resumes_into_the_same_run_with_cached_calls(
             time.sleep(0.1)
         # Freeze the endpoint (new calls hang unanswered), wait until every answered call is in the cache
         # (each put is committed at once: no commit timer to wait for), then kill: no call answered
-        # before the kill may be repeated. Calls already inside their 0.3 s latency still get answered,
+        # before the kill may be repeated. Calls already inside their latency still get answered,
         # so the check must also hold once they are through.
         server.set_latency(120)
         frozen = time.monotonic()
         while True:
             with sqlite3.connect(judge_cache / "responses.sqlite") as con:
                 cached_now = {k for (k,) in con.execute("SELECT key FROM responses")}
-            settled = time.monotonic() - frozen > 0.35
+            settled = time.monotonic() - frozen > latency + 0.05
             if settled and set(_keys_of(server.requests, server)) <= cached_now:
                 break
             assert time.monotonic() - frozen < 10, "answered calls did not reach the cache"

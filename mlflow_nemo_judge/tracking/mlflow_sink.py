@@ -208,7 +208,10 @@ class MlflowSink:
         self.tracker.progress_callback()(task, done, total)
 
     def job(self, job: Mapping[str, Any]) -> None:
-        self._raise_if_setup_failed()
+        """The remote job exists: the run's setup must be complete before its id is on the run, since
+        ``attach`` after a dead submitter rebuilds the evaluation from the run's ``config.json``."""
+        assert self._setup is not None, "job() before start()"
+        self._setup.result()
         self.tracker.on_job(job)
 
     def finish(self, result: EvalResult, reliability: ReliabilityReport | None = None) -> None:
