@@ -94,24 +94,24 @@ def test_the_chart_worker_draws_every_chart(tmp_path: Path) -> None:
         paths = worker.render(charts)
         assert paths == [c.path for c in charts]
         assert all(p.read_bytes().startswith(PNG) for p in paths)
-        assert worker._proc is not None and worker._proc.poll() is None  # kept for the next run
+        assert worker._helper is not None and worker._helper.alive  # kept for the next run
     finally:
         worker.close()
-    assert worker._proc is None
+    assert worker._helper is None
 
 
 @pytest.mark.timeout(120)
 def test_charts_are_drawn_here_when_the_worker_died(tmp_path: Path) -> None:
     worker = PlotWorker()
     worker.start()
-    assert worker._proc is not None
-    worker._proc.kill()
-    worker._proc.wait()
+    assert worker._helper is not None
+    worker._helper.proc.kill()
+    worker._helper.proc.wait()
     charts = _charts(tmp_path, 4)
     worker.render(charts)
     assert all(c.path.read_bytes().startswith(PNG) for c in charts)
     worker.start()  # a later run gets a new worker
-    assert worker._proc is not None and worker._proc.poll() is None
+    assert worker._helper is not None and worker._helper.alive
     worker.close()
 
 
@@ -130,7 +130,46 @@ def test_a_chart_the_worker_cannot_draw_is_drawn_here(
         charts = _charts(tmp_path, 3)
         worker.render(charts)
         assert all(c.path.read_bytes().startswith(PNG) for c in charts)
-        assert worker._proc is not None and worker._proc.poll() is None  # an error answer keeps it
+        assert worker._helper is not None and worker._helper.alive  # an error answer keeps it
+    finally:
+        worker.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_helpers_line_is_not_lost_to_a_reader_that_stopped_waiting() -> None:
+    """The chart worker prints ``ready`` after importing matplotlib: a read that times out first does
+    not swallow it, so the next read gets it (before, a timed-out read's thread took the line, and the
+    worker was never used again by that process)."""
+    from mlflow_nemo_judge.helper_process import Helper
+
+    helper = Helper("mlflow_nemo_judge.compare.plot_worker")
+    try:
+        with pytest.raises(TimeoutError):
+            helper.readline(0.001)
+        assert helper.readline(60) == "ready"
+    finally:
+        helper.stop()
+    with pytest.raises(RuntimeError, match="exited"):
+        helper.readline(10)
+
+
+@pytest.mark.timeout(120)
+def test_a_ready_worker_draws_every_chart_of_a_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once it is ready, no chart is drawn in this process (whose GIL the run's finish needs)."""
+
+    worker = PlotWorker()
+    worker.start()
+    try:
+        assert worker._helper is not None and worker._helper.readline(60) == "ready"
+        worker._ready = True
+
+        def not_here(*a: Any, **kw: Any) -> Any:
+            raise AssertionError("drawn in this process")
+
+        monkeypatch.setattr("mlflow_nemo_judge.compare.plots.score_distribution", not_here)
+        charts = _charts(tmp_path, 3)
+        worker.render(charts)
+        assert all(c.path.read_bytes().startswith(PNG) for c in charts)
     finally:
         worker.close()
 

@@ -6,7 +6,7 @@ short flush:
 - ``start`` hands the run's setup (the caller's ``pre_setup`` steps such as sources and prompts, then
   config, target, params, dataset inputs and the LoggedModel) to a background thread and returns: the
   first model calls go out while it is written. When it is done, that thread starts the chart worker
-  (``compare/plot_worker.py``), which imports matplotlib on the other core. A failed setup fails the run at the next record (or at
+  (``compare/plot_worker.py``) if the run has not, which imports matplotlib on the other core. A failed setup fails the run at the next record (or at
   ``finish``), as any sink error does.
 - ``sample`` collects, in bounded memory, what the run shows per sample (the UI table spooled to a temp
   file, ``table_spool.py``, and the plot values as float arrays) and hands the first ``trace_samples``
@@ -184,15 +184,14 @@ class MlflowSink:
 
     @staticmethod
     def _start_charts() -> None:
-        """The chart worker starts (it imports matplotlib on the other core) and this process warms its
-        own chart code, while the models work; both are optimisations, never a failure."""
-        from mlflow_nemo_judge.compare import plot_worker, plots
+        """The chart worker starts (it imports matplotlib on the other core) while the models work; an
+        optimisation, never a failure. This process does not import matplotlib unless it must draw."""
+        from mlflow_nemo_judge.compare import plot_worker
 
         try:
             plot_worker.shared()
-            plots.warm_up()
         except Exception as exc:
-            logger.debug("chart warm-up failed: %s", exc)
+            logger.debug("chart worker not started: %s", exc)
 
     def _raise_if_setup_failed(self) -> None:
         if self._setup is not None and self._setup.done() and self._setup.exception() is not None:
