@@ -19,8 +19,6 @@ Variants (``--variants``; ``--parallelism`` P, default 8):
   on, response cache on into an empty folder per run (it pays the writes, never gets a hit). Concurrency:
   P calls in flight per endpoint (URL + model id), so at most P target + P judge calls at once; samples in
   flight are bounded by a window of 4 × P.
-* ``ours_in_process``: the same with ``NEMO_JUDGE_TRACE_WORKER=0``: every trace written by the CLI's own
-  process instead of the trace worker (``tracking/trace_worker.py``), for a side-by-side figure.
 * ``untracked``: the same command with ``--no-tracking`` (context: what tracking costs).
 * ``genai``: ``python bench/_genai_proc.py``: ``mlflow.genai.evaluate`` with ``predict_fn`` and the two
   ``@scorer`` functions of ``bench_vs_genai.genai_pieces``, ``MLFLOW_GENAI_EVAL_MAX_WORKERS=P``,
@@ -87,7 +85,7 @@ from _common import (  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
-ALL_VARIANTS = ("ours", "ours_in_process", "untracked", "genai", "inspect", "inspect_wide")
+ALL_VARIANTS = ("ours", "untracked", "genai", "inspect", "inspect_wide")
 DEFAULT_VARIANTS = ("ours", "untracked", "genai", "inspect")
 METRICS = ("completeness", "correctness")
 INSPECT_TARGET = f"openai-api/mock/{TARGET_MODEL}"
@@ -207,7 +205,7 @@ class Bench:
         rows, cfg = self.data(n)
         uri, s = self._store()
         self.mock.reset()
-        if variant in ("ours", "ours_in_process", "untracked"):
+        if variant in ("ours", "untracked"):
             r = self._ours(variant, cfg, uri, s)
         elif variant == "genai":
             r = self._genai(rows, n, uri)
@@ -227,10 +225,7 @@ class Bench:
             ["--no-tracking"] if variant == "untracked" else ["--tracking-uri", uri, "--experiment", "bench"]
         )
         cmd += ["--cache-dir", str(s / "cache"), "--no-progress", "--output", "json"]
-        env = dict(self.env)
-        if variant == "ours_in_process":
-            env["NEMO_JUDGE_TRACE_WORKER"] = "0"  # every trace written by the evaluating process
-        wall, p = self._child(cmd, variant, env, self.d)
+        wall, p = self._child(cmd, variant, self.env, self.d)
         out = json.loads(p.stdout)
         run = out["runs"][0]
         if run.get("reused"):

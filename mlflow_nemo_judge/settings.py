@@ -100,13 +100,6 @@ SETTINGS += (
         "store is a writable sqlite file or a server whose /health answers); 0: only after its run exists",
     ),
     Setting(
-        "NEMO_JUDGE_TRACE_WORKER",
-        int,
-        "20",
-        "a run that will write at least this many traces has them written by a helper process with "
-        "MLflow imported, on another core (0 = never: every trace is written in the evaluating process)",
-    ),
-    Setting(
         "NEMO_JUDGE_AIMD_DECREASE",
         float,
         "0.75",

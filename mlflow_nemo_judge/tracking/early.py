@@ -273,15 +273,6 @@ def begin(
     return start
 
 
-def start_trace_worker(uri: str | None, prepared: Prepared, trace_samples: int) -> None:
-    """The trace process starts now too, importing MLflow on the other core while this one does, so a
-    run with many traces has it ready for its first batch (``trace_worker.py``)."""
-    from mlflow_nemo_judge.tracking import trace_worker
-
-    if trace_worker.wanted(trace_worker.planned(prepared.datasets, max(0, trace_samples))):
-        trace_worker.start(uri)
-
-
 def start_chart_worker() -> None:
     """The chart process starts now, on the other core, so it is ready when a short run finishes."""
     try:
@@ -329,7 +320,6 @@ async def track_single(
     start = begin(
         p, execute=execute, backend=s.backend, table_max_rows=s.table_max_rows, trace_samples=s.trace_samples
     )
-    start_trace_worker(known_uri(tracking_uri), p, s.trace_samples)
     session = await opened(tracking_uri, experiment, start)
     try:
         with health.translated(trk.current_tracking_uri(tracking_uri)):

@@ -34,7 +34,6 @@ from mlflow_nemo_judge.backends.base import Prepared
 from mlflow_nemo_judge.config import EvalConfig
 from mlflow_nemo_judge.config.secrets import redact_text
 from mlflow_nemo_judge.results import EvalResult, SampleRecord
-from mlflow_nemo_judge.tracking import trace_worker
 from mlflow_nemo_judge.tracking.background import in_thread
 from mlflow_nemo_judge.tracking.inputs import logged_model
 from mlflow_nemo_judge.tracking.names import DEFAULT_TABLE_MAX_ROWS, DEFAULT_TRACE_SAMPLES
@@ -143,7 +142,6 @@ class MlflowSink:
                 ready=self._model.result,
                 # The backlog is already in memory: queued whole, it never blocks the event loop.
                 queue_max=QUEUE_MAX + len(backlog),
-                planned=trace_worker.planned(prepared.datasets, self.trace_samples),
             )
             for rec in backlog[: self.trace_samples]:
                 self._traces.put(rec)

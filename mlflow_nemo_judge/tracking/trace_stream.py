@@ -3,8 +3,7 @@
 The engine hands every record to the sink from its event loop; a synchronous MLflow write there (25 ms
 per trace on sqlite, a round trip per trace on a server) would stall every request in flight. So
 ``sample`` only queues the record and the ``nemo-judge-traces`` thread builds the trace (redaction,
-judge request, limits) and writes it in batches, while the model calls go on; a run with many traces
-has them written by a helper process instead, off this process's GIL (``trace_worker.py``). The queue is bounded
+judge request, limits) and writes it in batches, while the model calls go on. The queue is bounded
 (``QUEUE_MAX`` records): when the store is slower than the models, ``put`` blocks the producer (back
 pressure) rather than letting memory grow. ``close`` flushes what is queued, within ``FLUSH_TIMEOUT``.
 
@@ -24,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlflow_nemo_judge.results import SampleRecord
-from mlflow_nemo_judge.tracking import trace_worker
 from mlflow_nemo_judge.tracking.trace_samples import JudgeRenderer, _trace_sample, _TraceSample
 from mlflow_nemo_judge.tracking.traces import _BatchTraceWriter, _write_traces_with_spans
 
@@ -81,10 +79,7 @@ class TraceStream:
         batch_max: int | None = None,
         batch_wait: float | None = None,
         ready: Callable[[], str | None] | None = None,
-        planned: int | None = 0,
     ) -> None:
-        """``planned``: how many traces the run will write (None: not known), which decides whether
-        they go through the trace worker (``trace_worker.py``); not given, they do not."""
         self.cl, self.experiment_id, self.run_id, self.model_id = cl, experiment_id, run_id, model_id
         # The run's setup, written beside the first model calls: traces link its LoggedModel, so the
         # writer waits for it (and takes its id) before the first write.
@@ -104,9 +99,6 @@ class TraceStream:
         self._lock = threading.Lock()  # ``report.failed`` is counted from both threads
         self._existing: set[str] | None = None
         self._stopped = False
-        self._use_worker = trace_worker.wanted(planned)  # a worker another run started is not used
-        if self._use_worker:
-            trace_worker.start(getattr(cl, "tracking_uri", None))
 
     # -- producer side (the engine's event loop) -----------------------------------------------------
 
@@ -219,12 +211,7 @@ class TraceStream:
 
     def _write(self, writer: _BatchTraceWriter | None | bool, samples: list[_TraceSample]) -> None:
         if isinstance(writer, _BatchTraceWriter):
-            worker = trace_worker.current() if self._use_worker else None
-            uri = str(getattr(self.cl, "tracking_uri", "") or "")
-            if worker is None or not worker.write(
-                uri, self.experiment_id, self.run_id, self.model_id, samples
-            ):
-                writer.write(samples, self.run_id, self.model_id)
+            writer.write(samples, self.run_id, self.model_id)
         else:
             _write_traces_with_spans(samples, self.experiment_id, self.run_id, self.model_id)
 
@@ -254,15 +241,12 @@ class TraceStream:
             self.report.failed += n
 
     def _failed(self, exc: BaseException, n: int) -> None:
-        from mlflow_nemo_judge.errors import TrackingError
         from mlflow_nemo_judge.tracking.health import tracking_error
 
         self._count_failed(n)
         self._failures += 1
-        # MLflow's message can quote the request URL, userinfo included: say it the redacted way (the
-        # trace worker's errors come said so already).
-        uri = str(getattr(self.cl, "tracking_uri", "") or "")
-        why = str(exc) if isinstance(exc, TrackingError) else str(tracking_error(exc, uri))
+        # MLflow's message can quote the request URL, userinfo included: say it the redacted way.
+        why = str(tracking_error(exc, str(getattr(self.cl, "tracking_uri", "") or "")))
         self.report.error = self.report.error or why
         logger.warning("could not write %d trace(s) to MLflow run %s: %s", n, self.run_id, why)
         if self._failures >= MAX_FAILED_BATCHES:
