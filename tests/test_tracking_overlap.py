@@ -214,6 +214,39 @@ def test_a_setup_write_that_fails_fails_the_run_and_stops_the_calls(
     assert "prompt registry refused the write" in run.data.tags["nemo_judge.error"]
 
 
+@pytest.mark.timeout(120)
+def test_the_config_is_on_the_run_before_anything_else_of_its_setup(
+    seed_eval: dict[str, Any], mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The setup's first write is its files: when the next step (the LoggedModel) fails, as when the
+    process is killed there, the run already holds the ``config.json`` that ``resume`` rebuilds from."""
+    from mlflow.tracking import MlflowClient
+
+    from mlflow_nemo_judge.tracking import mlflow_sink
+
+    def broken(*a: Any, **kw: Any) -> Any:
+        raise RuntimeError("LoggedModel refused")
+
+    monkeypatch.setattr(mlflow_sink, "logged_model", broken)
+    with pytest.raises(Exception, match="LoggedModel refused"):
+        evaluate(
+            seed_eval["config"],
+            seed_eval["faithful"],
+            experiment="config-first",
+            tracking_uri=mlflow_uri,
+            limit=5,
+            cache=False,
+            progress_bar=False,
+        )
+    cl = MlflowClient(tracking_uri=mlflow_uri)
+    (run,) = cl.search_runs([cl.get_experiment_by_name("config-first").experiment_id])
+    assert run.info.status == "FAILED"
+    files = {f.path for f in cl.list_artifacts(run.info.run_id, "nemo_judge")}
+    assert {"nemo_judge/config.json", "nemo_judge/target.json"} <= files
+    local = cl.download_artifacts(run.info.run_id, "nemo_judge/config.json")
+    assert json.loads(Path(local).read_text(encoding="utf-8"))["tasks"]
+
+
 # ------------------------------------------------------------------------------------ early start
 
 

@@ -3,11 +3,11 @@
 Tracking is overlapped with the evaluation (issue 15), so what is left after the last model call is a
 short flush:
 
-- ``start`` hands the run's setup (the caller's ``pre_setup`` steps such as sources and prompts, then
-  config, target, params, dataset inputs and the LoggedModel) to a background thread and returns: the
+- ``start`` hands the run's setup (config and target files, the LoggedModel, the caller's ``pre_setup``
+  steps such as sources and prompts, then params and dataset inputs) to a background thread and returns: the
   first model calls go out while it is written. When it is done, that thread starts the chart worker
-  (``compare/plot_worker.py``) if the run has not, which imports matplotlib on the other core. A failed setup fails the run at the next record (or at
-  ``finish``), as any sink error does.
+  (``compare/plot_worker.py``) if the run has not, which imports matplotlib on the other core. A
+  failed setup fails the run at the next record (or at ``finish``), as any sink error does.
 - ``sample`` collects, in bounded memory, what the run shows per sample (the UI table spooled to a temp
   file, ``table_spool.py``, and the plot values as float arrays) and hands the first ``trace_samples``
   records to the background trace writer (``trace_stream.py``), which waits for the setup's LoggedModel
@@ -147,10 +147,21 @@ class MlflowSink:
                 self._traces.put(rec)
 
     def _write_setup(self, prepared: Prepared) -> str | None:
-        """The setup thread: the LoggedModel first (the traces wait for its id, and with an early start
-        have records waiting), then the caller's steps and the rest of the setup, then the charts'
-        warm-up. Returns the LoggedModel id."""
+        """The setup thread: the files first (``config.json`` is what ``resume`` needs of a run killed
+        early), then the LoggedModel (the traces wait for its id, and with an early start have records
+        waiting), then the caller's steps and the rest of the setup, then the chart worker. Returns the
+        LoggedModel id."""
         try:
+            params = build_params(
+                prepared.config,
+                prepared.target,
+                backend=self.backend,
+                limit=self.limit,
+                parallelism=prepared.parallelism,
+                datasets=prepared.datasets,
+            )
+            if not self.setup_done:
+                self.tracker.log_setup_files(config=prepared.config, target=prepared.target, params=params)
             spec = model_spec(prepared.target)
             if not self.setup_done and spec is not None and self.tracker.model_id is None:
                 self.tracker.model_id = logged_model(
@@ -162,14 +173,6 @@ class MlflowSink:
             raise
         for step in self.pre_setup:
             step()
-        params = build_params(
-            prepared.config,
-            prepared.target,
-            backend=self.backend,
-            limit=self.limit,
-            parallelism=prepared.parallelism,
-            datasets=prepared.datasets,
-        )
         self.tracker.log_setup(
             config=prepared.config,
             target=prepared.target,
@@ -178,6 +181,7 @@ class MlflowSink:
             model=model_spec(prepared.target),
             existing_params=self.existing_params,
             setup_done=self.setup_done,
+            files_done=True,
         )
         self._start_charts()
         return self.tracker.model_id

@@ -152,6 +152,18 @@ class RunTracker:
 
     # -- setup (on the sink's setup thread, beside the first model calls) ---------------------------
 
+    def log_setup_files(self, *, config: EvalConfig, target: Target, params: Mapping[str, str]) -> None:
+        """The setup's files (config, target, prompt documents, long params): written first, so a run
+        killed in its first second still holds the ``config.json`` that ``resume`` rebuilds it from."""
+        _, long_files = split_long_params(params)
+        files: dict[str, str | bytes | Path] = {
+            "config.json": json.dumps(config.redacted(), indent=2, ensure_ascii=False),
+            "target.json": json.dumps(target.redacted(), indent=2, ensure_ascii=False),
+            **prompt_documents(config),
+            **long_files,
+        }
+        self.log_files(files)
+
     def log_setup(
         self,
         *,
@@ -162,21 +174,17 @@ class RunTracker:
         model: ModelSpec | None,
         existing_params: Mapping[str, str] | None = None,
         setup_done: bool = False,
+        files_done: bool = False,
     ) -> None:
-        """Config, target, prompts, params, dataset inputs and the LoggedModel (the sink's setup thread).
+        """Config, target, prompts, params, dataset inputs and the LoggedModel (the sink's setup thread;
+        ``files_done``: ``log_setup_files`` already ran).
 
         On a resumed run whose setup completed, only params missing from ``existing_params`` are logged:
         the artifacts are already there and inputs logged twice would show twice in the UI.
         """
-        short, long_files = split_long_params(params)
-        if not setup_done:
-            files: dict[str, str | bytes | Path] = {
-                "config.json": json.dumps(config.redacted(), indent=2, ensure_ascii=False),
-                "target.json": json.dumps(target.redacted(), indent=2, ensure_ascii=False),
-                **prompt_documents(config),
-                **long_files,
-            }
-            self.log_files(files)
+        short, _ = split_long_params(params)
+        if not setup_done and not files_done:
+            self.log_setup_files(config=config, target=target, params=params)
         skipped = self.log_params(short, existing_params)
         if skipped:
             logger.warning(
