@@ -188,16 +188,14 @@ class MlflowSink:
 
     @staticmethod
     def _start_charts() -> None:
-        """The chart worker starts (it imports matplotlib on the other core) and this process warms its
-        own chart code for the case the worker is not ready at the finish, while the models work; both
-        are optimisations, never a failure."""
-        from mlflow_nemo_judge.compare import plot_worker, plots
+        """The chart worker starts (it imports matplotlib on the other core) while the models work; an
+        optimisation, never a failure. This process does not import matplotlib unless it must draw."""
+        from mlflow_nemo_judge.compare import plot_worker
 
         try:
             plot_worker.shared()
-            plots.warm_up()
         except Exception as exc:
-            logger.debug("chart warm-up failed: %s", exc)
+            logger.debug("chart worker not started: %s", exc)
 
     def _raise_if_setup_failed(self) -> None:
         if self._setup is not None and self._setup.done() and self._setup.exception() is not None:
