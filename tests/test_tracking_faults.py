@@ -124,8 +124,10 @@ def test_api_refuses_a_bad_uri_with_the_config_error_class(seed_eval):
 # ------------------------------------------------------------------------------------ concurrency
 
 
-def _start_runs(tmp_path: Path, uri: str, cfg: str, targets: list[str]) -> list[subprocess.Popen[str]]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "NEMO_JUDGE_TRACE_SAMPLES": "0"}
+def _start_runs(
+    tmp_path: Path, uri: str, cfg: str, targets: list[str], **extra_env: str
+) -> list[subprocess.Popen[str]]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "NEMO_JUDGE_TRACE_SAMPLES": "0", **extra_env}
     env.pop("MLFLOW_TRACKING_URI", None)
     cmd = [sys.executable, "-m", "mlflow_nemo_judge", "run", cfg, "--tracking-uri", uri, "--limit", "3"]
     return [
@@ -156,23 +158,31 @@ def _finish(procs: list[subprocess.Popen[str]], timeout: float) -> list[tuple[in
 
 
 @pytest.mark.timeout(240)
-def test_four_identical_first_runs_into_a_new_sqlite_store_make_one_run(seed_eval, tmp_path):
+@pytest.mark.parametrize("early_start", ["0", "1"])
+def test_four_identical_first_runs_into_a_new_sqlite_store_make_one_run(seed_eval, tmp_path, early_start):
     from mlflow.tracking import MlflowClient
 
     # Slow model calls: the first run must still be running when the other three, started at once,
     # reach the identity lock (their start-up on 2 shared cores can differ by a second or two; with
     # instant calls a late one sometimes found the run already finished and reused it silently).
-    seed_eval["server"].set_latency(1.5)
+    # Without early start the first run's calls begin only once it holds the lock, and the others must
+    # say they wait. With early start every process makes its calls while the store opens, and the
+    # others (opening the new store one after another under its init lock) may find the run already
+    # FINISHED and reuse it without having waited: still one run, but no wait to observe.
+    seed_eval["server"].set_latency(2.0)
     uri = f"sqlite:///{tmp_path / 'new.db'}"
     cfg, (tgt,) = _files(tmp_path, seed_eval, "faithful")
-    results = _finish(_start_runs(tmp_path, uri, cfg, [tgt] * 4), timeout=200)
+    results = _finish(
+        _start_runs(tmp_path, uri, cfg, [tgt] * 4, NEMO_JUDGE_EARLY_START=early_start), timeout=200
+    )
     assert all(code == 0 for code, _ in results), results
     assert all("Traceback" not in err for _, err in results)
     cl = MlflowClient(uri)
     exp = cl.get_experiment_by_name("race")
     runs = cl.search_runs([exp.experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
-    assert any("waiting for it" in err for _, err in results)  # the others said once that they wait
+    if early_start == "0":
+        assert any("waiting for it" in err for _, err in results)  # the others said once that they wait
 
 
 @pytest.mark.timeout(240)
