@@ -1,4 +1,4 @@
-"""The package's helper processes (the chart worker, the trace worker): start, talk, stop.
+"""The package's helper processes (today the chart worker, ``compare/plot_worker.py``): start, talk, stop.
 
 A helper is ``python -m <module>`` of this interpreter, a subprocess with text pipes: not
 ``multiprocessing``, whose spawn start method would re-run a user's unguarded script. It imports the

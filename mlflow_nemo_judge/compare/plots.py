@@ -36,8 +36,8 @@ def _figure(width: float, height: float) -> Any:
 def warm_up() -> None:
     """Import matplotlib and draw one small chart (fonts, Agg renderer, PNG writer), so a run's first
     real chart costs only its own drawing (~70 ms instead of ~0.6 s cold). Called off the critical
-    path: by the chart worker when it starts, and by a tracked run's setup thread while the model calls
-    go on (``compare/plot_worker.py``)."""
+    path, by the chart worker when it starts (``compare/plot_worker.py``): the evaluating process does
+    not import matplotlib unless the worker cannot draw."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="nemo-judge-warm-up-") as tmp:
